@@ -1,0 +1,108 @@
+"""Checkpoint names, caches, downloads and offline errors.
+
+EnCodec weights live where torch hub keeps them (``$TORCH_HOME/hub/checkpoints``), under the
+official file names, so a cache filled by the ``encodec`` package is reused as it is and vice versa.
+EnCodecMAE weights resolve through the Hugging Face cache (see ``resolve_encodecmae``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .errors import WeightsError
+
+ENCODEC_BASE_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"
+
+ENCODEC_CHECKPOINTS = {
+    "encodec_24khz": "encodec_24khz-d7cc33bc.th",
+    "encodec_48khz": "encodec_48khz-7e698e3e.th",
+    "encodec_lm_24khz": "encodec_lm_24khz-1608e3c0.th",
+    "encodec_lm_48khz": "encodec_lm_48khz-7add9fc3.th",
+}
+
+
+def hub_checkpoint_dir() -> Path:
+    """The folder torch hub (and so the ``encodec`` package) caches checkpoints in."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def encodec_base_url() -> str:
+    """Download root; ``AUDIOTOK_ENCODEC_URL`` overrides it (mirrors, tests on 127.0.0.1)."""
+    url = os.environ.get("AUDIOTOK_ENCODEC_URL", ENCODEC_BASE_URL)
+    return url if url.endswith("/") else url + "/"
+
+
+def offline() -> bool:
+    return os.environ.get("AUDIOTOK_OFFLINE", "") not in ("", "0") or os.environ.get(
+        "HF_HUB_OFFLINE", ""
+    ) not in ("", "0")
+
+
+def _sha256_prefix_ok(path: Path, name: str) -> bool:
+    stem = Path(name).stem
+    if "-" not in stem:
+        return True
+    expected = stem.rsplit("-", 1)[1]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest().startswith(expected)
+
+
+def download(url: str, dest: Path, check_name: str | None = None) -> Path:
+    """Download ``url`` to ``dest`` atomically (temp file + rename), checking the hash prefix
+    that official checkpoint names carry."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            shutil.copyfileobj(resp, out, length=1 << 20)
+        if check_name and not _sha256_prefix_ok(Path(tmp), check_name):
+            raise WeightsError(
+                f"downloaded {url} but its sha256 does not match the hash in its name; "
+                "the download is corrupt or the mirror serves another file"
+            )
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise WeightsError(
+            f"could not download {url} ({exc}); put the file at {dest} or pass --checkpoint PATH"
+        ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def resolve_encodec(name: str, checkpoint: str | os.PathLike | None = None) -> Path:
+    """Path of the weights file for the EnCodec model or LM ``name`` (a key of ENCODEC_CHECKPOINTS).
+
+    An explicit ``checkpoint`` wins; else the torch hub cache; else a download (unless offline)."""
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"checkpoint file {path} does not exist; check the --checkpoint path")
+        return path
+    try:
+        filename = ENCODEC_CHECKPOINTS[name]
+    except KeyError:
+        raise WeightsError(
+            f"unknown EnCodec model {name!r}; choose one of {', '.join(ENCODEC_CHECKPOINTS)}"
+        ) from None
+    cached = hub_checkpoint_dir() / filename
+    if cached.is_file():
+        return cached
+    if offline():
+        raise WeightsError(
+            f"{filename} is not in the torch hub cache and downloads are off; "
+            f"put it at {cached} or pass --checkpoint PATH"
+        )
+    return download(encodec_base_url() + filename, cached, check_name=filename)
