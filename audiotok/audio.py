@@ -1,0 +1,133 @@
+"""Read any common audio format, convert channels and rate, validate. No torch here: this module
+runs inside the decode worker processes.
+
+Every problem with one file becomes an ``InputError`` whose message names the reason; the caller
+adds the file name.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def _open(path: str):
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError("is a symbolic link loop; fix or remove the link") from None
+        if exc.errno == errno.ENOENT:
+            raise InputError("does not exist (a broken link or a file removed during the run)") from None
+        if exc.errno == errno.EISDIR:
+            raise InputError("is a directory, not an audio file") from None
+        if exc.errno == errno.EACCES:
+            raise InputError("cannot be read: permission denied") from None
+        raise InputError(f"cannot be opened ({exc.strerror})") from None
+
+
+def _sf_error(exc: Exception) -> InputError:
+    text = str(exc)
+    if "Format not recognised" in text or "unknown format" in text.lower():
+        return InputError("is not an audio file soundfile can read (format not recognised)")
+    return InputError(f"cannot be decoded as audio ({text.strip() or type(exc).__name__})")
+
+
+def probe(path: str) -> AudioInfo:
+    """Sample rate, channels and length from the file header (no sample data read)."""
+    import soundfile as sf
+
+    with _open(path) as f:
+        if f.read(1) == b"":
+            raise InputError("is empty (0 bytes)")
+        f.seek(0)
+        try:
+            info = sf.info(f)
+        except Exception as exc:  # libsndfile raises several types
+            raise _sf_error(exc) from None
+    if info.frames <= 0 or info.channels <= 0:
+        raise InputError("contains no audio samples")
+    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def mix_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    """``[C, N]`` -> ``[channels, N]``.
+
+    To mono: the mean of all channels. To stereo: mono is duplicated; more than two channels are
+    folded pairwise (even-indexed channels averaged into left, odd into right), which keeps the
+    WAVE order FL/FR, FC/LFE, BL/BR, SL/SR on the right sides."""
+    c = x.shape[0]
+    if c == channels:
+        return x
+    if channels == 1:
+        return x.mean(axis=0, keepdims=True, dtype=np.float32).astype(np.float32)
+    if channels == 2:
+        if c == 1:
+            return np.repeat(x, 2, axis=0)
+        left = x[0::2].mean(axis=0, dtype=np.float32)
+        right = x[1::2].mean(axis=0, dtype=np.float32)
+        return np.stack([left, right]).astype(np.float32)
+    raise ValueError(f"unsupported channel count {channels}")
+
+
+def resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """Band-limited resampling with soxr at librosa's default quality (``soxr_hq``)."""
+    if sr == target_sr:
+        return x
+    import soxr
+
+    y = soxr.resample(np.ascontiguousarray(x.T), sr, target_sr, quality="HQ")
+    y = np.asarray(y, dtype=np.float32)
+    return np.ascontiguousarray(y.reshape(y.shape[0], -1).T)
+
+
+def read(path: str, sample_rate: int | None = None, channels: int | None = None) -> tuple[np.ndarray, AudioInfo]:
+    """Decode ``path`` to float32 ``[channels, N]`` at ``sample_rate`` (None: keep the file's)."""
+    import soundfile as sf
+
+    with _open(path) as f:
+        if f.read(1) == b"":
+            raise InputError("is empty (0 bytes)")
+        f.seek(0)
+        try:
+            data, sr = sf.read(f, dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise _sf_error(exc) from None
+    if data.shape[0] == 0:
+        raise InputError("contains no audio samples")
+    x = np.ascontiguousarray(data.T)
+    info = AudioInfo(int(sr), int(x.shape[0]), int(x.shape[1]))
+    bad = ~np.isfinite(x)
+    if bad.any():
+        n_nan = int(np.isnan(x).sum())
+        n_inf = int(bad.sum()) - n_nan
+        raise InputError(
+            f"contains {n_nan} NaN and {n_inf} infinite samples; repair or re-export the file "
+            "(audiotok never feeds non-finite audio to a model)"
+        )
+    if channels is not None:
+        x = mix_channels(x, channels)
+    if sample_rate is not None:
+        x = resample(x, info.sample_rate, sample_rate)
+    return x, info
+
+
+def n_samples_at(frames: int, sr: int, target_sr: int) -> int:
+    """Length after resampling ``frames`` samples from ``sr`` to ``target_sr`` (soxr's rule)."""
+    return int(math.ceil(frames * target_sr / sr)) if sr != target_sr else frames

@@ -1,0 +1,17 @@
+"""Command-line interface: ``audiotok encode|decode|embed|score|train``.
+
+Each command module registers itself on the shared Typer ``app``; see ``base.py`` for the wiring.
+"""
+
+import importlib
+
+from .base import app, main
+
+for _name in ("codec", "embed", "score", "train"):
+    try:
+        importlib.import_module(f"{__name__}.{_name}")
+    except ModuleNotFoundError as _exc:  # a command module not written yet
+        if _exc.name != f"{__name__}.{_name}":
+            raise
+
+__all__ = ["app", "main"]
