@@ -1,0 +1,82 @@
+"""Shared fixtures: random-weight checkpoints in a private torch hub cache, the shared audio folders,
+and an in-process CLI runner. Nothing downloads."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared; skips the test when the folder is absent, except in CI (CI=true)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{path} is missing but CI=true: the shared test data must be beside the repo")
+        pytest.skip(f"{path} is absent (shared test data lives in ../shared beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory):
+    """A torch hub cache holding random EnCodec 24/48 kHz checkpoints under the official names."""
+    from audiotok.testing import random_encodec, save_encodec_checkpoint
+
+    home = tmp_path_factory.mktemp("torch_home")
+    ckpt = home / "hub" / "checkpoints"
+    for name in ("encodec_24khz", "encodec_48khz"):
+        save_encodec_checkpoint(random_encodec(name), ckpt)
+    return home
+
+
+@pytest.fixture
+def offline_cache(hub_cache, monkeypatch):
+    """Point torch hub at the random checkpoints and forbid downloads."""
+    monkeypatch.setenv("TORCH_HOME", str(hub_cache))
+    monkeypatch.setenv("AUDIOTOK_OFFLINE", "1")
+    return hub_cache
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, err={self.err[-2000:]!r})"
+
+
+@pytest.fixture
+def cli(offline_cache, capsys, monkeypatch):
+    """Run ``audiotok ARGS`` in-process; returns exit code, stdout and stderr."""
+    from audiotok.cli import main
+
+    def run(*args: str, stdin: bytes | None = None) -> CliResult:
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def write_wav(path: Path, seconds: float, sr: int = 24000, seed: int = 0, channels: int = 1, subtype="PCM_16") -> Path:
+    import soundfile as sf
+
+    from audiotok.testing import synthetic_audio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), synthetic_audio(seconds, sr, seed=seed, channels=channels).T, sr, subtype=subtype)
+    return path
