@@ -86,3 +86,30 @@ def save_encodec_checkpoint(model, directory: str | os.PathLike, filename: str |
     path = directory / (filename or ENCODEC_CHECKPOINTS[model.name])
     torch.save(model.state_dict(), path)
     return path
+
+
+def random_encodec_lm(n_q: int = 32, seed: int = 0):
+    """A random-weight EnCodec token LM in the official layout (``encodec.model.LMModel(n_q, 1024,
+    num_layers=5, dim=200, past_context=262)``), eval mode."""
+    import torch
+
+    from .models.encodec_lm import build_lm
+
+    torch.manual_seed(seed)
+    return build_lm(n_q).eval()
+
+
+def save_encodec_lm_checkpoint(lm, directory: str | os.PathLike, filename: str | None = None) -> Path:
+    """Save ``lm.state_dict()`` as the official ``encodec_lm_24khz`` checkpoint is saved (a plain state dict)."""
+    import torch
+
+    from .weights import ENCODEC_CHECKPOINTS
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (filename or ENCODEC_CHECKPOINTS["encodec_lm_24khz"])
+    torch.save(lm.state_dict(), path)
+    return path
+
+
+# --- EnCodecMAE checkpoints in the official layouts ------------------------------------------------

@@ -1,0 +1,237 @@
+"""Audio LMs behind ``audiotok score`` / ``train lm``: tokenizer identity, single-file checkpoints,
+and one scoring interface over Whisper-GPT, the token-only GPT and EnCodec's own LM.
+
+A scorer turns one file's codes ``[n_q, T]`` (and raw log-mel ``[T, 80]``) into model inputs and
+targets, and maps fixed-shape windows of inputs to logits; ``audiotok.scoring`` does the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UsageError, WeightsError
+from ..features import MEL_BINS, SILENCE_LOG_MEL
+from .gpt import ARCHS, BOS, GPTConfig, build_gpt, count_params
+
+MODELS = (*ARCHS, "encodec-lm")
+CHECKPOINT_FORMAT = "audiotok-lm"
+CHECKPOINT_VERSION = 1
+_TOKENIZER_KEYS = ("codec", "sample_rate", "frame_rate", "bandwidth", "codebooks", "codec_sha256")
+
+
+def file_digest(path: str | os.PathLike, n: int = 16) -> str:
+    """The first ``n`` hex digits of a file's sha256 (identity of a weights file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:n]
+
+
+def tokenizer_info(codec, bandwidth: float, codebooks: list[int]) -> dict:
+    """The tokenizer settings of a loaded ``encodec`` codec (from ``models.codec.load_codec``)."""
+    from .codec import FRAME_RATES, SAMPLE_RATES, n_codebooks
+
+    path = getattr(codec, "checkpoint_path", None)
+    return {
+        "codec": codec.name,
+        "sample_rate": SAMPLE_RATES[codec.name],
+        "frame_rate": FRAME_RATES[codec.name],
+        "bandwidth": float(bandwidth),
+        "n_q": n_codebooks(codec.name, bandwidth),
+        "codebooks": [int(c) for c in codebooks],
+        "codec_checkpoint": os.path.basename(path) if path else None,
+        "codec_sha256": file_digest(path) if path else None,
+    }
+
+
+def _describe(tok: dict) -> str:
+    return (f"{tok.get('codec')} at {tok.get('bandwidth'):g} kbps, codebooks {tok.get('codebooks')}, "
+            f"codec weights {tok.get('codec_checkpoint')} (sha256 {tok.get('codec_sha256')})")
+
+
+def check_tokenizer(path: str | os.PathLike, stored: dict, asked: dict) -> None:
+    """Refuse a checkpoint whose tokenizer is not the one the codes come from."""
+    diff = [k for k in _TOKENIZER_KEYS if stored.get(k) != asked.get(k)]
+    if diff:
+        raise WeightsError(
+            f"checkpoint {path} was trained on tokens from {_describe(stored)} but this run tokenises with "
+            f"{_describe(asked)} (differs in {', '.join(diff)}); pass the same --codec-checkpoint and "
+            "--bandwidth as in training, since scores under different tokenizers are not comparable"
+        )
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+@dataclass
+class LMCheckpoint:
+    model: torch.nn.Module
+    config: GPTConfig
+    tokenizer: dict
+    training: dict
+    path: str | None = None
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    extra: dict | None = None
+
+    @property
+    def identity(self) -> dict:
+        return {"arch": self.config.arch, "size": self.config.size, "params": count_params(self.model),
+                "checkpoint": self.path, "sha256": file_digest(self.path) if self.path else None,
+                "step": int(self.training.get("step", 0))}
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: GPTConfig, tokenizer: dict,
+                    training: dict, optimizer: dict | None = None, scheduler: dict | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write one self-describing file atomically (temp name in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    blob = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config.to_dict(),
+        "state_dict": state, "tokenizer": tokenizer, "training": training,
+        "mel_norm": {"mean": state["mel_mean"].tolist(), "std": state["mel_std"].tolist()}
+        if "mel_mean" in state else None,
+        "optimizer": optimizer, "scheduler": scheduler, "extra": extra or {},
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, arch: str | None = None, tokenizer: dict | None = None,
+                    device: str | torch.device = "cpu") -> LMCheckpoint:
+    """Load a checkpoint written by ``train lm``; refuse another arch or another tokenizer."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"checkpoint file {path} does not exist; check the --checkpoint path")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"could not read checkpoint {path} ({type(exc).__name__}); the file is damaged "
+                           "or not an audiotok LM checkpoint") from None
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(f"{path} is not an audiotok LM checkpoint (write one with `audiotok train lm`)")
+    cfg = GPTConfig(**blob["config"])
+    if arch is not None and cfg.arch != arch:
+        raise WeightsError(f"checkpoint {path} holds a {cfg.arch} model, not {arch}; pass --model {cfg.arch}")
+    if tokenizer is not None:
+        check_tokenizer(path, blob["tokenizer"], tokenizer)
+    model = build_gpt(cfg)
+    model.load_state_dict(blob["state_dict"], strict=True)
+    return LMCheckpoint(model.to(device), cfg, blob["tokenizer"], blob.get("training") or {}, str(path),
+                        blob.get("optimizer"), blob.get("scheduler"), blob.get("extra"))
+
+
+def read_tokenizer(path: str | os.PathLike) -> dict:
+    """Only the tokenizer settings of a checkpoint (to tokenise before the model is built)."""
+    return load_checkpoint(path).tokenizer
+
+
+# --- scorers -----------------------------------------------------------------------------------
+class GPTScorer:
+    """Scores codebook 0 with Whisper-GPT or the token-only GPT."""
+
+    def __init__(self, ckpt: LMCheckpoint, device: torch.device):
+        self.ckpt = ckpt
+        self.model = ckpt.model.to(device).eval()
+        self.device = device
+        self.name = ckpt.config.arch
+        self.context = ckpt.config.context
+        self.stride = self.context // 2
+        self.codebooks = [0]
+        self.uses_mel = self.model.uses_mel
+        self.tokenizer = ckpt.tokenizer
+        self.identity = {"model": self.name, **ckpt.identity}
+
+    def inputs(self, codes: np.ndarray, mel: np.ndarray | None):
+        """``([1, T] input tokens, [T, 80] input mel or None, [1, T] targets)``."""
+        c = torch.as_tensor(np.asarray(codes[0], dtype=np.int64))
+        tokens = torch.cat([torch.tensor([BOS]), c[:-1]])[None]
+        m = None
+        if self.uses_mel:
+            if mel is None:
+                raise ValueError("whisper-gpt needs the mel of the audio")
+            mt = torch.as_tensor(mel, dtype=torch.float32)
+            m = torch.cat([torch.full((1, MEL_BINS), SILENCE_LOG_MEL), mt[:-1]])
+        return tokens, m, c[None]
+
+    @torch.inference_mode()
+    def logits(self, tokens: torch.Tensor, mel: torch.Tensor | None, offsets: torch.Tensor) -> torch.Tensor:
+        """``tokens [R, 1, L]``, ``mel [R, L, 80]`` -> logits ``[R, L, 1, 1024]``."""
+        m = mel.to(self.device) if mel is not None else None
+        return self.model(tokens[:, 0].to(self.device), m)[:, :, None]
+
+
+class EncodecLMScorer:
+    """Scores every codebook of the tokenizer with EnCodec's pretrained LM, as an exact stream.
+
+    The LM's layers each attend 262 frames back, so its receptive field grows with depth: a
+    window cannot reproduce it. Each file runs instead as one stream, in chunks of ``chunk``
+    frames that carry the per-layer state, which equals ``encodec.compress``'s frame-by-frame loop
+    (``context`` = 262 frames per layer, ``stride`` = 1 frame)."""
+
+    uses_mel = False
+
+    def __init__(self, lm, tokenizer: dict, device: torch.device, chunk: int = 512):
+        from .encodec_lm import PAST_CONTEXT
+
+        n_q = tokenizer["n_q"]
+        if n_q > lm.n_q:
+            raise WeightsError(f"the EnCodec LM models {lm.n_q} codebooks but the tokenizer gives {n_q}")
+        self.lm = lm.to(device).eval()
+        self.device = device
+        self.name = "encodec-lm"
+        self.context = PAST_CONTEXT
+        self.stride = 1
+        self.chunk = chunk
+        self.codebooks = list(range(n_q))
+        self.tokenizer = tokenizer
+        path = getattr(lm, "checkpoint_path", None)
+        self.identity = {"model": self.name, "arch": "encodec-lm", "size": "official",
+                         "params": count_params(lm), "checkpoint": path,
+                         "sha256": file_digest(path) if path else None, "step": None}
+
+    def inputs(self, codes: np.ndarray, mel: np.ndarray | None):
+        c = torch.as_tensor(np.asarray(codes[: len(self.codebooks)], dtype=np.int64))
+        tokens = torch.cat([torch.zeros(c.shape[0], 1, dtype=torch.long), 1 + c[:, :-1]], dim=1)
+        return tokens, None, c
+
+    @torch.inference_mode()
+    def stream(self, tokens: torch.Tensor, states, offset: int):
+        """``tokens [R, K, chunk]`` -> (logits ``[R, chunk, K, 1024]``, states for the next chunk)."""
+        from .encodec_lm import lm_step
+
+        return lm_step(self.lm, tokens.to(self.device), states, offset)
+
+
+def load_scorer(model: str, checkpoint, codec, bandwidth: float | None, device: torch.device):
+    """The scorer for ``--model``; ``codec`` is the loaded tokenizer codec."""
+    if model not in MODELS:
+        raise UsageError(f"--model {model!r} is not valid; choose one of {', '.join(MODELS)}")
+    if model == "encodec-lm":
+        from .codec import check_bandwidth
+        from .encodec_lm import load_encodec_lm
+
+        bw = check_bandwidth(codec.name, 6.0 if bandwidth is None else bandwidth)
+        from .codec import n_codebooks
+
+        tok = tokenizer_info(codec, bw, list(range(n_codebooks(codec.name, bw))))
+        return EncodecLMScorer(load_encodec_lm(codec.name, checkpoint), tok, device)
+    if checkpoint is None:
+        raise UsageError(f"--model {model} needs --checkpoint (a file written by `audiotok train lm`)")
+    stored = read_tokenizer(checkpoint)
+    bw = stored["bandwidth"] if bandwidth is None else float(bandwidth)
+    tok = tokenizer_info(codec, bw, [0])
+    return GPTScorer(load_checkpoint(checkpoint, model, tok, device), device)
