@@ -113,3 +113,137 @@ def save_encodec_lm_checkpoint(lm, directory: str | os.PathLike, filename: str |
 
 
 # --- EnCodecMAE checkpoints in the official layouts ------------------------------------------------
+def encodecmae_gin(dim: int, layers: int, heads: int, ff_dim: int | None = None, frontend: str = "mel") -> str:
+    """A gin config string in the style ``gin.config_str()`` writes for the official models
+    (macros block, scoped bindings, ``\\`` continuations); ``ff_dim`` None leaves the 4096 default."""
+    ff = "" if ff_dim is None else f"encoder/transformers.TransformerEncoder.ff_dim = {ff_dim}\n"
+    enc = "@torch.nn.Identity" if frontend == "mel" else "@encodecmae.models.encoders.EncodecEncoder"
+    feat = 256 if frontend == "mel" else 128
+    return (
+        "# Macros:\n# " + "=" * 78 + "\n"
+        f"MODEL_DIM = {dim}\nNUM_DECODER_HEADS = {heads}\nNUM_DECODER_LAYERS = 2\n"
+        f"NUM_ENCODER_HEADS = {heads}\nNUM_ENCODER_LAYERS = {layers}\nNUM_MEL_BINS = 256\n"
+        "QUANTIZER_WEIGHTS = \\\n    [0.2241,\n     0.176]\n\n"
+        "# Parameters for encoder/MultiHeadAttention:\n# " + "=" * 78 + "\n"
+        "encoder/MultiHeadAttention.model_dim = %MODEL_DIM\n"
+        "encoder/MultiHeadAttention.num_heads = %NUM_ENCODER_HEADS\n\n"
+        "# Parameters for MelspectrogramProcessor:\n# " + "=" * 78 + "\n"
+        "MelspectrogramProcessor.frame_length = 26.56\nMelspectrogramProcessor.frame_shift = 13.28\n"
+        "MelspectrogramProcessor.norm_stats = [-6.12, 4.82]\nMelspectrogramProcessor.num_mel_bins = %NUM_MEL_BINS\n\n"
+        f"# Parameters for WavEncoder:\n# {'=' * 78}\nWavEncoder.encoder = {enc}\n\n"
+        f"wav_encoder_proj/Linear.in_features = {feat}\n"
+        "# Parameters for encoder/transformers.TransformerEncoder:\n# " + "=" * 78 + "\n"
+        "encoder/transformers.TransformerEncoder.attention_layer = \\\n"
+        "    @encoder/encodecmae.models.transformers.MultiHeadAttention\n"
+        + ff +
+        "encoder/transformers.TransformerEncoder.model_dim = %MODEL_DIM\n"
+        "encoder/transformers.TransformerEncoder.num_layers = %NUM_ENCODER_LAYERS\n"
+    )
+
+
+def random_encodecmae_state(frontend: str = "mel", dim: int = 64, layers: int = 2, heads: int = 4,
+                            ff_dim: int = 128, seed: int = 0, head_outputs: int = 1024) -> dict:
+    """A random state_dict with every key an official v2 checkpoint has (decoder, head and, for the
+    EnCodec front-end, the encoder's weights); the feed-forward tensors of each stack are one
+    tensor shared by every layer, as ``torch.save`` keeps them. Non-trivial biases, LayerNorm
+    affines and position scales."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    inner = heads * (dim // heads)
+
+    def w(out, inp):
+        bound = (6.0 / (out + inp)) ** 0.5
+        return (torch.rand(out, inp, generator=g) * 2 - 1) * bound
+
+    def b(n, centre=0.0, spread=0.1):
+        return centre + spread * torch.randn(n, generator=g)
+
+    feat = 256 if frontend == "mel" else 128
+    sd: dict = {"wav_encoder.post_net.weight": w(dim, feat), "wav_encoder.post_net.bias": b(dim),
+                "masker.positional_encoder.scale": torch.tensor(0.5 + torch.rand((), generator=g).item())}
+    if frontend == "ec":
+        from .models.mae import _seanet_encoder
+
+        torch.manual_seed(seed)
+        for k, v in _seanet_encoder().state_dict().items():
+            sd["wav_encoder.encoder." + k] = v.clone()
+    for stack, n_layers in (("visible_encoder", layers), ("decoder", 2)):
+        ff = {"0.weight": w(ff_dim, dim), "0.bias": b(ff_dim), "2.weight": w(dim, ff_dim), "2.bias": b(dim)}
+        for i in range(n_layers):
+            p = f"{stack}.encoder_layers.{i}."
+            for name in ("wq", "wk", "wv"):
+                sd[p + f"att_layer.{name}.weight"] = w(inner, dim)
+            sd[p + "att_layer.wo.weight"] = w(dim, inner)
+            for k, v in ff.items():
+                sd[p + "ff_layer." + k] = v  # the same tensor object in every layer
+            for norm in ("norm1", "norm2"):
+                sd[p + norm + ".weight"] = b(dim, 1.0, 0.2)
+                sd[p + norm + ".bias"] = b(dim, 0.0, 0.2)
+        sd[f"{stack}.final_norm.weight"] = b(dim, 1.0, 0.2)
+        sd[f"{stack}.final_norm.bias"] = b(dim, 0.0, 0.2)
+    sd["visible_encoder.post_net.weight"] = w(dim, dim)
+    sd["visible_encoder.post_net.bias"] = b(dim)
+    sd["decoder.positional_encoder.scale"] = torch.tensor(0.5 + torch.rand((), generator=g).item())
+    sd["head.layer.weight"] = w(head_outputs, dim)
+    sd["head.layer.bias"] = b(head_outputs)
+    return sd
+
+
+def v2_to_v1_state(state: dict) -> dict:
+    """The v1 key names of a v2 state_dict (inverse of the loader's renames; one position scale,
+    plus the ``extra_head`` v1 self-trained models carry)."""
+    import torch
+
+    renames = (("wav_encoder.encoder.model.", "wav_encoder.model."), ("wav_encoder.post_net.", "feat_projector."),
+               ("visible_encoder.post_net.", "decoder_projector."))
+    out = {}
+    for key, value in state.items():
+        if key == "decoder.positional_encoder.scale":
+            continue
+        if key == "masker.positional_encoder.scale":
+            out["positional_encoder.scale"] = value
+            continue
+        for new, old in renames:
+            if key.startswith(new):
+                key = old + key[len(new):]
+                break
+        out[key] = value
+    dim = state["wav_encoder.post_net.weight"].shape[0]
+    out["extra_head.layer.weight"] = torch.zeros(8, dim)
+    out["extra_head.layer.bias"] = torch.zeros(8)
+    return out
+
+
+def save_encodecmae_checkpoint(path: str | os.PathLike, state: dict, config: str, layout: str = "v2") -> Path:
+    """Write ``state`` as an official v2 ``<name>.pt`` (dict: state_dict, config, imports) or, with
+    ``layout="v1"``, as a v1 folder ``path/`` holding ``model.pt``, ``config.gin`` and ``imports``."""
+    import torch
+
+    path = Path(path)
+    imports = "encodecmae.models: encodecmae.models\ntorch.nn: torch.nn"
+    if layout == "v2":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": state, "config": config, "imports": imports}, path)
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": v2_to_v1_state(state)}, path / "model.pt")
+    (path / "config.gin").write_text(config, encoding="utf-8")
+    (path / "imports").write_text(imports, encoding="utf-8")
+    return path
+
+
+def fill_hf_cache(cache: str | os.PathLike, repo: str, files: dict[str, str | os.PathLike],
+                  commit: str = "0" * 40) -> Path:
+    """Lay files out as ``huggingface_hub`` caches them (``models--owner--name/{blobs,snapshots,refs}``)
+    so offline resolution finds them. Returns the snapshot folder."""
+    import shutil
+
+    root = Path(cache) / ("models--" + repo.replace("/", "--"))
+    snap = root / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    for name, src in files.items():
+        shutil.copyfile(src, snap / name)
+    return snap

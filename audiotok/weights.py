@@ -106,3 +106,53 @@ def resolve_encodec(name: str, checkpoint: str | os.PathLike | None = None) -> P
             f"put it at {cached} or pass --checkpoint PATH"
         )
     return download(encodec_base_url() + filename, cached, check_name=filename)
+
+
+# --- EnCodecMAE (Hugging Face hub) ---------------------------------------------------------------
+ENCODECMAE_V2_REPO = "lpepino/encodecmae-v2"
+ENCODECMAE_V2_NAMES = ("mel256-ec-base_st", "mel256-ec-base", "mel256-ec-small", "mel256-ec-large",
+                       "mel256-ec-large_st", "ec-ec-base")
+ENCODECMAE_V1_NAMES = ("small", "base", "large", "base-st", "large-st")
+
+
+def _hf_file(repo: str, filename: str) -> Path:
+    """``repo``/``filename`` from the Hugging Face cache (downloaded first unless offline)."""
+    from huggingface_hub import hf_hub_download
+
+    local_only = offline()
+    try:
+        return Path(hf_hub_download(repo_id=repo, filename=filename, local_files_only=local_only))
+    except Exception as exc:  # huggingface_hub raises many types (offline, 404, HTTP, OS)
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        why = "downloads are off" if local_only else f"the download failed ({type(exc).__name__})"
+        raise WeightsError(
+            f"{filename} of the Hugging Face repo {repo} is not in the cache ({HF_HUB_CACHE}) and {why}; "
+            f"fetch it with `huggingface-cli download {repo} {filename}` or pass a local checkpoint path"
+        ) from None
+
+
+def resolve_encodecmae(name_or_path: str | os.PathLike) -> Path:
+    """A local EnCodecMAE checkpoint (v2 ``.pt`` file or v1 folder), or a released name resolved
+    through the Hugging Face cache: v2 names -> ``lpepino/encodecmae-v2/<name>.pt``; v1 names
+    (``base``, ``encodecmae-base``...) -> the folder holding ``model.pt`` and ``config.gin`` of
+    ``lpepino/encodecmae-<name>``."""
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    looks_local = os.sep in text or "/" in text or text.endswith((".pt", ".pth", ".ckpt")) or text.startswith(".")
+    if looks_local:
+        raise WeightsError(f"EnCodecMAE checkpoint {path} does not exist; check the path or give a released name")
+    v1 = text[len("encodecmae-"):] if text.startswith("encodecmae-") else text
+    if v1 in ENCODECMAE_V1_NAMES:
+        repo = f"lpepino/encodecmae-{v1}"
+        model = _hf_file(repo, "model.pt")
+        _hf_file(repo, "config.gin")
+        return model.parent
+    if text in ENCODECMAE_V2_NAMES or text.startswith(("mel256-", "ec-ec-")):
+        return _hf_file(ENCODECMAE_V2_REPO, f"{text}.pt")
+    raise WeightsError(
+        f"unknown EnCodecMAE model {text!r}; give a checkpoint path or one of "
+        f"{', '.join(ENCODECMAE_V2_NAMES + ENCODECMAE_V1_NAMES)}"
+    )
