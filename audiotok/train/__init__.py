@@ -1,0 +1,1 @@
+"""Training loops: ``lm`` (Whisper-GPT, token-GPT); room for ``mae``."""

@@ -1,0 +1,77 @@
+"""Training data for ``train lm``: audio tokenised and mel-featurised through the shared pipeline
+(cached, one ``.npz`` per input mirroring the input tree), or ``.npz`` folders written by ``encode``.
+
+The cache lives in a folder named after the tokenizer (codec weights hash and bandwidth), so a
+cache is never reused with another tokenizer; reruns and ``--resume`` skip cached inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..sources import Source
+from .lm import Example
+
+SAMPLE_RATE = 24000
+
+
+class CacheJob:
+    """Pipeline job: decode audio at 24 kHz mono, write (coarse tokens, mel) to the cache."""
+
+    def __init__(self, cache: Path):
+        from .. import audio
+        from ..sinks import OutputTree
+
+        self.tree = OutputTree(cache, ".npz")
+        self.probe = audio.probe
+        self.load = functools.partial(audio.read, sample_rate=SAMPLE_RATE, channels=1)
+
+    def target(self, source: Source) -> Path:
+        return self.tree.target(source)
+
+    def is_done(self, source: Source) -> bool:
+        return self.tree.done(source)
+
+    def finish(self, source: Source, info, item) -> dict:
+        def write(f, it):
+            np.savez(f, tokens=it.codes[0].astype(np.int16), mel=it.mel.astype(np.float32),
+                     n_samples=np.array(it.n_samples), source=np.array(source.display))
+
+        return {"output": str(self.tree.write(source, write, item)), "frames": int(item.codes.shape[1])}
+
+
+def cache_dir(root: Path, tokenizer: dict) -> Path:
+    return root / f"{tokenizer['codec']}-{tokenizer['bandwidth']:g}kbps-{tokenizer['codec_sha256'][:12]}"
+
+
+def read_cached(path: Path, ident: str) -> Example:
+    with np.load(path) as z:
+        n = int(z["n_samples"])
+        return Example(ident, z["tokens"].astype(np.int16), z["mel"].astype(np.float32), n / SAMPLE_RATE)
+
+
+def read_encoded(path: str, need_mel: bool, tokenizer: dict) -> Example:
+    """An ``encode`` output (``.npz`` with codes and metadata); the mel comes from its source audio."""
+    from ..audio import read
+    from ..codes import read_codes
+    from ..features import causal_log_mel
+
+    c = read_codes(path)
+    if c.model != tokenizer["codec"]:
+        raise InputError(f"holds {c.model} codes but the model is trained on {tokenizer['codec']} tokens")
+    mel = None
+    if need_mel:
+        with np.load(path, allow_pickle=False) as z:
+            src = str(z["source"]) if "source" in z.files else None
+        if not src or not Path(src).is_file():
+            raise InputError(f"has no readable source audio ({src}) for the mel slices whisper-gpt needs; "
+                             "train on the audio itself or use --arch token-gpt")
+        audio, _ = read(src, sample_rate=SAMPLE_RATE, channels=1)
+        mel = causal_log_mel(audio[0]).numpy()
+        if mel.shape[0] != c.item.codes.shape[1]:
+            raise InputError(f"has {c.item.codes.shape[1]} frames but its source audio gives {mel.shape[0]}")
+    return Example(path, c.item.codes[0].astype(np.int16), mel, c.item.n_samples / SAMPLE_RATE)

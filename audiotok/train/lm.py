@@ -1,0 +1,301 @@
+"""Training loop for Whisper-GPT and the token-only GPT on in-memory (tokens, mel) arrays.
+
+Random crops of ``context + 1`` positions of ``[BOS, c_0 .. c_T-1]`` (with the silence slice and
+the aligned mel slices), AdamW (betas 0.9/0.95, weight decay 0.1 on matrices), linear warmup then
+cosine decay, gradient clipping at 1.0, dropout from the config. Crops and dropout are drawn from
+generators seeded by (seed, rank, step), so a resumed run continues exactly where it stopped.
+Under torchrun the model is wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU); rank 0
+evaluates and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..features import MEL_BINS, SILENCE_LOG_MEL
+from ..models.gpt import BOS, GPTConfig, build_gpt
+from ..models.lm import GPTScorer, LMCheckpoint, load_checkpoint, save_checkpoint
+from ..scoring import WindowScorer, corpus_summary, file_scores
+
+
+@dataclass
+class Example:
+    """One file: coarse tokens ``[T]`` and raw log-mel ``[T, 80]`` (None for token-only training)."""
+
+    id: str
+    tokens: np.ndarray
+    mel: np.ndarray | None
+    duration: float
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    warmup: int | None = None  # default: 5 % of the steps, at most 200
+    min_lr_ratio: float = 0.1
+    seed: int = 0
+    val_fraction: float = 0.1
+    extra: dict = field(default_factory=dict)
+
+    def warmup_steps(self) -> int:
+        return self.warmup if self.warmup is not None else max(1, min(200, self.steps // 20))
+
+
+def split_by_file(ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Seeded held-out split by file: (train ids, validation ids); validation is empty when
+    ``fraction`` is 0 or there is only one file."""
+    ids = sorted(ids)
+    n_val = 0 if fraction <= 0 or len(ids) < 2 else min(len(ids) - 1, max(1, round(fraction * len(ids))))
+    shuffled = ids[:]
+    random.Random(seed).shuffle(shuffled)
+    val = sorted(shuffled[:n_val])
+    return [i for i in ids if i not in set(val)], val
+
+
+def mel_stats(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and standard deviation of the training log-mel frames (the fixed affine)."""
+    frames = np.concatenate([e.mel for e in examples if e.mel is not None and len(e.mel)], axis=0).astype(np.float64)
+    mean, std = frames.mean(0), frames.std(0)
+    return torch.from_numpy(mean).float(), torch.from_numpy(np.maximum(std, 1e-3)).float()
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at the last step."""
+    w = cfg.warmup_steps()
+    if step < w:
+        return cfg.lr * (step + 1) / w
+    progress = min(1.0, (step - w) / max(1, cfg.steps - w))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class CropSampler:
+    """Random crops of ``context + 1`` positions, files drawn in proportion to their length."""
+
+    def __init__(self, examples: list[Example], context: int, uses_mel: bool):
+        self.context, self.uses_mel = context, uses_mel
+        self.seqs = []
+        for e in examples:
+            tok = np.concatenate([[BOS], e.tokens.astype(np.int64)])
+            mel = None
+            if uses_mel:
+                mel = np.concatenate([np.full((1, MEL_BINS), SILENCE_LOG_MEL, np.float32), e.mel.astype(np.float32)])
+            self.seqs.append((tok, mel))
+        lengths = np.array([len(t) - 1 for t, _ in self.seqs], dtype=np.float64)
+        self.weights = torch.from_numpy(lengths / lengths.sum())
+
+    def sample(self, batch: int, gen: torch.Generator):
+        L = self.context
+        tokens = torch.full((batch, L), BOS, dtype=torch.long)
+        targets = torch.full((batch, L), -100, dtype=torch.long)
+        mel = torch.full((batch, L, MEL_BINS), SILENCE_LOG_MEL) if self.uses_mel else None
+        files = torch.multinomial(self.weights, batch, replacement=True, generator=gen).tolist()
+        for b, f in enumerate(files):
+            tok, m = self.seqs[f]
+            span = min(L + 1, len(tok))
+            start = int(torch.randint(0, len(tok) - span + 1, (1,), generator=gen))
+            n = span - 1
+            tokens[b, :n] = torch.from_numpy(tok[start:start + n])
+            targets[b, :n] = torch.from_numpy(tok[start + 1:start + span])
+            if mel is not None:
+                mel[b, :n] = torch.from_numpy(m[start:start + n])
+        return tokens, mel, targets
+
+
+def evaluate(model: torch.nn.Module, cfg: GPTConfig, tokenizer: dict, examples: list[Example],
+             device: torch.device) -> dict:
+    """Token-weighted scores of ``examples`` exactly as ``audiotok score`` computes them."""
+    if not examples:
+        return {}
+    was_training = model.training
+    scorer = GPTScorer(LMCheckpoint(model, cfg, tokenizer, {}), device)
+    items = [(e.tokens[None], e.mel) for e in examples]
+    scores = WindowScorer(scorer, rows=8).score(items)
+    records = [{"status": "ok", "duration": e.duration, **file_scores(fs, e.duration, 75)}
+               for e, fs in zip(examples, scores)]
+    model.train(was_training)
+    return corpus_summary(records)
+
+
+def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + rank * 100_003 + step)
+
+
+def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: str | os.PathLike,
+          tcfg: TrainConfig, context: int = 256, device: torch.device | None = None, resume: bool = False,
+          log: Callable[[str], None] = print, progress: bool = True) -> LMCheckpoint:
+    """Train (or resume) a model and write its checkpoint to ``out``; returns the final checkpoint."""
+    from ..distributed import current_share
+
+    share = current_share()
+    device = device or torch.device("cpu")
+    ddp = share.world > 1
+    if ddp:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    ids = [e.id for e in examples]
+    train_ids, val_ids = split_by_file(ids, tcfg.val_fraction, tcfg.seed)
+    by_id = {e.id: e for e in examples}
+    train_set = [by_id[i] for i in train_ids]
+    val_set = [by_id[i] for i in val_ids]
+
+    cfg = GPTConfig.make(arch, size, context=context)
+    torch.manual_seed(tcfg.seed)
+    model = build_gpt(cfg)
+    start_step, history = 0, []
+    opt_state = None
+    if resume and os.path.exists(out):
+        ck = load_checkpoint(out, arch, tokenizer)
+        if ck.config.to_dict() != cfg.to_dict():
+            from ..errors import UsageError
+
+            raise UsageError(f"--resume: {out} holds a {ck.config.size} model with context {ck.config.context}; "
+                             "pass the same --size and --context it was trained with")
+        if ck.training.get("val_files") != val_ids:
+            from ..errors import UsageError
+
+            raise UsageError(f"--resume: the inputs, --val-fraction or --seed differ from the run that wrote {out}")
+        model = ck.model
+        start_step = int(ck.training.get("step", 0))
+        history = list(ck.training.get("history", []))
+        opt_state = ck.optimizer
+    elif model.uses_mel:
+        mean, std = mel_stats(train_set)
+        model.mel_mean.copy_(mean)
+        model.mel_std.copy_(std)
+    model.to(device).train()
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tcfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=tcfg.lr, betas=tcfg.betas)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    net = model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    sampler = CropSampler(train_set, context, model.uses_mel)
+    train_tokens = sum(len(e.tokens) for e in train_set)
+    steps_per_epoch = max(1, math.ceil(train_tokens / (tcfg.batch_size * share.world * context)))
+    training = {"step": start_step, "steps": tcfg.steps, "train_config": asdict(tcfg), "context": context,
+                "world_size": share.world, "train_files": train_ids, "val_files": val_ids,
+                "steps_per_epoch": steps_per_epoch, "history": history}
+
+    def save(step: int) -> None:
+        if share.rank == 0:
+            training["step"] = step
+            save_checkpoint(out, model, cfg, tokenizer, training, opt.state_dict())
+
+    if share.rank == 0:
+        log(f"{arch} {size}: {sum(p.numel() for p in model.parameters()):,} parameters; "
+            f"{len(train_set)} training files ({train_tokens:,} tokens), {len(val_set)} validation files; "
+            f"{steps_per_epoch} steps per epoch; steps {start_step}..{tcfg.steps}")
+    bar = _Bar(tcfg.steps, start_step, enabled=progress and share.rank == 0)
+    nats, count = 0.0, 0
+    with bar:
+        for step in range(start_step, tcfg.steps):
+            gen = _step_generator(tcfg.seed, share.rank, step)
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))  # dropout
+            tokens, mel, targets = sampler.sample(tcfg.batch_size, gen)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, tcfg)
+            logits = net(tokens.to(device), mel.to(device) if mel is not None else None)
+            loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.to(device).reshape(-1),
+                                       ignore_index=-100, reduction="sum")
+            n = int((targets != -100).sum())
+            stat = torch.tensor([loss_sum.item(), float(n)])
+            if ddp:
+                import torch.distributed as dist
+
+                dist.all_reduce(stat)
+            # mean over every token of every rank (DDP averages gradients over ranks)
+            loss = loss_sum / max(1.0, float(stat[1]) / share.world)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
+            opt.step()
+            nats += float(stat[0])
+            count += int(stat[1])
+            bar.update(step + 1, nats / max(1, count), lr_at(step, tcfg))
+            last = step + 1 == tcfg.steps
+            if (step + 1) % steps_per_epoch == 0 or last:
+                epoch = math.ceil((step + 1) / steps_per_epoch)
+                entry = {"epoch": epoch, "step": step + 1, "train_nll": nats / max(1, count)}
+                if share.rank == 0:
+                    val = evaluate(model, cfg, tokenizer, val_set, device)
+                    if val:
+                        entry.update(val_nll=val["nll"], val_accuracy=val["accuracy"], val_perplexity=val["perplexity"])
+                    history.append(entry)
+                    msg = f"epoch {epoch} (step {step + 1}/{tcfg.steps}): train nll {entry['train_nll']:.4f}"
+                    if val:
+                        msg += f", val nll {val['nll']:.4f} (ppl {val['perplexity']:.2f}, acc {val['accuracy']:.3f})"
+                    bar.log(msg)
+                    save(step + 1)
+                nats, count = 0.0, 0
+                if ddp:
+                    import torch.distributed as dist
+
+                    dist.barrier()
+    if start_step >= tcfg.steps:
+        save(start_step)
+    if ddp:
+        import torch.distributed as dist
+
+        dist.barrier()
+    model.eval()
+    return LMCheckpoint(model, cfg, tokenizer, training, str(out))
+
+
+class _Bar:
+    """A rich progress bar on stderr (steps, running train NLL, learning rate)."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        self.enabled, self.total, self.done = enabled, total, done
+        self._p = None
+
+    def __enter__(self):
+        if self.enabled:
+            import sys
+
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                               TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                               console=Console(file=sys.stderr, highlight=False))
+            self._p.__enter__()
+            self._task = self._p.add_task("train", total=self.total, completed=self.done, info="")
+        return self
+
+    def __exit__(self, *exc):
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def update(self, step: int, nll: float, lr: float) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=step, info=f"nll {nll:.4f}  lr {lr:.2e}")
+
+    def log(self, msg: str) -> None:
+        if self._p is not None:
+            self._p.console.print(msg)
+        else:
+            import sys
+
+            print(msg, file=sys.stderr, flush=True)
