@@ -257,3 +257,14 @@ def test_bad_inputs(run, tmp_path, ckpt):
         assert arr.ndim == 2 and arr.shape[1] == 64 and np.isfinite(arr).all()
         if frames is not None:
             assert arr.shape[0] == frames
+
+
+def test_shards_together_equal_one_run(run, tmp_path, ckpt, clips):
+    assert run("embed", clips, "-o", tmp_path / "one", "-m", ckpt, "-q")[0] == 0
+    for k in (0, 1):
+        assert run("embed", clips, "-o", tmp_path / "sh", "-m", ckpt, "-q", "--shard", f"{k}/2")[0] == 0
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.npz"))
+    assert one == sorted(p.relative_to(tmp_path / "sh") for p in (tmp_path / "sh").rglob("*.npz"))
+    for rel in one:
+        np.testing.assert_array_equal(_load(tmp_path / "sh" / rel)["embedding"], _load(tmp_path / "one" / rel)["embedding"])
+    assert len((tmp_path / "sh" / "manifest.jsonl").read_text().splitlines()) == 5
