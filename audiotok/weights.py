@@ -8,6 +8,7 @@ EnCodecMAE weights resolve through the Hugging Face cache (see ``resolve_encodec
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -65,14 +66,23 @@ def download(url: str, dest: Path, check_name: str | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            expected = resp.headers.get("Content-Length", "")
             shutil.copyfileobj(resp, out, length=1 << 20)
+            got = out.tell()
+        # HTTPResponse.read(n) returns b"" when the connection drops early instead of raising:
+        # compare with the announced length so a cut download is never cached as complete
+        if expected.isdigit() and got != int(expected):
+            raise WeightsError(
+                f"could not download {url} (the connection closed after {got} of {expected} bytes); "
+                f"put the file at {dest} or pass --checkpoint PATH"
+            )
         if check_name and not _sha256_prefix_ok(Path(tmp), check_name):
             raise WeightsError(
                 f"downloaded {url} but its sha256 does not match the hash in its name; "
                 "the download is corrupt or the mirror serves another file"
             )
         os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
         raise WeightsError(
             f"could not download {url} ({exc}); put the file at {dest} or pass --checkpoint PATH"
         ) from None
