@@ -384,3 +384,40 @@ def test_decode_bad_codes_file(cli, tmp_path):
     assert r.code == 1
     assert "bad.npz: is not a valid .npz codes file" in r.err
     assert "float.npy: holds a float32 array" in r.err
+
+
+@pytest.mark.slow
+def test_long_file_encodes_in_bounded_memory(tmp_path, hub_cache):
+    """A 2-minute file: peak RSS grows by far less than whole-file encoding needs (the first conv
+    layer alone would hold 32 x 2.9M floats = 370 MB; several such activations live at once)."""
+    n = 2 * 60 * 24000
+    path = tmp_path / "long.wav"
+    sf.write(str(path), (0.3 * np.sin(np.arange(n) * 0.05)).astype(np.float32), 24000, subtype="PCM_16")
+    code = (
+        "import resource, sys\n"
+        "from audiotok.cli import main\n"
+        "from audiotok.models.codec import load_codec, CodecEncoder\n"
+        "import numpy as np, torch\n"
+        "enc = CodecEncoder(load_codec('encodec_24khz'), 6.0, torch.device('cpu'))\n"
+        "enc.run([(0, np.zeros((1, 48000), np.float32))]); enc.flush()  # warm: allocator, kernels\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+        "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, "encode", str(path), "-o", str(tmp_path / "o"), "--quiet",
+                           "--workers", "0"], env=_env(hub_cache), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, after = (int(v) / 1024 for v in proc.stdout.strip().splitlines()[-1].split())
+    assert after - before < 250, (before, after)
+    assert _codes(tmp_path / "o" / "long.npz").shape == (8, n // 320)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_encode_matches_cpu(cli, tmp_path):
+    for i in range(3):
+        write_wav(tmp_path / "in" / f"f{i}.wav", 1.0 + i, seed=i)
+    assert cli("encode", tmp_path / "in", "-o", tmp_path / "cpu", "--device", "cpu", "--quiet").code == 0
+    assert cli("encode", tmp_path / "in", "-o", tmp_path / "gpu", "--device", "cuda", "--quiet").code == 0
+    for k, p in _tree(tmp_path / "cpu").items():
+        assert (_codes(p) == _codes(tmp_path / "gpu" / k)).mean() >= 0.99
