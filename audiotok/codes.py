@@ -78,8 +78,8 @@ def read_codes(path: str, lm_loader=None) -> CodesFile:
         c = read_ecdc(io.BytesIO(data), lm_loader=lm_loader)
         codes = np.concatenate([np.asarray(s, dtype=np.int16) for s in c.codes], axis=1)
         scales = np.asarray(c.scales, dtype=np.float32) if c.scales else None
-        bw = _bandwidth_for(c.model, codes.shape[0])
-        return CodesFile(EncodedItem(codes, scales, int(c.audio_length)), c.model, bw)
+        bw = _bandwidth_for(c.model_name, codes.shape[0])
+        return CodesFile(EncodedItem(codes, scales, int(c.audio_length)), c.model_name, bw)
     try:
         if suffix == "npy":
             codes = np.load(io.BytesIO(data), allow_pickle=False)

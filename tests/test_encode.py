@@ -421,3 +421,39 @@ def test_cuda_encode_matches_cpu(cli, tmp_path):
     assert cli("encode", tmp_path / "in", "-o", tmp_path / "gpu", "--device", "cuda", "--quiet").code == 0
     for k, p in _tree(tmp_path / "cpu").items():
         assert (_codes(p) == _codes(tmp_path / "gpu" / k)).mean() >= 0.99
+
+
+@pytest.mark.parametrize("use_lm", [False, True])
+def test_official_ecdc_decodes_with_audiotok_and_ours_with_official(cli, tmp_path, use_lm):
+    """Both directions of .ecdc compatibility through the command line."""
+    from encodec.compress import compress, decompress
+
+    wav_path = write_wav(tmp_path / "x.wav", 0.8, seed=5)
+    official = random_encodec("encodec_24khz")
+    official.set_target_bandwidth(6)
+    x, _ = audio.read(str(wav_path), 24000, 1)
+    torch.set_num_threads(1)  # the official LM coder steps frame by frame
+    try:
+        blob = compress(official, torch.from_numpy(x), use_lm=use_lm)
+    finally:
+        torch.set_num_threads(2)
+    (tmp_path / "codes").mkdir()
+    (tmp_path / "codes" / "official.ecdc").write_bytes(blob)
+    r = cli("decode", tmp_path / "codes", "-o", tmp_path / "dec", "--quiet")
+    assert r.code == 0, r
+    ours, sr = sf.read(tmp_path / "dec" / "official.wav", always_2d=True)
+    ref, ref_sr = decompress(blob)
+    assert sr == ref_sr == 24000 and ours.shape == (x.shape[1], 1)
+    assert np.abs(ours[:, 0] - np.clip(ref[0].numpy(), -1, 1)).max() < 1e-3
+    if not use_lm:
+        r = cli("encode", wav_path, "-o", tmp_path / "ours", "-f", "ecdc", "--quiet")
+        assert r.code == 0, r
+        wav, _ = decompress((tmp_path / "ours" / "x.ecdc").read_bytes())
+        assert wav.shape == (1, x.shape[1])
+        with torch.inference_mode():
+            frames = official.encode(torch.from_numpy(x)[None])
+        from audiotok.ecdc import read_ecdc
+
+        with open(tmp_path / "ours" / "x.ecdc", "rb") as f:
+            got = read_ecdc(f).codes[0]
+        assert (got == frames[0][0][0].numpy()).mean() >= 0.99
