@@ -27,7 +27,12 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def hub_cache(tmp_path_factory):
     """A torch hub cache holding random EnCodec 24/48 kHz and 24 kHz LM checkpoints under the official names."""
-    from audiotok.testing import random_encodec, random_encodec_lm, save_encodec_checkpoint, save_encodec_lm_checkpoint
+    from audiotok.testing import (
+        random_encodec,
+        random_encodec_lm,
+        save_encodec_checkpoint,
+        save_encodec_lm_checkpoint,
+    )
 
     home = tmp_path_factory.mktemp("torch_home")
     ckpt = home / "hub" / "checkpoints"
