@@ -186,9 +186,7 @@ class MaeAdapter:
             if n < self.cfg.window:
                 wave = np.pad(wave, (0, self.cfg.window - n))
             t = self.cfg.frames(n)
-            shape = next(b for b in self.shapes if b >= t) if t <= self.shapes[-1] else t
-            if shape not in self.queues:  # a chunk longer than planned (cannot happen with plan_chunks)
-                raise InputError(f"chunk of {t} frames does not fit the planned shapes")
+            shape = next(b for b in self.shapes if b >= t)  # chunks are never longer than a full one
             self.queues[shape].append(_Chunk(item, k, wave, t, (lo, hi), s))
 
     @torch.inference_mode()
@@ -267,6 +265,8 @@ class Embedder:
             x = x[None]
         if x.ndim != 2:
             raise UsageError(f"audio must be [samples] or [channels, samples], not shape {x.shape}")
+        if x.shape[0] > 64 and x.shape[1] <= 64:
+            raise UsageError(f"audio of shape {x.shape} looks like [samples, channels]; pass it as [channels, samples] (audio.T)")
         if x.shape[-1] == 0:
             raise InputError("the audio contains no samples")
         x = mix_channels(x, 1)

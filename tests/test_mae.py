@@ -332,6 +332,11 @@ def test_strict_load_errors(tmp_path, fixture_dir):
         load_mae(tmp_path / "nope.pt")
 
 
+def test_api_rejects_samples_by_channels(tiny):
+    with pytest.raises(UsageError, match=r"looks like \[samples, channels\]"):
+        _embedder(tiny).embed(np.zeros((24000, 2), np.float32), 24000)
+
+
 def test_layer_and_option_errors():
     assert resolve_layers("all", 3) == [0, 1, 2]
     assert resolve_layers(-1, 3) == [2] and resolve_layers("-3", 3) == [0] and resolve_layers(1, 3) == [1]
