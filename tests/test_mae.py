@@ -325,6 +325,10 @@ def test_strict_load_errors(tmp_path, fixture_dir):
     path = save_encodecmae_checkpoint(tmp_path / "heads.pt", ckpt.state, bad_heads)
     with pytest.raises(WeightsError, match="does not fit 5 heads"):
         load_mae(path)
+    path = save_encodecmae_checkpoint(tmp_path / "noattn.pt", {k: v for k, v in ckpt.state.items() if "wq" not in k},
+                                      ckpt.config_text)
+    with pytest.raises(WeightsError, match="noattn.pt: the checkpoint has no .*wq.weight tensor"):
+        load_mae(path)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="could not read .*junk.pt"):
         load_mae(tmp_path / "junk.pt")

@@ -154,6 +154,7 @@ def config_from_checkpoint(state: dict, gin_text: str) -> MaeConfig:
     try:
         post = state["wav_encoder.post_net.weight"]
         ff0 = state["visible_encoder.encoder_layers.0.ff_layer.0.weight"]
+        q_out = int(state["visible_encoder.encoder_layers.0.att_layer.wq.weight"].shape[0])
     except KeyError as exc:
         raise WeightsError(f"the checkpoint has no {exc.args[0]} tensor, so it is not an EnCodecMAE model") from None
     dim, in_features = int(post.shape[0]), int(post.shape[1])
@@ -172,7 +173,6 @@ def config_from_checkpoint(state: dict, gin_text: str) -> MaeConfig:
     for what, (declared, found) in checks.items():
         if isinstance(declared, int) and declared != found:
             raise WeightsError(f"the checkpoint's config says {what} = {declared} but its tensors have {found}")
-    q_out = int(state["visible_encoder.encoder_layers.0.att_layer.wq.weight"].shape[0])
     if cfg.heads <= 0 or q_out != cfg.heads * cfg.head_dim:
         raise WeightsError(f"the checkpoint's query projection has {q_out} outputs, which does not fit "
                            f"{cfg.heads} heads of width {dim} // {cfg.heads}")
@@ -422,7 +422,10 @@ def build_model(ckpt: LoadedCheckpoint) -> EncodecMAE:
     (decoder, head, targets, the decoder-side projection); every parameter must be present; the
     per-layer copies of the shared feed-forward must be identical."""
     state = ckpt.state
-    cfg = config_from_checkpoint(state, ckpt.config_text)
+    try:
+        cfg = config_from_checkpoint(state, ckpt.config_text)
+    except WeightsError as exc:
+        raise WeightsError(f"{ckpt.path}: {exc}") from None
     model = EncodecMAE(cfg)
     ours = model.state_dict()
     loaded: dict[str, torch.Tensor] = {}
