@@ -25,6 +25,9 @@ def pair_models(models: list[str], checkpoints: list[Path]) -> list[tuple[str, P
         if not checkpoints:
             raise UsageError("give --model (whisper-gpt, token-gpt or encodec-lm) and/or --checkpoint")
         models = [load_checkpoint(c).config.arch for c in checkpoints]
+    for m in models[len(checkpoints):]:
+        if m != "encodec-lm":
+            raise UsageError(f"--model {m} needs --checkpoint (a file written by `audiotok train lm`)")
     if len(checkpoints) == len(models):
         pairs = list(zip(models, checkpoints))
     elif len(checkpoints) == len(models) - 1 and models[-1] == "encodec-lm":
@@ -34,9 +37,6 @@ def pair_models(models: list[str], checkpoints: list[Path]) -> list[tuple[str, P
                          "--model, in the same order (encodec-lm may omit it when it comes last)")
     if len(pairs) > 2:
         raise UsageError("score at most two models at once (their curves and difference are plotted)")
-    for m, c in pairs:
-        if m != "encodec-lm" and c is None:
-            raise UsageError(f"--model {m} needs --checkpoint (a file written by `audiotok train lm`)")
     return pairs
 
 

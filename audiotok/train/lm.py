@@ -135,8 +135,11 @@ def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
 
 def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: str | os.PathLike,
           tcfg: TrainConfig, context: int = 256, device: torch.device | None = None, resume: bool = False,
-          log: Callable[[str], None] = print, progress: bool = True) -> LMCheckpoint:
-    """Train (or resume) a model and write its checkpoint to ``out``; returns the final checkpoint."""
+          log: Callable[[str], None] = print, progress: bool = True, stop_after: int | None = None) -> LMCheckpoint:
+    """Train (or resume) a model and write its checkpoint to ``out``; returns the final checkpoint.
+
+    ``stop_after``: leave after that many steps of this run, with a checkpoint to ``resume`` from
+    (time-sliced jobs); the schedule still runs to ``tcfg.steps``."""
     from ..distributed import current_share
 
     share = current_share()
@@ -235,7 +238,8 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
             count += int(stat[1])
             bar.update(step + 1, nats / max(1, count), lr_at(step, tcfg))
             last = step + 1 == tcfg.steps
-            if (step + 1) % steps_per_epoch == 0 or last:
+            stop = stop_after is not None and step + 1 - start_step >= stop_after
+            if (step + 1) % steps_per_epoch == 0 or last or stop:
                 epoch = math.ceil((step + 1) / steps_per_epoch)
                 entry = {"epoch": epoch, "step": step + 1, "train_nll": nats / max(1, count)}
                 if share.rank == 0:
@@ -253,6 +257,8 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
                     import torch.distributed as dist
 
                     dist.barrier()
+            if stop:
+                break
     if start_step >= tcfg.steps:
         save(start_step)
     if ddp:

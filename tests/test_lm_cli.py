@@ -1,0 +1,190 @@
+"""audiotok train lm / audiotok score end to end on the shared recordings, torchrun training,
+the EnCodec LM, reruns, comparisons and user errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from audiotok.models.lm import load_checkpoint
+from audiotok.sinks import read_manifest
+from audiotok.testing import random_encodec_lm, save_encodec_lm_checkpoint
+
+from .conftest import REPO, shared_path
+
+SPEECH = ("alsa_front_center.wav", "puredata_voice2.wav", "freedesktop_audio_channel_side_left.oga")
+
+
+def _main(*args) -> int:
+    from audiotok.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    return 0
+
+
+@pytest.fixture(scope="module")
+def trained(hub_cache, tmp_path_factory):
+    """A micro whisper-gpt and token-gpt trained a few steps on four shared speech files."""
+    speech = shared_path("audio", "speech")
+    root = tmp_path_factory.mktemp("lm")
+    data = root / "data"
+    data.mkdir()
+    for name in SPEECH:
+        os.symlink(speech / name, data / name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(hub_cache))
+        mp.setenv("AUDIOTOK_OFFLINE", "1")
+        for arch in ("whisper-gpt", "token-gpt"):
+            code = _main("train", "lm", data, "--arch", arch, "--size", "micro", "--steps", "4", "--batch-size", "4",
+                         "--context", "32", "--val-fraction", "0.34", "--seed", "1", "--device", "cpu",
+                         "--cache", root / "cache", "-o", root / f"{arch}.pt", "--workers", "0", "--quiet")
+            assert code == 0
+    return root
+
+
+def test_train_writes_a_loadable_checkpoint_with_tokenizer_and_history(trained):
+    ck = load_checkpoint(trained / "whisper-gpt.pt")
+    assert ck.config.arch == "whisper-gpt" and ck.config.size == "micro" and ck.config.context == 32
+    assert ck.tokenizer["codec"] == "encodec_24khz" and ck.tokenizer["bandwidth"] == 6.0
+    assert ck.tokenizer["codebooks"] == [0] and ck.tokenizer["frame_rate"] == 75
+    assert len(ck.tokenizer["codec_sha256"]) == 16
+    assert ck.training["step"] == 4 and len(ck.training["val_files"]) == 1 and len(ck.training["train_files"]) == 2
+    assert ck.training["history"][-1]["val_nll"] > 0
+    assert not torch.allclose(ck.model.mel_std, torch.ones(80))  # training-set statistics stored
+    cached = sorted(p.name for p in (trained / "cache").rglob("*.npz"))
+    assert cached == sorted(n.rsplit(".", 1)[0] + ".npz" for n in SPEECH)
+
+
+def test_score_end_to_end_records_frames_plot_and_summary(cli, trained, tmp_path):
+    data = trained / "data"
+    out = tmp_path / "scores.jsonl"
+    r = cli("score", data / SPEECH[0], data / SPEECH[1], data / "missing.wav", "--checkpoint", trained / "whisper-gpt.pt",
+            "-o", out, "--summary", tmp_path / "summary.json", "--frames", tmp_path / "frames", "--plot", tmp_path / "plots",
+            "--device", "cpu", "--workers", "0", "--quiet")
+    assert r.code == 1, r  # one input is missing
+    assert r.out == ""  # records went to the file
+    recs = read_manifest(out)
+    assert recs[str(data / "missing.wav")]["status"] == "error"
+    rec = recs[str(data / SPEECH[0])]
+    assert rec["status"] == "ok" and rec["model"] == "whisper-gpt" and rec["context"] == 32 and rec["stride"] == 16
+    assert rec["lm"]["arch"] == "whisper-gpt" and rec["lm"]["step"] == 4 and rec["lm"]["params"] > 0
+    assert rec["tokenizer"]["codec"] == "encodec_24khz" and rec["tokenizer"]["bandwidth"] == 6.0
+    assert rec["frames"] == math.ceil(1.428021 * 24000 / 320) == rec["tokens"]
+    for key in ("nll", "bits_per_token", "perplexity", "total_bits", "bits_per_second", "accuracy", "entropy",
+                "bits_per_frame", "nll_per_codebook"):
+        assert key in rec
+    assert rec["perplexity"] == pytest.approx(math.exp(rec["nll"]))
+    with np.load(rec["frames_output"]) as z:
+        assert z["surprisal"].shape == (rec["frames"], 1) and z["time"][1] == pytest.approx(1 / 75)
+        assert z["surprisal"].mean() == pytest.approx(rec["nll"], rel=1e-5)
+        assert np.all(z["rank"] >= 1) and z["token"].dtype == np.int16
+        assert json.loads(str(z["record"]))["nll"] == pytest.approx(rec["nll"])
+    assert rec["frames_output"] == str(tmp_path / "frames" / SPEECH[0].replace(".wav", ".whisper-gpt.npz"))
+    assert (tmp_path / "plots" / SPEECH[0].replace(".wav", ".png")).read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    ok = [recs[str(data / n)] for n in SPEECH[:2]]
+    nats = sum(x["total_nats"] for x in ok)
+    assert summary["tokens"] == sum(x["tokens"] for x in ok) and summary["files"] == 2
+    assert summary["perplexity"] == pytest.approx(math.exp(nats / summary["tokens"]))
+    assert '"files": 2' in r.err and "missing.wav" in r.err and "Traceback" not in r.err
+    assert (tmp_path / "frames" / "manifest.jsonl").is_file()
+
+    # rerun: finished inputs are skipped (the summary still covers them); --overwrite scores again
+    r2 = cli("score", data / SPEECH[0], data / SPEECH[1], "--checkpoint", trained / "whisper-gpt.pt", "-o", out,
+             "--frames", tmp_path / "frames", "--plot", tmp_path / "plots", "--device", "cpu", "--workers", "0")
+    assert r2.code == 0 and "0 done, 2 skipped" in r2.err and '"files": 2' in r2.err
+    n_lines = len(out.read_text().splitlines())
+    r3 = cli("score", data / SPEECH[0], "--checkpoint", trained / "whisper-gpt.pt", "-o", out, "--overwrite",
+             "--device", "cpu", "--workers", "0")
+    assert r3.code == 0 and len(out.read_text().splitlines()) == n_lines + 1
+
+
+def test_scores_do_not_depend_on_batching(cli, trained):
+    data = trained / "data"
+    runs = []
+    for extra in (["--batch-seconds", "0.5", "--rows", "1"], ["--batch-seconds", "60", "--rows", "5"]):
+        r = cli("score", data / SPEECH[1], data / SPEECH[2], "--checkpoint", trained / "token-gpt.pt",
+                "--device", "cpu", "--workers", "0", "--quiet", *extra)
+        assert r.code == 0, r
+        runs.append({json.loads(x)["input"]: json.loads(x) for x in r.out.splitlines()})
+    assert len(runs[0]) == 2
+    for k, rec in runs[0].items():
+        assert rec["nll"] == runs[1][k]["nll"] and rec["accuracy"] == runs[1][k]["accuracy"]
+
+
+def test_two_checkpoints_give_two_records_per_file_and_a_comparison_plot(cli, trained, tmp_path):
+    data = trained / "data"
+    r = cli("score", data / SPEECH[2], "--checkpoint", trained / "whisper-gpt.pt", "--checkpoint",
+            trained / "token-gpt.pt", "--plot", tmp_path / "p", "--frames", tmp_path / "f", "--device", "cpu", "--workers", "0", "--quiet")
+    assert r.code == 0, r
+    lines = [json.loads(x) for x in r.out.splitlines()]
+    assert [x["model"] for x in lines] == ["whisper-gpt", "token-gpt"]
+    assert lines[0]["frames"] == lines[1]["frames"] and lines[0]["nll"] != lines[1]["nll"]
+    stem = SPEECH[2].rsplit(".", 1)[0]
+    assert (tmp_path / "p" / f"{stem}.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "f").glob("*.npz")) == [f"{stem}.token-gpt.npz", f"{stem}.whisper-gpt.npz"]
+    summaries = json.loads(r.err.strip().splitlines()[-1])
+    assert [s["model"] for s in summaries] == ["whisper-gpt", "token-gpt"]
+
+
+def test_score_refuses_another_tokenizer_and_bad_options(cli, trained, tmp_path):
+    data = trained / "data"
+    ck = trained / "whisper-gpt.pt"
+    r = cli("score", data / SPEECH[2], "--checkpoint", ck, "--bandwidth", "12", "--device", "cpu")
+    assert r.code == 1 and "differs in bandwidth" in r.err and "Traceback" not in r.err
+    r = cli("score", data / SPEECH[2], "--model", "token-gpt", "--checkpoint", ck, "--device", "cpu")
+    assert r.code == 1 and "holds a whisper-gpt model, not token-gpt" in r.err
+    r = cli("score", data / SPEECH[2], "--model", "gpt-9")
+    assert r.code == 2 and "--model 'gpt-9' is not valid" in r.err
+    r = cli("score", data / SPEECH[2], "--model", "whisper-gpt")
+    assert r.code == 2 and "needs --checkpoint" in r.err
+    r = cli("train", "lm", data, "--arch", "bert", "-o", tmp_path / "x.pt")
+    assert r.code == 2 and "--arch 'bert' is not valid" in r.err
+    r = cli("train", "lm", data, "-o", ck)
+    assert r.code == 2 and "pass --resume" in r.err
+    r = cli("train", "lm", data, "-o", tmp_path / "new.pt", "--resume")
+    assert r.code == 2 and "no checkpoint" in r.err
+
+
+def test_encodec_lm_scores_every_codebook(cli, trained, offline_cache, tmp_path):
+    save_encodec_lm_checkpoint(random_encodec_lm(8, seed=4), offline_cache / "hub" / "checkpoints")
+    r = cli("score", trained / "data" / SPEECH[2], "--model", "encodec-lm", "-b", "1.5", "--device", "cpu", "--workers", "0", "--quiet")
+    assert r.code == 0, r
+    rec = json.loads(r.out)
+    assert rec["model"] == "encodec-lm" and rec["codebooks"] == [0, 1] and rec["context"] == 262 and rec["stride"] == 1
+    assert rec["tokens"] == 2 * rec["frames"] and len(rec["nll_per_codebook"]) == 2
+    assert rec["bits_per_frame"] == pytest.approx(2 * rec["bits_per_token"])
+    assert rec["lm"]["checkpoint"].endswith("encodec_lm_24khz-1608e3c0.th")
+
+
+def test_train_on_an_encode_folder(cli, trained, tmp_path):
+    r = cli("encode", trained / "data" / SPEECH[0], trained / "data" / SPEECH[1], "-o", tmp_path / "codes", "--workers", "0", "--quiet")
+    assert r.code == 0, r
+    r = cli("train", "lm", tmp_path / "codes", "--arch", "whisper-gpt", "--steps", "2", "--batch-size", "2",
+            "--context", "16", "--device", "cpu", "-o", tmp_path / "m.pt", "--workers", "0", "--quiet")
+    assert r.code == 0, r
+    ck = load_checkpoint(tmp_path / "m.pt")
+    assert sorted(ck.training["train_files"] + ck.training["val_files"]) == ["alsa_front_center.npz", "puredata_voice2.npz"]
+
+
+def test_torchrun_two_processes_train_a_loadable_checkpoint(trained, hub_cache, tmp_path):
+    env = {**os.environ, "TORCH_HOME": str(hub_cache), "AUDIOTOK_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "audiotok", "train", "lm", str(trained / "data"), "--arch", "token-gpt", "--steps", "3",
+           "--batch-size", "2", "--context", "16", "--device", "cpu", "--cache", str(trained / "cache"),
+           "-o", str(tmp_path / "ddp.pt"), "--workers", "0", "--quiet"]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ck = load_checkpoint(tmp_path / "ddp.pt", "token-gpt")
+    assert ck.training["world_size"] == 2 and ck.training["step"] == 3
+    assert not list(tmp_path.glob(".ddp.pt.tmp*"))
