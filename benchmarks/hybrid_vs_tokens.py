@@ -40,14 +40,38 @@ from audiotok.train.lm import TrainConfig, train  # noqa: E402
 from audiotok.weights import ENCODEC_CHECKPOINTS, hub_checkpoint_dir  # noqa: E402
 
 
-def load_tokenizer_codec(path: str | None, work: Path):
+def load_tokenizer_codec(path: str | None, work: Path, fit_files: list[str], seed: int):
+    """The official codec if available; else a random-weight one whose residual codebooks are
+    fitted (k-means) on latents of the *training* files, so codes spread over the codebook."""
     official = hub_checkpoint_dir() / ENCODEC_CHECKPOINTS["encodec_24khz"]
     if path or official.is_file():
-        return load_codec("encodec_24khz", path, "cpu"), "official EnCodec 24 kHz weights" if not path else path
+        return load_codec("encodec_24khz", path, "cpu"), path or "official EnCodec 24 kHz weights"
+    from audiotok.audio import read
     from audiotok.testing import random_encodec, save_encodec_checkpoint
 
-    ck = save_encodec_checkpoint(random_encodec("encodec_24khz", seed=0), work / "codec")
-    return load_codec("encodec_24khz", ck, "cpu"), "RANDOM-weight EnCodec with filled codebooks (no official weights offline)"
+    m = random_encodec("encodec_24khz", seed=seed)
+    lat = []
+    with torch.inference_mode():
+        for f in fit_files:
+            x, _ = read(f, sample_rate=24000, channels=1)
+            lat.append(m.encoder(torch.from_numpy(x[:, : 24000 * 10])[None])[0].T)  # first 10 s of each
+    residual = torch.cat(lat)
+    gen = torch.Generator().manual_seed(seed)
+    for layer in m.quantizer.vq.layers:
+        cb = layer._codebook
+        centroids = residual[torch.randint(0, residual.shape[0], (cb.codebook_size,), generator=gen)].clone()
+        for _ in range(8):  # k-means
+            assign = torch.cdist(residual, centroids).argmin(1)
+            sums = torch.zeros_like(centroids).index_add_(0, assign, residual)
+            counts = torch.bincount(assign, minlength=cb.codebook_size)[:, None]
+            centroids = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
+        cb.embed.data.copy_(centroids)
+        cb.embed_avg.data.copy_(centroids)
+        with torch.inference_mode():
+            residual = residual - cb.decode(cb.encode(residual))
+    ck = save_encodec_checkpoint(m, work / "codec")
+    desc = "RANDOM-weight EnCodec encoder, residual codebooks fitted by k-means on the training files (no official weights offline)"
+    return load_codec("encodec_24khz", ck, "cpu"), desc
 
 
 def featurise(files, codec, tokenizer, cache_root: Path):
@@ -117,14 +141,16 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="hybrid_vs_tokens."))
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    codec, codec_desc = load_tokenizer_codec(args.codec_checkpoint, work)
-    tokenizer = tokenizer_info(codec, 6.0, [0])
     roots = [str(Path(args.data) / d) for d in args.domains.split(",")]
     files = discover(roots)
     # relative ids keep the domain folder as first component
     files = [type(f)(f.path, str(Path(f.path).relative_to(args.data)), f.error) for f in files]
+    held = split([f.rel for f in files], args.held_out, args.seed)
+    codec, codec_desc = load_tokenizer_codec(args.codec_checkpoint, work, [f.path for f in files if f.rel not in held],
+                                             args.seed)
+    tokenizer = tokenizer_info(codec, 6.0, [0])
     examples, t_feat = featurise(files, codec, tokenizer, work / "cache")
-    held = split(list(examples), args.held_out, args.seed)
+    held = [h for h in held if h in examples]
     train_ex = [examples[i] for i in sorted(examples) if i not in held]
     held_ex = [examples[i] for i in held]
     n_train = sum(len(e.tokens) for e in train_ex)
