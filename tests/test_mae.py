@@ -402,3 +402,11 @@ def test_missing_from_the_hf_cache_is_one_sentence(hf_cache):
         resolve_encodecmae("foo")
     with pytest.raises(WeightsError, match="does not exist"):
         resolve_encodecmae("./missing/model.pt")
+
+
+def test_import_audiotok_stays_light():
+    import subprocess
+    import sys
+
+    code = "import sys, audiotok; assert 'torch' not in sys.modules; f = audiotok.load_embedder; assert callable(f)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
