@@ -148,6 +148,8 @@ def test_score_refuses_another_tokenizer_and_bad_options(cli, trained, tmp_path)
     assert r.code == 2 and "--model 'gpt-9' is not valid" in r.err
     r = cli("score", data / SPEECH[2], "--model", "whisper-gpt")
     assert r.code == 2 and "needs --checkpoint" in r.err
+    r = cli("score", data / SPEECH[2], "--checkpoint", ck, "-o", tmp_path)
+    assert r.code == 2 and "is a directory" in r.err
     r = cli("train", "lm", data, "--arch", "bert", "-o", tmp_path / "x.pt")
     assert r.code == 2 and "--arch 'bert' is not valid" in r.err
     r = cli("train", "lm", data, "-o", ck)

@@ -163,6 +163,10 @@ def score(
     for p in (output, summary_path):
         if p is not None and p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3", ".npz"):
             raise UsageError(f"{p} looks like an input, not a JSON file; choose another path")
+        if p is not None and p.is_dir():
+            raise UsageError(f"{p} is a directory; -o and --summary take a file path (e.g. scores.jsonl)")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
     sources, _share = cli.collect_sources(inputs, ext, None)
     dev = resolve_device(device)
     gpt_tok = [read_tokenizer(c) for m, c in pairs if m != "encodec-lm"]
