@@ -457,3 +457,25 @@ def test_official_ecdc_decodes_with_audiotok_and_ours_with_official(cli, tmp_pat
         with open(tmp_path / "ours" / "x.ecdc", "rb") as f:
             got = read_ecdc(f).codes[0]
         assert (got == frames[0][0][0].numpy()).mean() >= 0.99
+
+
+def test_streaming_rows_are_independent_of_row_count_and_position():
+    """The CPU adapter runs only occupied rows (at least two): this property makes that safe."""
+    from audiotok.models.codec import remove_weight_norm
+    from audiotok.models.streaming import StreamingEncoder
+
+    m = random_encodec("encodec_24khz")
+    remove_weight_norm(m)
+    enc = StreamingEncoder(m.encoder)
+    x = torch.from_numpy(synthetic_audio(1.0, seed=3))[0]
+    outs = []
+    with torch.inference_mode():
+        for rows in (2, 3, 4, 8):
+            for pos in (0, rows - 1):
+                state = enc.init_state(rows)
+                batch = torch.randn(rows, 1, 24000, generator=torch.Generator().manual_seed(rows))
+                batch[pos, 0] = x
+                enc(batch, state, torch.ones(rows, dtype=torch.bool))
+                outs.append(enc(batch, state, torch.zeros(rows, dtype=torch.bool))[pos])
+    for o in outs[1:]:
+        assert torch.equal(o, outs[0])

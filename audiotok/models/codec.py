@@ -3,8 +3,9 @@
 Uses the ``encodec`` package's model classes with weights resolved by ``audiotok.weights``.
 Knows nothing about files: it gets arrays, it returns arrays.
 
-Same codes whatever the batching: the 24 kHz model runs as a stream of fixed-shape windows
-(``streaming.StreamingEncoder``) in a fixed number of rows; the 48 kHz model encodes its 1 s
+Same codes whatever the batching: the 24 kHz model runs as a stream of fixed-length windows
+(``streaming.StreamingEncoder``) in at most ``slots`` rows (on GPU always exactly ``slots``; on CPU
+only the occupied rows, at least two, since a row's result there does not depend on the count); the 48 kHz model encodes its 1 s
 segments in fixed-size groups (full segments) or alone (a file's shorter last segment).
 """
 
@@ -208,17 +209,34 @@ class CodecEncoder:
                 chunk = slot.audio[slot.pos:slot.pos + W]
                 x[r, 0, :chunk.shape[0]] = chunk
                 fresh[r] = slot.fresh
-        xt = torch.from_numpy(x)
-        ft = torch.from_numpy(fresh)
+        rows = [r for r, slot in enumerate(self.active) if slot is not None]
         if self.device.type == "cuda":
-            xt, ft = xt.pin_memory().to(self.device, non_blocking=True), ft.to(self.device)
-        emb = self.stream(xt, self.state, ft)
-        codes = self._quantize(emb).to(torch.int16).cpu().numpy()  # [K, S, W/320]
+            xt = torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True)
+            emb = self.stream(xt, self.state, torch.from_numpy(fresh).to(self.device))
+            codes = self._quantize(emb).to(torch.int16).cpu().numpy()  # [K, S, W/320]
+            where = {r: r for r in rows}
+        else:
+            # CPU: run only the occupied rows, so a lone long file does not pay for idle rows. On
+            # CPU a row's result is bit-identical for any row count >= 2 (one row takes another
+            # kernel path), so a single occupied row runs with one idle filler row.
+            run_rows = rows
+            if len(rows) == 1 and S > 1:
+                run_rows = sorted(rows + [next(r for r in range(S) if r not in rows)])
+            idx = torch.tensor(run_rows)
+            sub = {"ctx": [c[idx] for c in self.state["ctx"]], "h": self.state["h"][:, idx],
+                   "c": self.state["c"][:, idx]}
+            emb = self.stream(torch.from_numpy(x[run_rows]), sub, torch.from_numpy(fresh[run_rows]))
+            for full, part in zip(self.state["ctx"], sub["ctx"]):
+                full[idx] = part
+            self.state["h"][:, idx] = sub["h"]
+            self.state["c"][:, idx] = sub["c"]
+            codes = self._quantize(emb).to(torch.int16).numpy()  # [K, len(run_rows), W/320]
+            where = {r: j for j, r in enumerate(run_rows)}
         done = []
         for r, slot in enumerate(self.active):
             if slot is None:
                 continue
-            slot.codes.append(codes[:, r])
+            slot.codes.append(codes[:, where[r]])
             slot.fresh = False
             slot.pos += W
             if slot.pos >= slot.audio.shape[0]:
