@@ -111,12 +111,12 @@ def read(path: str, sample_rate: int | None = None, channels: int | None = None)
             raise _sf_error(exc) from None
     if data.shape[0] == 0:
         raise InputError("contains no audio samples")
-    x = np.ascontiguousarray(data.T)
+    x = data.T  # a view: long files are never copied before mixing and resampling shrink them
+    del data
     info = AudioInfo(int(sr), int(x.shape[0]), int(x.shape[1]))
-    bad = ~np.isfinite(x)
-    if bad.any():
+    if not np.isfinite(x).all():
         n_nan = int(np.isnan(x).sum())
-        n_inf = int(bad.sum()) - n_nan
+        n_inf = int(np.isinf(x).sum())
         raise InputError(
             f"contains {n_nan} NaN and {n_inf} infinite samples; repair or re-export the file "
             "(audiotok never feeds non-finite audio to a model)"
@@ -125,7 +125,7 @@ def read(path: str, sample_rate: int | None = None, channels: int | None = None)
         x = mix_channels(x, channels)
     if sample_rate is not None:
         x = resample(x, info.sample_rate, sample_rate)
-    return x, info
+    return np.ascontiguousarray(x, dtype=np.float32), info
 
 
 def n_samples_at(frames: int, sr: int, target_sr: int) -> int:
