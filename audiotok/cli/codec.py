@@ -103,10 +103,8 @@ class DecodeJob:
     def finish(self, source, info, wav) -> dict:
         import soundfile as sf
 
-        subtype = "PCM_16" if self.fmt == "wav" else "PCM_16"
-
         def write(f, data):
-            sf.write(f, data.T.clip(-1.0, 1.0), info.sample_rate, format=self.fmt.upper(), subtype=subtype)
+            sf.write(f, data.T.clip(-1.0, 1.0), info.sample_rate, format=self.fmt.upper(), subtype="PCM_16")
 
         path = self.tree.write(source, write, wav)
         return {"output": str(path), "n_samples": int(wav.shape[1]), "out_sample_rate": info.sample_rate,
@@ -174,12 +172,10 @@ def _check_not_inside_inputs(out: Path, sources) -> None:
     """Outputs never overwrite inputs."""
     import os
 
-    inputs = {os.path.realpath(s.path) for s in sources if not s.error}
-    tree_suffixes = ("npz", "npy", "ecdc", "wav", "flac")
     for s in sources:
-        for suf in tree_suffixes:
-            cand = os.path.realpath(os.path.join(out, os.path.splitext(s.rel)[0] + "." + suf))
-            if cand in inputs and cand != os.path.realpath(s.path):
-                continue
-            if cand == os.path.realpath(s.path):
+        if s.error:
+            continue
+        own = os.path.realpath(s.path)
+        for suf in ("npz", "npy", "ecdc", "wav", "flac"):
+            if os.path.realpath(os.path.join(out, os.path.splitext(s.rel)[0] + "." + suf)) == own:
                 raise UsageError(f"output directory {out} would overwrite the input {s.display}; choose another -o")
