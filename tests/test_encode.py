@@ -160,12 +160,12 @@ def audio_exts():
 @pytest.mark.parametrize("seconds", [1.0, 0.6, 45.0])
 def test_streaming_latents_equal_whole_file_encoder(seconds):
     """Window-by-window encoding equals the official whole-file model.encoder (rel. max err <= 1e-4)."""
-    from audiotok.models.codec import remove_weight_norm
+    from audiotok.models.inference import for_inference
     from audiotok.models.streaming import StreamingEncoder
 
     official = random_encodec("encodec_24khz")
     ours = random_encodec("encodec_24khz")
-    remove_weight_norm(ours)
+    for_inference(ours)
     n = int(seconds * 24000) // 320 * 320  # whole frames: every frame must match
     x = synthetic_audio(n / 24000, seed=7)
     with torch.inference_mode():
@@ -460,22 +460,36 @@ def test_official_ecdc_decodes_with_audiotok_and_ours_with_official(cli, tmp_pat
 
 
 def test_streaming_rows_are_independent_of_row_count_and_position():
-    """The CPU adapter runs only occupied rows (at least two): this property makes that safe."""
-    from audiotok.models.codec import remove_weight_norm
+    """The CPU adapter runs only the occupied rows, one to four: a row's latents must not depend on
+    how many rows run or where it sits (the stream pads its tail, LSTM on, to two rows)."""
+    from audiotok.models.inference import for_inference
     from audiotok.models.streaming import StreamingEncoder
 
     m = random_encodec("encodec_24khz")
-    remove_weight_norm(m)
-    enc = StreamingEncoder(m.encoder)
-    x = torch.from_numpy(synthetic_audio(1.0, seed=3))[0]
+    for_inference(m)
+    enc = StreamingEncoder(m.encoder, tail_rows=2)
+    W = CodecEncoder(m, 6.0, torch.device("cpu")).window
+    x = torch.from_numpy(synthetic_audio(2 * W / 24000, seed=3))[0]
     outs = []
     with torch.inference_mode():
-        for rows in (2, 3, 4, 8):
-            for pos in (0, rows - 1):
+        for rows in (1, 2, 3, 6, 8):
+            for pos in sorted({0, rows - 1}):
                 state = enc.init_state(rows)
-                batch = torch.randn(rows, 1, 24000, generator=torch.Generator().manual_seed(rows))
+                batch = torch.randn(rows, 1, 2 * W, generator=torch.Generator().manual_seed(rows))
                 batch[pos, 0] = x
-                enc(batch, state, torch.ones(rows, dtype=torch.bool))
-                outs.append(enc(batch, state, torch.zeros(rows, dtype=torch.bool))[pos])
+                first = enc(batch[..., :W], state, torch.ones(rows, dtype=torch.bool))[pos]
+                second = enc(batch[..., W:], state, torch.zeros(rows, dtype=torch.bool))[pos]
+                outs.append(torch.cat([first, second], dim=-1))
     for o in outs[1:]:
         assert torch.equal(o, outs[0])
+
+
+def test_lone_file_codes_equal_codes_among_neighbours():
+    """A file alone in the stream (one occupied row) gets the codes it gets beside others."""
+    wav = synthetic_audio(2.5, seed=11)
+    others = [(k, synthetic_audio(3.0, seed=20 + k)) for k in range(1, 6)]
+    enc = CodecEncoder(random_encodec("encodec_24khz"), 6.0, torch.device("cpu"))
+    alone = dict(enc.run([(0, wav)]) + enc.flush())[0].codes
+    crowd = dict(enc.run([(0, wav)] + others) + enc.flush())[0].codes
+    assert enc.slots >= 4 and alone.shape == (8, math.ceil(wav.shape[-1] / 320))
+    np.testing.assert_array_equal(alone, crowd)

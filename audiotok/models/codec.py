@@ -5,8 +5,9 @@ Knows nothing about files: it gets arrays, it returns arrays.
 
 Same codes whatever the batching: the 24 kHz model runs as a stream of fixed-length windows
 (``streaming.StreamingEncoder``) in at most ``slots`` rows (on GPU always exactly ``slots``; on CPU
-only the occupied rows, at least two, since a row's result there does not depend on the count); the 48 kHz model encodes its 1 s
-segments in fixed-size groups (full segments) or alone (a file's shorter last segment).
+only the occupied rows, since a row's result there does not depend on the count once the LSTM and
+what follows run with at least two rows); the 48 kHz model encodes its 1 s segments in fixed-size
+groups (full segments) or alone (a file's shorter last segment).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from ..errors import UsageError, WeightsError
 from ..weights import resolve_encodec
+from .inference import for_inference
 
 BANDWIDTHS = {"encodec_24khz": (1.5, 3.0, 6.0, 12.0, 24.0), "encodec_48khz": (3.0, 6.0, 12.0, 24.0)}
 SAMPLE_RATES = {"encodec_24khz": 24000, "encodec_48khz": 48000}
@@ -98,16 +100,6 @@ def load_codec(model: str, checkpoint=None, device: str | torch.device = "cpu"):
     return m.to(device).eval()
 
 
-def remove_weight_norm(module: torch.nn.Module) -> None:
-    """Fold weight norm into plain weights (same values, ~10 % faster inference)."""
-    for mod in module.modules():
-        if hasattr(mod, "weight_g"):
-            try:
-                torch.nn.utils.remove_weight_norm(mod)
-            except ValueError:
-                pass
-
-
 @dataclass
 class EncodedItem:
     codes: np.ndarray  # int16 [n_q, frames]
@@ -145,10 +137,12 @@ class CodecEncoder:
         self.channels = CHANNELS[self.name]
         self.frame_rate = FRAME_RATES[self.name]
         model.set_target_bandwidth(self.bandwidth)
-        remove_weight_norm(model)
+        for_inference(model)
         cuda = device.type == "cuda"
+        # CPU: 4 rows x 0.51 s was the fastest shape measured on 2 cores (benchmarks/encode.py
+        # --sweep; about 50 k samples per call keep the activations cache-sized); GPU: big batches.
         self.slots = slots or (32 if cuda else 4)
-        self.window = window or (72000 if cuda else 24000)
+        self.window = window or (72000 if cuda else 12160)
         if self.window % 320:
             raise ValueError("window must be a multiple of 320 samples")
         self.queue: list[_Slot] = []
@@ -156,7 +150,7 @@ class CodecEncoder:
         if self.name == "encodec_24khz":
             from .streaming import StreamingEncoder
 
-            self.stream = StreamingEncoder(model.encoder)
+            self.stream = StreamingEncoder(model.encoder, tail_rows=1 if cuda else 2)
             self.state = self.stream.init_state(self.slots, device=device)
         self.group = self.slots * (2 if not cuda else 1)  # 48 kHz full segments per call
 
@@ -216,12 +210,11 @@ class CodecEncoder:
             codes = self._quantize(emb).to(torch.int16).cpu().numpy()  # [K, S, W/320]
             where = {r: r for r in rows}
         else:
-            # CPU: run only the occupied rows, so a lone long file does not pay for idle rows. On
-            # CPU a row's result is bit-identical for any row count >= 2 (one row takes another
-            # kernel path), so a single occupied row runs with one idle filler row.
+            # CPU: run only the occupied rows, so a lone long file does not pay for idle rows. A
+            # row's result there does not depend on the row count, except from the LSTM on, where
+            # a row alone rounds differently: the stream pads those layers to two rows
+            # (``tail_rows``), as it does the quantizer here.
             run_rows = rows
-            if len(rows) == 1 and S > 1:
-                run_rows = sorted(rows + [next(r for r in range(S) if r not in rows)])
             idx = torch.tensor(run_rows)
             sub = {"ctx": [c[idx] for c in self.state["ctx"]], "h": self.state["h"][:, idx],
                    "c": self.state["c"][:, idx]}
@@ -230,7 +223,9 @@ class CodecEncoder:
                 full[idx] = part
             self.state["h"][:, idx] = sub["h"]
             self.state["c"][:, idx] = sub["c"]
-            codes = self._quantize(emb).to(torch.int16).numpy()  # [K, len(run_rows), W/320]
+            if emb.shape[0] < self.stream.tail_rows:
+                emb = torch.cat([emb, emb[:1].expand(self.stream.tail_rows - emb.shape[0], -1, -1)])
+            codes = self._quantize(emb).to(torch.int16).numpy()  # [K, >= len(run_rows), W/320]
             where = {r: j for j, r in enumerate(run_rows)}
         done = []
         for r, slot in enumerate(self.active):
@@ -288,7 +283,7 @@ class CodecDecoder:
         self.name = model.name
         self.device = device
         self.sample_rate = SAMPLE_RATES[self.name]
-        remove_weight_norm(model)
+        for_inference(model)
 
     @torch.inference_mode()
     def decode(self, item: EncodedItem) -> np.ndarray:

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import UsageError, WeightsError
 from ..features import FBANK_FRAME_MS, FBANK_NORM, FBANK_SHIFT_MS, fbank_geometry, kaldi_fbank
+from .inference import for_inference
 
 SAMPLE_RATE = 24000
 EC_HOP = 320  # EnCodec 24 kHz: one latent frame per 320 samples
@@ -458,14 +459,8 @@ def build_model(ckpt: LoadedCheckpoint) -> EncodecMAE:
         raise WeightsError(f"{ckpt.path}: tensor for {missing[0]}{more} is missing; the checkpoint is incomplete")
     model.load_state_dict(loaded, strict=True)
     if model.codec_encoder is not None:
-        _fold_weight_norm(model.codec_encoder)
+        for_inference(model.codec_encoder)
     return model.eval()
-
-
-def _fold_weight_norm(module: nn.Module) -> None:
-    for mod in module.modules():
-        if hasattr(mod, "weight_g"):
-            torch.nn.utils.remove_weight_norm(mod)
 
 
 def load_mae(path: str | Path) -> EncodecMAE:

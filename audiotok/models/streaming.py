@@ -5,8 +5,11 @@ next window, and the LSTM carries its ``(h, c)`` state, so encoding a file windo
 encoding it whole (up to float rounding). At the start of a file a layer's context is the
 reflection of its first samples, exactly the padding the official model applies.
 
-Windows have a fixed length and the batch a fixed number of rows (``slots``): every kernel sees
-the same shapes whatever files share the batch, so a file's codes never depend on its neighbours.
+Windows have a fixed length, so every kernel sees the same window shape whatever files share the
+batch. The number of rows may vary: on the CPU a row's result is bit-identical for any row count
+except that the LSTM and the last convolution give a row alone another rounding than a row in
+company, so ``tail_rows`` (2 on the CPU) pads the batch to at least that many rows from the LSTM
+on (the padding repeats row 0 and is dropped at the end). The adapter decides the row counts.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ class _Conv(nn.Module):
 class StreamingEncoder(nn.Module):
     """Wraps a causal ``encodec.modules.SEANetEncoder`` (weights shared, not copied)."""
 
-    def __init__(self, encoder):
+    def __init__(self, encoder, tail_rows: int = 1):
         super().__init__()
+        self.tail_rows = tail_rows
         from encodec.modules.conv import SConv1d
         from encodec.modules.lstm import SLSTM
         from encodec.modules.seanet import SEANetResnetBlock
@@ -67,11 +71,14 @@ class StreamingEncoder(nn.Module):
         c = self.convs[idx]
         if c.pad:
             ctx = state["ctx"][idx]
+            rows = ctx.shape[0]
+            if x.shape[0] > rows:  # padded tail (see tail_rows): repeat row 0's context
+                ctx = torch.cat([ctx, ctx[:1].expand(x.shape[0] - rows, -1, -1)])
             if fresh is not None:
                 reflect = x[:, :, 1:c.pad + 1].flip(-1)
                 ctx = torch.where(fresh[:, None, None], reflect, ctx)
             x = torch.cat([ctx, x], dim=-1)
-            state["ctx"][idx] = x[:, :, -c.pad:]
+            state["ctx"][idx] = x[:rows, :, -c.pad:]
         return c.conv(x)
 
     def forward(self, x: torch.Tensor, state: dict, fresh: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,6 +88,7 @@ class StreamingEncoder(nn.Module):
         ``state`` (from ``init_state``) is updated in place."""
         if fresh is not None and not bool(fresh.any()):
             fresh = None
+        rows = x.shape[0]
         for kind, op in self.ops:
             if kind == "conv":
                 x = self._conv(op, x, state, fresh)
@@ -97,9 +105,17 @@ class StreamingEncoder(nn.Module):
                 if fresh is not None:
                     keep = (~fresh).to(h.dtype)[None, :, None]
                     h, c = h * keep, c * keep
+                extra = self.tail_rows - rows
+                if extra > 0:
+                    x = torch.cat([x, x[:1].expand(extra, -1, -1)])
+                    h = torch.cat([h, h[:, :1].expand(-1, extra, -1)], dim=1)
+                    c = torch.cat([c, c[:, :1].expand(-1, extra, -1)], dim=1)
+                    if fresh is not None:
+                        fresh = torch.cat([fresh, fresh[:1].expand(extra)])
                 seq = x.permute(2, 0, 1)
-                y, (state["h"], state["c"]) = self.lstm(seq, (h.contiguous(), c.contiguous()))
+                y, (h, c) = self.lstm(seq, (h.contiguous(), c.contiguous()))
+                state["h"], state["c"] = h[:, :rows], c[:, :rows]
                 if self.lstm_skip:
                     y = y + seq
                 x = y.permute(1, 2, 0)
-        return x
+        return x[:rows]
