@@ -12,13 +12,14 @@ groups (full segments) or alone (a file's shorter last segment).
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..ecdc import MODELS as ECDC_MODELS
+from ..ecdc import segment_frames
 from ..errors import UsageError, WeightsError
 from ..weights import resolve_encodec
 from .inference import for_inference
@@ -27,7 +28,7 @@ BANDWIDTHS = {"encodec_24khz": (1.5, 3.0, 6.0, 12.0, 24.0), "encodec_48khz": (3.
 SAMPLE_RATES = {"encodec_24khz": 24000, "encodec_48khz": 48000}
 CHANNELS = {"encodec_24khz": 1, "encodec_48khz": 2}
 FRAME_RATES = {"encodec_24khz": 75, "encodec_48khz": 150}
-SEGMENT = {"encodec_48khz": (48000, 47520)}  # length, stride (1 s, 1 % overlap)
+SEGMENT = {name: (m.segment_length, m.segment_stride) for name, m in ECDC_MODELS.items() if m.segment_length}
 
 
 def check_bandwidth(model: str, bandwidth: float) -> float:
@@ -49,11 +50,6 @@ def segment_spans(model: str, n_samples: int) -> list[tuple[int, int]]:
         return [(0, n_samples)]
     length, stride = SEGMENT[model]
     return [(off, min(length, n_samples - off)) for off in range(0, n_samples, stride)]
-
-
-def segment_frames(model: str, n_samples: int) -> list[int]:
-    sr, fr = SAMPLE_RATES[model], FRAME_RATES[model]
-    return [int(math.ceil(length / sr * fr)) for _, length in segment_spans(model, n_samples)]
 
 
 def resolve_device(device: str) -> torch.device:
