@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from .errors import UsageError
 from .sources import Source, display_path
 
 Writer = Callable[[IO[bytes], Any], None]
@@ -51,6 +52,35 @@ class OutputTree:
         path = self.target(source)
         atomic_write(path, lambda f: writer(f, result))
         return path
+
+
+def claim_targets(sources: list[Source], tree: OutputTree) -> list[Source]:
+    """Check the inputs' outputs before any work, on the full sorted list (before sharding).
+
+    An output that would replace an input is a usage error. Two inputs with the same output (``a.wav``
+    and ``a.flac`` in one folder) would overwrite each other: the first in sorted order keeps it,
+    the others become per-input errors."""
+    import dataclasses
+
+    inputs = {os.path.realpath(s.path): s for s in sources if not s.error}
+    owner: dict[str, Source] = {}
+    out = []
+    for s in sources:
+        if s.error:
+            out.append(s)
+            continue
+        target = tree.target(s)
+        key = os.path.realpath(target)
+        if key in inputs:
+            raise UsageError(f"output {display_path(str(target))} would overwrite the input "
+                             f"{inputs[key].display}; choose another -o")
+        if key in owner:
+            s = dataclasses.replace(s, error=f"has the same output {display_path(str(target))} as "
+                                             f"{owner[key].display}; rename one of them or run them separately")
+        else:
+            owner[key] = s
+        out.append(s)
+    return out
 
 
 def _json_line(record: dict) -> str:

@@ -356,6 +356,35 @@ def test_glob_and_ext(cli, tmp_path):
     assert r.code == 1 and "no such file or directory" in r.err
 
 
+def test_outputs_beside_inputs_and_same_name_collisions(cli, tmp_path):
+    """-o may be the input folder (codes land beside the audio); a.wav and a.flac in one folder
+    would share a.npz: the first in sorted order gets it, the other fails with a clear reason."""
+    src = tmp_path / "in"
+    write_wav(src / "a.wav", 0.4, seed=1)
+    write_wav(src / "b.wav", 0.4, seed=2)
+    r = cli("encode", src, "-o", src, "--quiet")
+    assert r.code == 0, r
+    assert sorted(p.name for p in src.iterdir()) == ["a.npz", "a.wav", "b.npz", "b.wav", "manifest.jsonl"]
+
+    dup = tmp_path / "dup"
+    write_wav(dup / "x.wav", 0.4, seed=3)
+    sf.write(str(dup / "x.flac"), synthetic_audio(0.5, seed=4)[0], 24000)
+    r = cli("encode", dup, "-o", tmp_path / "o", "--quiet")
+    assert r.code == 1
+    assert "x.wav: has the same output" in r.err and "x.flac" in r.err
+    (rec,) = [x for x in read_manifest(tmp_path / "o" / "manifest.jsonl").values() if x["status"] == "ok"]
+    assert rec["input"].endswith("x.flac") and _codes(tmp_path / "o" / "x.npz").shape == (8, 38)
+    bad = [x for x in read_manifest(tmp_path / "o" / "manifest.jsonl").values() if x["status"] == "error"]
+    assert [Path(x["input"]).name for x in bad] == ["x.wav"]
+
+
+def test_output_that_would_replace_an_input_is_a_usage_error(cli, tmp_path):
+    wav = write_wav(tmp_path / "in" / "c.wav", 0.3, seed=1)
+    r = cli("decode", wav, "-o", tmp_path / "in", "--format", "wav", "--quiet")
+    assert r.code == 2 and "would overwrite the input" in r.err and "c.wav" in r.err
+    assert wav.read_bytes()[:4] == b"RIFF" and sorted(p.name for p in (tmp_path / "in").iterdir()) == ["c.wav"]
+
+
 @pytest.mark.parametrize("model,bw", [("encodec_24khz", 6), ("encodec_48khz", 6)])
 @pytest.mark.parametrize("fmt", ["npz", "ecdc"])
 def test_decode_round_trip_equals_official_decode(cli, tmp_path, model, bw, fmt):

@@ -67,9 +67,12 @@ class RunOptions:
     shard: str | None = None
 
 
-def collect_sources(inputs: list[str], ext: str, shard_opt: str | None):
-    """Discover, sort and take this process's share. Returns (sources, share)."""
+def collect_sources(inputs: list[str], ext: str, shard_opt: str | None, out: Path | None = None,
+                    suffix: str | None = None):
+    """Discover, sort, check the outputs ``OUT/<rel>.<suffix>`` (when given; see
+    ``sinks.claim_targets``) and take this process's share. Returns (sources, share)."""
     from ..distributed import current_share
+    from ..sinks import OutputTree, claim_targets
 
     exts = normalise_extensions([ext])
     if not exts:
@@ -78,6 +81,8 @@ def collect_sources(inputs: list[str], ext: str, shard_opt: str | None):
     sources = discover(inputs, exts)
     if not sources:
         raise UsageError("no input files found; check the paths and --ext")
+    if out is not None and suffix is not None:
+        sources = claim_targets(sources, OutputTree(out, suffix))
     return shard(sources, share.rank, share.world), share
 
 

@@ -66,8 +66,7 @@ def encode(
 
     bandwidth = check_bandwidth(model, bandwidth)
     check_format(fmt, model)
-    sources, share = cli.collect_sources(inputs, ext, shard)
-    _check_not_inside_inputs(out, sources)
+    sources, share = cli.collect_sources(inputs, ext, shard, out, fmt)
     dev = resolve_device(device)
     codec = load_codec(model, checkpoint, dev)
     adapter = CodecEncoder(codec, bandwidth, dev)
@@ -160,22 +159,8 @@ def decode(
 
     if fmt not in ("wav", "flac"):
         raise UsageError(f"--format {fmt!r} is not valid for decode; choose wav or flac")
-    sources, share = cli.collect_sources(inputs, ext, shard)
-    _check_not_inside_inputs(out, sources)
+    sources, share = cli.collect_sources(inputs, ext, shard, out, fmt)
     dev = resolve_device(device)
     job = DecodeJob(out, fmt)
     opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard)
     raise typer.Exit(cli.run_job(sources, share, job, _ModelRouter(checkpoint, dev), opts))
-
-
-def _check_not_inside_inputs(out: Path, sources) -> None:
-    """Outputs never overwrite inputs."""
-    import os
-
-    for s in sources:
-        if s.error:
-            continue
-        own = os.path.realpath(s.path)
-        for suf in ("npz", "npy", "ecdc", "wav", "flac"):
-            if os.path.realpath(os.path.join(out, os.path.splitext(s.rel)[0] + "." + suf)) == own:
-                raise UsageError(f"output directory {out} would overwrite the input {s.display}; choose another -o")

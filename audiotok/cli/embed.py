@@ -110,17 +110,15 @@ def embed(
     from ..models.codec import resolve_device
     from ..models.mae import load_mae, resolve_layers
     from ..weights import resolve_encodecmae
-    from .codec import _check_not_inside_inputs
 
     check_options(pool, dtype, chunk_seconds, overlap)
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r} is not valid for embed; choose npz or npy")
     if stack is not None and pool == "none":
         raise UsageError("--stack needs pooled embeddings; use --pool mean, max or meanstd")
-    sources, share = cli.collect_sources(inputs, ext, shard)
+    sources, share = cli.collect_sources(inputs, ext, shard, out, fmt)
     if stack is not None and share.world > 1:
         raise UsageError("--stack needs every input in one process; drop --shard/torchrun or stack the outputs afterwards")
-    _check_not_inside_inputs(out, sources)
     dev = resolve_device(device)
     net = load_mae(resolve_encodecmae(model))
     resolve_layers(layer, net.cfg.layers)  # a bad --layer fails before any work
