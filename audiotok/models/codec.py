@@ -5,8 +5,8 @@ Knows nothing about files: it gets arrays, it returns arrays.
 
 Same codes whatever the batching: the 24 kHz model runs as a stream of fixed-length windows
 (``streaming.StreamingEncoder``) in at most ``slots`` rows (on GPU always exactly ``slots``; on CPU
-only the occupied rows, since a row's result there does not depend on the count once the LSTM and
-what follows run with at least two rows); the 48 kHz model encodes its 1 s segments in fixed-size
+only the occupied rows, since a row's result there does not depend on the count: see
+``streaming.py``); the 48 kHz model encodes its 1 s segments in fixed-size
 groups (full segments) or alone (a file's shorter last segment).
 """
 
@@ -146,7 +146,7 @@ class CodecEncoder:
         if self.name == "encodec_24khz":
             from .streaming import StreamingEncoder
 
-            self.stream = StreamingEncoder(model.encoder, tail_rows=1 if cuda else 2)
+            self.stream = StreamingEncoder(model.encoder)
             self.state = self.stream.init_state(self.slots, device=device)
         self.group = self.slots * (2 if not cuda else 1)  # 48 kHz full segments per call
 
@@ -194,33 +194,35 @@ class CodecEncoder:
                 self.active[r] = self.queue.pop(0)
         x = np.zeros((S, 1, W), dtype=np.float32)
         fresh = np.ones(S, dtype=bool)
+        ends = [W] * S  # real samples per row (a file's last window holds fewer)
         for r, slot in enumerate(self.active):
             if slot is not None:
                 chunk = slot.audio[slot.pos:slot.pos + W]
                 x[r, 0, :chunk.shape[0]] = chunk
                 fresh[r] = slot.fresh
+                ends[r] = chunk.shape[0]
         rows = [r for r, slot in enumerate(self.active) if slot is not None]
         if self.device.type == "cuda":
             xt = torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True)
-            emb = self.stream(xt, self.state, torch.from_numpy(fresh).to(self.device))
+            emb = self.stream(xt, self.state, torch.from_numpy(fresh).to(self.device), ends)
             codes = self._quantize(emb).to(torch.int16).cpu().numpy()  # [K, S, W/320]
             where = {r: r for r in rows}
         else:
-            # CPU: run only the occupied rows, so a lone long file does not pay for idle rows. A
-            # row's result there does not depend on the row count, except from the LSTM on, where
-            # a row alone rounds differently: the stream pads those layers to two rows
-            # (``tail_rows``), as it does the quantizer here.
+            # CPU: run only the occupied rows, so a lone long file does not pay for idle rows (a
+            # row's result does not depend on the row count: see streaming.py, and the quantizer
+            # gets at least two rows, which it rounds alike).
             run_rows = rows
             idx = torch.tensor(run_rows)
             sub = {"ctx": [c[idx] for c in self.state["ctx"]], "h": self.state["h"][:, idx],
                    "c": self.state["c"][:, idx]}
-            emb = self.stream(torch.from_numpy(x[run_rows]), sub, torch.from_numpy(fresh[run_rows]))
+            emb = self.stream(torch.from_numpy(x[run_rows]), sub, torch.from_numpy(fresh[run_rows]),
+                              [ends[r] for r in run_rows])
             for full, part in zip(self.state["ctx"], sub["ctx"]):
                 full[idx] = part
             self.state["h"][:, idx] = sub["h"]
             self.state["c"][:, idx] = sub["c"]
-            if emb.shape[0] < self.stream.tail_rows:
-                emb = torch.cat([emb, emb[:1].expand(self.stream.tail_rows - emb.shape[0], -1, -1)])
+            if emb.shape[0] == 1:
+                emb = emb.expand(2, -1, -1).contiguous()
             codes = self._quantize(emb).to(torch.int16).numpy()  # [K, >= len(run_rows), W/320]
             where = {r: j for j, r in enumerate(run_rows)}
         done = []

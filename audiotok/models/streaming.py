@@ -3,13 +3,19 @@
 Each convolution keeps the last ``kernel - stride`` samples of its input as left context for the
 next window, and the LSTM carries its ``(h, c)`` state, so encoding a file window by window equals
 encoding it whole (up to float rounding). At the start of a file a layer's context is the
-reflection of its first samples, exactly the padding the official model applies.
+reflection of its first samples, and at its end each strided convolution sees the reflection of
+its last samples in the few positions past the end that its last frame reads: exactly the padding
+the official model applies (``SConv1d`` pads the right with ``reflect`` to a whole frame), so every
+frame matches, the last one of a file whose length is not a multiple of 320 included.
 
 Windows have a fixed length, so every kernel sees the same window shape whatever files share the
-batch. The number of rows may vary: on the CPU a row's result is bit-identical for any row count
-except that the LSTM and the last convolution give a row alone another rounding than a row in
-company, so ``tail_rows`` (2 on the CPU) pads the batch to at least that many rows from the LSTM
-on (the padding repeats row 0 and is dropped at the end). The adapter decides the row counts.
+batch. The number of rows may vary (the CPU adapter runs only the occupied rows). A row's result
+must not depend on it, and for two or more rows it does not; but some CPU kernels take another
+path for a batch of one and round differently (which ones depends on the CPU: the first
+convolution on one machine, the LSTM on another). So the first time a single row runs at a given
+window length, ``StreamingEncoder`` tests each layer, one row against two, on random input, and
+from then on runs the layers that differ with the row duplicated (``paired_ops``); the others run
+alone at full speed.
 """
 
 from __future__ import annotations
@@ -31,9 +37,8 @@ class _Conv(nn.Module):
 class StreamingEncoder(nn.Module):
     """Wraps a causal ``encodec.modules.SEANetEncoder`` (weights shared, not copied)."""
 
-    def __init__(self, encoder, tail_rows: int = 1):
+    def __init__(self, encoder):
         super().__init__()
-        self.tail_rows = tail_rows
         from encodec.modules.conv import SConv1d
         from encodec.modules.lstm import SLSTM
         from encodec.modules.seanet import SEANetResnetBlock
@@ -56,6 +61,7 @@ class StreamingEncoder(nn.Module):
                 self.ops.append(("lstm", None))
             else:  # activations
                 self.ops.append(("act", layer))
+        self.paired_ops: dict[int, set[int]] = {}  # window length -> ops a lone row runs paired
 
     def _add(self, sconv) -> int:
         self.convs.append(_Conv(sconv))
@@ -67,55 +73,102 @@ class StreamingEncoder(nn.Module):
         return {"ctx": ctx, "h": torch.zeros(n, rows, h, device=device, dtype=dtype),
                 "c": torch.zeros(n, rows, h, device=device, dtype=dtype)}
 
-    def _conv(self, idx: int, x: torch.Tensor, state: dict, fresh: torch.Tensor | None) -> torch.Tensor:
+    # --- one window -------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, state: dict, fresh: torch.Tensor | None = None,
+                ends: list[int] | None = None) -> torch.Tensor:
+        """Encode one window ``x [rows, 1, W]`` (W a multiple of the hop, 320) -> ``[rows, 128, W/320]``.
+
+        ``fresh[r]`` marks rows whose window is the first of a file (context and LSTM reset);
+        ``ends[r]`` is the number of real samples in row ``r`` (``W`` unless its file ends inside
+        this window; what follows them is ignored). ``state`` (from ``init_state``) is updated in
+        place."""
+        if fresh is not None and not bool(fresh.any()):
+            fresh = None
+        if ends is not None and all(n % self.hop == 0 for n in ends):
+            ends = None  # whole frames everywhere: no layer reads past an end
+        paired: set[int] = set()
+        if x.shape[0] == 1 and x.device.type == "cpu":
+            if x.shape[-1] not in self.paired_ops:
+                self.paired_ops[x.shape[-1]] = self._calibrate(x.shape[-1], x.dtype)
+            paired = self.paired_ops[x.shape[-1]]
+        for i in range(len(self.ops)):
+            if i in paired:
+                x = self._paired(i, x, state, fresh, ends)
+            else:
+                x = self._op(i, x, state, fresh, ends)
+            if ends is not None and self.ops[i][0] == "conv":
+                stride = self.convs[self.ops[i][1]].stride
+                ends = [-(-n // stride) for n in ends]
+        return x
+
+    def _op(self, i: int, x: torch.Tensor, state: dict, fresh, ends) -> torch.Tensor:
+        kind, op = self.ops[i]
+        if kind == "conv":
+            return self._conv(op, x, state, fresh, ends)
+        if kind == "act":
+            return op(x)
+        if kind == "res":
+            inner, short = op
+            y = x
+            for m in inner:
+                y = self._conv(m, y, state, fresh) if isinstance(m, int) else m(y)
+            return self._conv(short, x, state, fresh) + y
+        h, c = state["h"], state["c"]
+        if fresh is not None:
+            keep = (~fresh).to(h.dtype)[None, :, None]
+            h, c = h * keep, c * keep
+        seq = x.permute(2, 0, 1)
+        y, (state["h"], state["c"]) = self.lstm(seq, (h.contiguous(), c.contiguous()))
+        if self.lstm_skip:
+            y = y + seq
+        return y.permute(1, 2, 0)
+
+    def _conv(self, idx: int, x: torch.Tensor, state: dict, fresh: torch.Tensor | None,
+              ends: list[int] | None = None) -> torch.Tensor:
         c = self.convs[idx]
         if c.pad:
             ctx = state["ctx"][idx]
-            rows = ctx.shape[0]
-            if x.shape[0] > rows:  # padded tail (see tail_rows): repeat row 0's context
-                ctx = torch.cat([ctx, ctx[:1].expand(x.shape[0] - rows, -1, -1)])
             if fresh is not None:
                 reflect = x[:, :, 1:c.pad + 1].flip(-1)
                 ctx = torch.where(fresh[:, None, None], reflect, ctx)
             x = torch.cat([ctx, x], dim=-1)
-            state["ctx"][idx] = x[:rows, :, -c.pad:]
+            state["ctx"][idx] = x[:, :, -c.pad:].clone()  # not a view: frees x, safe to edit x
+            if ends is not None and c.stride > 1:
+                for r, n in enumerate(ends):
+                    extra = -n % c.stride
+                    if extra:  # reflect the row's last samples into the end of its last frame
+                        at = c.pad + n
+                        x[r, :, at:at + extra] = x[r, :, at - 1 - extra:at - 1].flip(-1)
         return c.conv(x)
 
-    def forward(self, x: torch.Tensor, state: dict, fresh: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode one window ``x [rows, 1, W]`` (W a multiple of the hop, 320) -> ``[rows, 128, W/320]``.
+    # --- a lone row through kernels that round differently for one row ----------------
+    def _paired(self, i: int, x: torch.Tensor, state: dict, fresh, ends) -> torch.Tensor:
+        """Op ``i`` for a single row, computed as row 0 of a batch of two copies."""
+        pair = {"ctx": [c.expand(2, -1, -1) for c in state["ctx"]],
+                "h": state["h"].expand(-1, 2, -1), "c": state["c"].expand(-1, 2, -1)}
+        y = self._op(i, x.expand(2, -1, -1).contiguous(), pair, None if fresh is None else fresh.expand(2),
+                     None if ends is None else ends * 2)
+        state["ctx"] = [c[:1] for c in pair["ctx"]]
+        state["h"], state["c"] = pair["h"][:, :1], pair["c"][:, :1]
+        return y[:1]
 
-        ``fresh[r]`` marks rows whose window is the first of a file (context and LSTM reset).
-        ``state`` (from ``init_state``) is updated in place."""
-        if fresh is not None and not bool(fresh.any()):
-            fresh = None
-        rows = x.shape[0]
-        for kind, op in self.ops:
-            if kind == "conv":
-                x = self._conv(op, x, state, fresh)
-            elif kind == "act":
-                x = op(x)
-            elif kind == "res":
-                inner, short = op
-                y = x
-                for m in inner:
-                    y = self._conv(m, y, state, fresh) if isinstance(m, int) else m(y)
-                x = self._conv(short, x, state, fresh) + y
-            else:
-                h, c = state["h"], state["c"]
-                if fresh is not None:
-                    keep = (~fresh).to(h.dtype)[None, :, None]
-                    h, c = h * keep, c * keep
-                extra = self.tail_rows - rows
-                if extra > 0:
-                    x = torch.cat([x, x[:1].expand(extra, -1, -1)])
-                    h = torch.cat([h, h[:, :1].expand(-1, extra, -1)], dim=1)
-                    c = torch.cat([c, c[:, :1].expand(-1, extra, -1)], dim=1)
-                    if fresh is not None:
-                        fresh = torch.cat([fresh, fresh[:1].expand(extra)])
-                seq = x.permute(2, 0, 1)
-                y, (h, c) = self.lstm(seq, (h.contiguous(), c.contiguous()))
-                state["h"], state["c"] = h[:, :rows], c[:, :rows]
-                if self.lstm_skip:
-                    y = y + seq
-                x = y.permute(1, 2, 0)
-        return x[:rows]
+    @torch.inference_mode()
+    def _calibrate(self, window: int, dtype) -> set[int]:
+        """The ops whose result for a row alone differs from the same row among two."""
+        gen = torch.Generator().manual_seed(0)
+        two = self.init_state(2, dtype=dtype)
+        two = {"ctx": [torch.randn(c.shape, generator=gen, dtype=dtype) for c in two["ctx"]],
+               "h": torch.randn(two["h"].shape, generator=gen, dtype=dtype),
+               "c": torch.randn(two["c"].shape, generator=gen, dtype=dtype)}
+        x = 0.1 * torch.randn(2, 1, window, generator=gen, dtype=dtype)
+        paired = set()
+        for i in range(len(self.ops)):
+            one = {"ctx": [c[:1].clone() for c in two["ctx"]], "h": two["h"][:, :1].clone(),
+                   "c": two["c"][:, :1].clone()}
+            alone = self._op(i, x[:1].clone(), one, None, None)
+            x = self._op(i, x, two, None, None)
+            if not (torch.equal(alone[0], x[0]) and torch.equal(one["h"][:, 0], two["h"][:, 0])
+                    and torch.equal(one["c"][:, 0], two["c"][:, 0])
+                    and all(torch.equal(a[0], b[0]) for a, b in zip(one["ctx"], two["ctx"]))):
+                paired.add(i)
+        return paired
