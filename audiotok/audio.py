@@ -97,8 +97,35 @@ def resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
     return np.ascontiguousarray(y.reshape(y.shape[0], -1).T)
 
 
+BLOCK_FRAMES = 1 << 18  # frames decoded at a time (1 MiB per channel of float32)
+
+
+class _Output:
+    """A preallocated ``[channels, N]`` float32 array filled block by block (grows if a header
+    understated the length; trimmed at the end)."""
+
+    def __init__(self, channels: int, expected: int):
+        self.data = np.empty((channels, max(1, expected)), dtype=np.float32)
+        self.n = 0
+
+    def add(self, block: np.ndarray) -> None:  # block: [m, C] frames-major, as decoders give it
+        m = block.shape[0]
+        if self.n + m > self.data.shape[1]:
+            grown = np.empty((self.data.shape[0], max(2 * self.data.shape[1], self.n + m)), np.float32)
+            grown[:, :self.n] = self.data[:, :self.n]
+            self.data = grown
+        self.data[:, self.n:self.n + m] = block.T
+        self.n += m
+
+    def result(self) -> np.ndarray:
+        return self.data if self.n == self.data.shape[1] else np.ascontiguousarray(self.data[:, :self.n])
+
+
 def read(path: str, sample_rate: int | None = None, channels: int | None = None) -> tuple[np.ndarray, AudioInfo]:
-    """Decode ``path`` to float32 ``[channels, N]`` at ``sample_rate`` (None: keep the file's)."""
+    """Decode ``path`` to float32 ``[channels, N]`` at ``sample_rate`` (None: keep the file's).
+
+    Decodes, checks, mixes and resamples ``BLOCK_FRAMES`` at a time into one preallocated output,
+    so memory is the output plus a block, whatever the file's channel count and rate."""
     import soundfile as sf
 
     with _open(path) as f:
@@ -106,26 +133,53 @@ def read(path: str, sample_rate: int | None = None, channels: int | None = None)
             raise InputError("is empty (0 bytes)")
         f.seek(0)
         try:
-            data, sr = sf.read(f, dtype="float32", always_2d=True)
-        except Exception as exc:
+            snd = sf.SoundFile(f)
+        except Exception as exc:  # libsndfile raises several types
             raise _sf_error(exc) from None
-    if data.shape[0] == 0:
+        with snd:
+            sr, in_ch = int(snd.samplerate), int(snd.channels)
+            out_ch = channels or in_ch
+            mix_ch = 1 if (in_ch == 1 and out_ch == 2) else out_ch  # mono to stereo: duplicate at the end
+            target = sample_rate or sr
+            stream = None
+            if target != sr:
+                import soxr
+
+                stream = soxr.ResampleStream(sr, target, mix_ch, dtype="float32", quality="HQ")
+            out = _Output(mix_ch, n_samples_at(max(int(snd.frames), 0), sr, target))
+            frames = n_nan = n_inf = 0
+            while True:
+                try:
+                    block = snd.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+                except Exception as exc:
+                    raise _sf_error(exc) from None
+                last = block.shape[0] == 0
+                frames += block.shape[0]
+                if not last and not np.isfinite(block).all():
+                    n_nan += int(np.isnan(block).sum())
+                    n_inf += int(np.isinf(block).sum())
+                if n_nan or n_inf:
+                    if last:
+                        break
+                    continue  # keep counting; nothing more is converted
+                mixed = mix_channels(block.T, mix_ch).T if not last else block[:, :mix_ch]
+                if stream is not None:
+                    mixed = stream.resample_chunk(np.ascontiguousarray(mixed), last=last)
+                if mixed.shape[0]:
+                    out.add(mixed.reshape(mixed.shape[0], -1))
+                if last:
+                    break
+    if frames == 0:
         raise InputError("contains no audio samples")
-    x = data.T  # a view: long files are never copied before mixing and resampling shrink them
-    del data
-    info = AudioInfo(int(sr), int(x.shape[0]), int(x.shape[1]))
-    if not np.isfinite(x).all():
-        n_nan = int(np.isnan(x).sum())
-        n_inf = int(np.isinf(x).sum())
+    if n_nan or n_inf:
         raise InputError(
             f"contains {n_nan} NaN and {n_inf} infinite samples; repair or re-export the file "
             "(audiotok never feeds non-finite audio to a model)"
         )
-    if channels is not None:
-        x = mix_channels(x, channels)
-    if sample_rate is not None:
-        x = resample(x, info.sample_rate, sample_rate)
-    return np.ascontiguousarray(x, dtype=np.float32), info
+    x = out.result()
+    if mix_ch != out_ch:
+        x = np.repeat(x, out_ch, axis=0)
+    return x, AudioInfo(sr, in_ch, frames)
 
 
 def n_samples_at(frames: int, sr: int, target_sr: int) -> int:
