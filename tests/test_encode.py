@@ -295,7 +295,10 @@ def test_torchrun_two_processes_equal_one(cli, tmp_path, hub_cache):
     assert cli("encode", src, "-o", tmp_path / "one", "--quiet").code == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
            "-m", "audiotok", "encode", str(src), "-o", str(tmp_path / "two"), "--quiet", "--device", "cpu"]
-    proc = subprocess.run(cmd, env=_env(hub_cache), capture_output=True, text=True, timeout=300)
+    # torchrun gives each rank OMP_NUM_THREADS=1 unless told; a thread count of 1 rounds a few
+    # layers differently from 2 or more, so the ranks get this process's count (docs/encode.md)
+    env = dict(_env(hub_cache), OMP_NUM_THREADS=str(torch.get_num_threads()))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = _tree(tmp_path / "one"), _tree(tmp_path / "two")
     assert one.keys() == two.keys() and len(one) == 4
