@@ -16,7 +16,7 @@ from typing import IO
 import numpy as np
 
 from .errors import InputError, UsageError
-from .models.codec import FRAME_RATES, SAMPLE_RATES, EncodedItem, n_codebooks, segment_frames
+from .models.encodec_spec import FRAME_RATES, SAMPLE_RATES, EncodedItem, n_codebooks, segment_frames
 
 FORMATS = ("npz", "npy", "ecdc")
 FORMAT_VERSION = 1
@@ -110,7 +110,7 @@ def _check_codes(codes: np.ndarray) -> None:
 
 
 def _bandwidth_for(model: str, n_q: int) -> float | None:
-    from .models.codec import BANDWIDTHS
+    from .models.encodec_spec import BANDWIDTHS
 
     for bw in BANDWIDTHS[model]:
         if n_codebooks(model, bw) == n_q:

@@ -13,6 +13,9 @@ The engine knows models only through this shape (an *adapter*)::
 (the EnCodec adapter streams long files across calls); ``flush`` returns everything still held.
 A per-item ``Exception`` marks that item failed; the run goes on.
 
+``adapter`` may also be a zero-argument callable that builds it: the engine calls it once the
+first inputs are being decoded, so importing torch and loading weights overlap with decoding.
+
 The *job* says what to do with inputs and results (command-specific, no model code)::
 
     job.is_done(source) -> bool                 # outputs exist: skip unless overwrite
@@ -89,12 +92,17 @@ class Loader:
             self.pool = cf.ThreadPoolExecutor(max_workers=1)
 
     def imap(self, items: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
+        """Results in order. The first ``window`` inputs are submitted at once, before the first
+        result is asked for."""
         pending: deque = deque()
         it = iter(items)
         for key, path in it:
             pending.append((key, path, self.pool.submit(_load_one, self.load, path)))
             if len(pending) >= self.window:
                 break
+        return self._results(pending, it)
+
+    def _results(self, pending: deque, it) -> Iterator[tuple[int, Any]]:
         while pending:
             key, path, fut = pending.popleft()
             try:
@@ -201,9 +209,12 @@ def run(
 
     loader = Loader(job.load, workers)
     try:
+        loaded = loader.imap([(i, sources[i].path) for i in todo])
+        if todo and callable(adapter) and not hasattr(adapter, "run"):
+            adapter = adapter()  # build the model while the first inputs decode (never if all are done)
         batch: list[tuple[int, Any]] = []
         batch_sec = 0.0
-        for key, res in loader.imap([(i, sources[i].path) for i in todo]):
+        for key, res in loaded:
             if isinstance(res, Exception):
                 fail(key, _message(res))
                 continue

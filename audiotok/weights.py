@@ -29,10 +29,17 @@ ENCODEC_CHECKPOINTS = {
 
 
 def hub_checkpoint_dir() -> Path:
-    """The folder torch hub (and so the ``encodec`` package) caches checkpoints in."""
-    import torch.hub
+    """The folder torch hub (and so the ``encodec`` package) caches checkpoints in:
+    ``$TORCH_HOME/hub/checkpoints`` (default ``${XDG_CACHE_HOME:-~/.cache}/torch``), as
+    ``torch.hub.get_dir`` computes it, without importing torch; once torch is imported, its own
+    answer (which honours ``torch.hub.set_dir``)."""
+    import sys
 
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    if "torch.hub" in sys.modules:
+        return Path(sys.modules["torch.hub"].get_dir()) / "checkpoints"
+    cache = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache, "torch")))
+    return Path(home) / "hub" / "checkpoints"
 
 
 def encodec_base_url() -> str:

@@ -533,3 +533,50 @@ def test_lone_file_codes_equal_codes_among_neighbours():
     crowd = dict(enc.run([(0, wav)] + others) + enc.flush())[0].codes
     assert enc.slots >= 4 and alone.shape == (8, math.ceil(wav.shape[-1] / 320))
     np.testing.assert_array_equal(alone, crowd)
+
+
+def test_console_entry_exit_codes_and_stdout_survive_the_fast_exit(tmp_path, hub_cache):
+    """``python -m audiotok`` ends with os._exit once torch is loaded: exit codes and every JSON
+    line on stdout must still come out."""
+    for i in range(3):
+        write_wav(tmp_path / "in" / f"f{i}.wav", 0.3, seed=i)
+    (tmp_path / "in" / "bad.wav").write_bytes(b"not audio at all")
+    cmd = [sys.executable, "-m", "audiotok", "encode", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--jsonl",
+           "--quiet"]
+    proc = subprocess.run(cmd, env=_env(hub_cache), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert sorted(x["status"] for x in lines) == ["error", "ok", "ok", "ok"]
+    assert "bad.wav: is not an audio file" in proc.stderr
+    (tmp_path / "in" / "bad.wav").unlink()
+    proc = subprocess.run(cmd + ["--overwrite"], env=_env(hub_cache), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 3, proc.stderr[-2000:]
+    proc = subprocess.run(cmd + ["-b", "5"], env=_env(hub_cache), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--bandwidth 5 is not valid" in proc.stderr
+
+
+def test_usage_errors_and_finished_reruns_do_not_load_torch(tmp_path, hub_cache):
+    """Option errors come at once, and a rerun over finished outputs skips without importing torch;
+    missing weights still fail before any work."""
+    write_wav(tmp_path / "in" / "a.wav", 0.3, seed=1)
+    out = tmp_path / "o"
+    code = (
+        "import sys\n"
+        "from audiotok.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+        "print(rc, 'torch' in sys.modules)\n"
+    )
+
+    def run(*args, env=None):
+        proc = subprocess.run([sys.executable, "-c", code, "encode", str(tmp_path / "in"), "-o", str(out), "--quiet",
+                               *args], env=env or _env(hub_cache), capture_output=True, text=True, timeout=300)
+        return proc.stdout.split()[-2:], proc.stderr
+
+    assert run("-b", "5")[0] == ["2", "False"]
+    assert run("--device", "tpu")[0] == ["2", "False"]
+    assert run()[0] == ["0", "True"]
+    no_weights = dict(_env(hub_cache), TORCH_HOME=str(tmp_path / "empty"))
+    assert run()[0] == ["0", "False"]
+    assert read_manifest(out / "manifest.jsonl")[str(tmp_path / "in" / "a.wav")]["status"] == "skipped"
+    (rc, torch_loaded), err = run("--overwrite", env=no_weights)
+    assert (rc, torch_loaded) == ("1", "False") and "encodec_24khz-d7cc33bc.th is not in the torch hub cache" in err

@@ -5,7 +5,7 @@ Each command module registers itself on the shared Typer ``app``; see ``base.py`
 
 import importlib
 
-from .base import app, main
+from .base import app, entry, main
 
 for _name in ("codec", "embed", "score", "train"):
     try:
@@ -14,4 +14,4 @@ for _name in ("codec", "embed", "score", "train"):
         if _exc.name != f"{__name__}.{_name}":
             raise
 
-__all__ = ["app", "main"]
+__all__ = ["app", "entry", "main"]

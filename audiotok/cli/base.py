@@ -6,6 +6,7 @@ Commands live in sibling modules (``codec.py``: encode/decode, ``embed.py``, ``s
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,32 @@ def eprint(*args: Any) -> None:
     text = " ".join(str(a) for a in args)
     sys.stderr.write(text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
     sys.stderr.flush()
+
+
+def entry() -> None:
+    """The ``audiotok`` console script and ``python -m audiotok``: ``main()``, then, once torch is
+    loaded, a fast exit. Interpreter teardown with torch loaded takes about a second and does
+    nothing for us: by then every output has been written, renamed and closed, and the manifest
+    closed. Skipped when a torch.distributed group is still up (normal exit)."""
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            eprint(str(exc.code))
+            code = 1
+    torch = sys.modules.get("torch")
+    dist = getattr(torch, "distributed", None)
+    if torch is None or (dist is not None and dist.is_available() and dist.is_initialized()):
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:  # e.g. stdout closed by the reader of a pipe: exit the normal way
+        sys.exit(code)
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:

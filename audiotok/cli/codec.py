@@ -18,7 +18,7 @@ class EncodeJob:
 
     def __init__(self, out: Path, fmt: str, model: str, bandwidth: float):
         from .. import audio
-        from ..models.codec import CHANNELS, SAMPLE_RATES
+        from ..models.encodec_spec import CHANNELS, SAMPLE_RATES
         from ..sinks import OutputTree
 
         self.tree = OutputTree(out, "." + fmt)
@@ -62,14 +62,21 @@ def encode(
 ) -> None:
     """Encode audio files into EnCodec codes, mirroring the input tree under OUT."""
     from ..codes import check_format
-    from ..models.codec import CodecEncoder, check_bandwidth, load_codec, resolve_device
+    from ..models.encodec_spec import check_bandwidth, check_device
+    from ..weights import resolve_encodec
 
     bandwidth = check_bandwidth(model, bandwidth)
     check_format(fmt, model)
+    check_device(device)
     sources, share = cli.collect_sources(inputs, ext, shard, out, fmt)
-    dev = resolve_device(device)
-    codec = load_codec(model, checkpoint, dev)
-    adapter = CodecEncoder(codec, bandwidth, dev)
+    weights = resolve_encodec(model, checkpoint)  # missing weights fail before any work
+
+    def adapter():  # built by the pipeline once decoding has started (torch loads meanwhile)
+        from ..models.codec import CodecEncoder, load_codec, resolve_device
+
+        dev = resolve_device(device)
+        return CodecEncoder(load_codec(model, weights, dev), bandwidth, dev)
+
     job = EncodeJob(out, fmt, model, bandwidth)
     opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard)
     raise typer.Exit(cli.run_job(sources, share, job, adapter, opts))
@@ -94,7 +101,7 @@ class DecodeJob:
     def probe(self, path: str):
         from ..audio import AudioInfo
         from ..codes import read_codes
-        from ..models.codec import SAMPLE_RATES
+        from ..models.encodec_spec import SAMPLE_RATES
 
         c = read_codes(path)
         return AudioInfo(SAMPLE_RATES[c.model], 0, c.item.n_samples)
@@ -113,7 +120,7 @@ class DecodeJob:
 def _load_codes(path: str):
     from ..audio import AudioInfo
     from ..codes import read_codes
-    from ..models.codec import SAMPLE_RATES
+    from ..models.encodec_spec import SAMPLE_RATES
 
     c = read_codes(path)
     return (c.model, c.item), AudioInfo(SAMPLE_RATES[c.model], 0, c.item.n_samples)

@@ -18,41 +18,26 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..ecdc import MODELS as ECDC_MODELS
-from ..ecdc import segment_frames
 from ..errors import UsageError, WeightsError
 from ..weights import resolve_encodec
+from .encodec_spec import (  # noqa: F401  (re-exported: the adapters' vocabulary)
+    BANDWIDTHS,
+    CHANNELS,
+    FRAME_RATES,
+    SAMPLE_RATES,
+    SEGMENT,
+    EncodedItem,
+    check_bandwidth,
+    check_device,
+    n_codebooks,
+    segment_frames,
+    segment_spans,
+)
 from .inference import for_inference
-
-BANDWIDTHS = {"encodec_24khz": (1.5, 3.0, 6.0, 12.0, 24.0), "encodec_48khz": (3.0, 6.0, 12.0, 24.0)}
-SAMPLE_RATES = {"encodec_24khz": 24000, "encodec_48khz": 48000}
-CHANNELS = {"encodec_24khz": 1, "encodec_48khz": 2}
-FRAME_RATES = {"encodec_24khz": 75, "encodec_48khz": 150}
-SEGMENT = {name: (m.segment_length, m.segment_stride) for name, m in ECDC_MODELS.items() if m.segment_length}
-
-
-def check_bandwidth(model: str, bandwidth: float) -> float:
-    if model not in BANDWIDTHS:
-        raise UsageError(f"unknown model {model!r}; choose encodec_24khz or encodec_48khz")
-    if float(bandwidth) not in BANDWIDTHS[model]:
-        valid = ", ".join(f"{b:g}" for b in BANDWIDTHS[model])
-        raise UsageError(f"--bandwidth {bandwidth:g} is not valid for {model}; choose one of {valid} (kbps)")
-    return float(bandwidth)
-
-
-def n_codebooks(model: str, bandwidth: float) -> int:
-    return int(bandwidth * 1000 // (FRAME_RATES[model] * 10))
-
-
-def segment_spans(model: str, n_samples: int) -> list[tuple[int, int]]:
-    """(offset, length) of each segment the model encodes separately (one for 24 kHz)."""
-    if model not in SEGMENT:
-        return [(0, n_samples)]
-    length, stride = SEGMENT[model]
-    return [(off, min(length, n_samples - off)) for off in range(0, n_samples, stride)]
 
 
 def resolve_device(device: str) -> torch.device:
+    device = check_device(device)
     if device == "auto":
         import os
 
@@ -63,10 +48,8 @@ def resolve_device(device: str) -> torch.device:
         if not torch.cuda.is_available():
             raise UsageError(f"--device {device} was asked for but no CUDA GPU is available; use --device cpu")
         index = device.split(":", 1)[1] if ":" in device else "0"
-        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+        if int(index) >= torch.cuda.device_count():
             raise UsageError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices")
-    elif device != "cpu":
-        raise UsageError(f"--device {device!r} is not valid; use auto, cpu, cuda or cuda:N")
     return torch.device(device)
 
 
@@ -94,13 +77,6 @@ def load_codec(model: str, checkpoint=None, device: str | torch.device = "cpu"):
     m.name = model
     m.checkpoint_path = str(path)
     return m.to(device).eval()
-
-
-@dataclass
-class EncodedItem:
-    codes: np.ndarray  # int16 [n_q, frames]
-    scales: np.ndarray | None  # float32 [segments] (48 kHz)
-    n_samples: int  # at the model's rate
 
 
 @dataclass
