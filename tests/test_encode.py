@@ -580,3 +580,52 @@ def test_usage_errors_and_finished_reruns_do_not_load_torch(tmp_path, hub_cache)
     assert read_manifest(out / "manifest.jsonl")[str(tmp_path / "in" / "a.wav")]["status"] == "skipped"
     (rc, torch_loaded), err = run("--overwrite", env=no_weights)
     assert (rc, torch_loaded) == ("1", "False") and "encodec_24khz-d7cc33bc.th is not in the torch hub cache" in err
+
+
+@pytest.mark.parametrize("n", [1500, 300 * 320, 24000 * 5 + 17])
+def test_streaming_decoder_equals_official_whole_file_decode(n):
+    """24 kHz decode runs as a stream of 300-frame windows: the audio equals the official
+    whole-file ``model.decode`` up to float rounding, for short, window-exact and odd lengths."""
+    from audiotok.models.codec import CodecDecoder, EncodedItem
+
+    official = random_encodec("encodec_24khz")
+    official.set_target_bandwidth(6)
+    x = synthetic_audio(n / 24000, seed=8)
+    with torch.inference_mode():
+        codes = official.encode(torch.from_numpy(x)[None])[0][0]
+        ref = official.decode([(codes, None)])[0, :, :n].numpy()
+    dec = CodecDecoder(random_encodec("encodec_24khz"), torch.device("cpu"))
+    got = dec.decode(EncodedItem(codes[0].numpy().astype(np.int16), None, n))
+    assert got.shape == ref.shape == (1, n) and got.dtype == np.float32
+    assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+
+
+@pytest.mark.slow
+def test_long_file_decodes_in_bounded_memory(tmp_path, hub_cache):
+    """Decoding 3 minutes of codes: the official decoder would hold 32 x 4.3M floats (550 MB) per
+    activation; the stream's peak grows by little more than the output (17 MB)."""
+    n = 3 * 60 * 24000
+    codes = np.random.default_rng(0).integers(0, 1024, size=(8, n // 320)).astype(np.int16)
+    from audiotok.codes import write_codes
+    from audiotok.models.codec import EncodedItem
+
+    with open(tmp_path / "long.npz", "wb") as f:
+        write_codes(f, "npz", EncodedItem(codes, None, n), "encodec_24khz", 6.0, "long.wav")
+    code = (
+        "import resource, sys\n"
+        "from audiotok.cli import main\n"
+        "from audiotok.models.codec import load_codec, CodecDecoder, EncodedItem\n"
+        "import numpy as np, torch\n"
+        "dec = CodecDecoder(load_codec('encodec_24khz'), torch.device('cpu'))\n"
+        "dec.decode(EncodedItem(np.zeros((8, 600), np.int16), None, 600 * 320))  # warm\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+        "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, "decode", str(tmp_path / "long.npz"), "-o", str(tmp_path / "o"),
+                           "--quiet"], env=_env(hub_cache), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, after = (int(v) / 1024 for v in proc.stdout.strip().splitlines()[-1].split())
+    assert after - before < 150, (before, after)
+    data, sr = sf.read(tmp_path / "o" / "long.wav")
+    assert sr == 24000 and data.shape == (n,)

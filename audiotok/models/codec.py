@@ -267,14 +267,25 @@ class CodecEncoder:
 
 
 class CodecDecoder:
-    """Adapter: ``EncodedItem`` -> audio ``[channels, n_samples]`` at the model's rate."""
+    """Adapter: ``EncodedItem`` -> audio ``[channels, n_samples]`` at the model's rate.
 
-    def __init__(self, model, device: torch.device):
+    24 kHz: the causal decoder runs as a stream of ``window`` frames (``streaming.StreamingDecoder``;
+    equal to the official whole-file decode up to float rounding) into one preallocated output, so
+    memory does not grow with the file's length. 48 kHz: the official per-segment decode."""
+
+    SHORT = 8  # frames: shorter codes are decoded whole, as the official model does
+
+    def __init__(self, model, device: torch.device, window: int | None = None):
         self.model = model
         self.name = model.name
         self.device = device
         self.sample_rate = SAMPLE_RATES[self.name]
         for_inference(model)
+        self.window = window or (450 if device.type == "cuda" else 300)  # frames (6 s / 4 s)
+        if self.name == "encodec_24khz":
+            from .streaming import StreamingDecoder
+
+            self.stream = StreamingDecoder(model.decoder)
 
     @torch.inference_mode()
     def decode(self, item: EncodedItem) -> np.ndarray:
@@ -282,14 +293,16 @@ class CodecDecoder:
         if n_q > self.model.quantizer.n_q:
             raise WeightsError(f"the codes have {n_q} codebooks but {self.name} has {self.model.quantizer.n_q}")
         codes = torch.from_numpy(item.codes.astype(np.int64)).to(self.device)
-        frames = []
-        start = 0
         counts = segment_frames(self.name, item.n_samples)
         if sum(counts) != codes.shape[1]:
             raise ValueError(
                 f"{codes.shape[1]} frames of codes do not fit {item.n_samples} samples for {self.name} "
                 f"(expected {sum(counts)})"
             )
+        if self.name == "encodec_24khz" and codes.shape[1] >= self.SHORT:
+            return self._stream(codes, item.n_samples)
+        frames = []
+        start = 0
         for i, n in enumerate(counts):
             scale = None
             if item.scales is not None and self.model.normalize:
@@ -298,6 +311,22 @@ class CodecDecoder:
             start += n
         wav = self.model.decode(frames)[0, :, :item.n_samples]
         return wav.float().cpu().numpy()
+
+    def _stream(self, codes: torch.Tensor, n_samples: int) -> np.ndarray:
+        W, hop, T = self.window, self.stream.hop, codes.shape[1]
+        out = np.empty((1, n_samples), dtype=np.float32)
+        state = self.stream.init_state(1, device=self.device)
+        for start in range(0, T, W):
+            part = codes[:, start:start + W]
+            if part.shape[1] < W:  # the last window: pad with code 0; its samples are cut off below
+                part = torch.cat([part, part.new_zeros(part.shape[0], W - part.shape[1])], dim=1)
+            emb = self.model.quantizer.decode(part[:, None])  # [1, 128, W]
+            wav = self.stream(emb, state, torch.tensor([start == 0], device=self.device))
+            lo = start * hop
+            n = min(W * hop, n_samples - lo)
+            if n > 0:
+                out[:, lo:lo + n] = wav[0, :, :n].float().cpu().numpy()
+        return out
 
     def run(self, batch):
         out = []

@@ -1,4 +1,4 @@
-"""The causal EnCodec 24 kHz encoder run as a stream of fixed-length windows.
+"""The causal EnCodec 24 kHz encoder (and decoder) run as a stream of fixed-length windows.
 
 Each convolution keeps the last ``kernel - stride`` samples of its input as left context for the
 next window, and the LSTM carries its ``(h, c)`` state, so encoding a file window by window equals
@@ -16,6 +16,12 @@ convolution on one machine, the LSTM on another). So the first time a single row
 window length, ``StreamingEncoder`` tests each layer, one row against two, on random input, and
 from then on runs the layers that differ with the row duplicated (``paired_ops``); the others run
 alone at full speed.
+
+``StreamingDecoder`` runs the causal decoder the same way, frames in and samples out: its
+convolutions carry context as the encoder's do, each transposed convolution carries its last
+input frame (the one whose output overlaps the next window's first samples), and the LSTM its
+state. So a long file decodes in memory that does not grow with its length (the official decoder
+holds activations of 32 channels at 24 kHz for the whole file: 5.5 GB per activation for 30 min).
 """
 
 from __future__ import annotations
@@ -34,23 +40,45 @@ class _Conv(nn.Module):
         self.stride = conv.stride[0]
 
 
-class StreamingEncoder(nn.Module):
-    """Wraps a causal ``encodec.modules.SEANetEncoder`` (weights shared, not copied)."""
+class _ConvTr(nn.Module):
+    """A causal transposed convolution: window ``[ctx frames, x]`` in, the samples of ``x``'s frames out."""
 
-    def __init__(self, encoder):
+    def __init__(self, sconvtr):
         super().__init__()
-        from encodec.modules.conv import SConv1d
+        conv = sconvtr.convtr.convtr
+        self.conv = conv
+        self.stride = conv.stride[0]
+        self.pad = (conv.kernel_size[0] - 1) // self.stride  # earlier frames reaching this window
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        y = self.conv(torch.cat([ctx, x], dim=-1))
+        start = self.pad * self.stride
+        return y[..., start:start + x.shape[-1] * self.stride]
+
+
+class _Stream(nn.Module):
+    """The ops of a causal SEANet ``nn.Sequential`` with the state that carries them across windows."""
+
+    pair_lone_rows = True
+
+    def __init__(self, layers):
+        super().__init__()
+        from encodec.modules.conv import SConv1d, SConvTranspose1d
         from encodec.modules.lstm import SLSTM
         from encodec.modules.seanet import SEANetResnetBlock
 
         self.ops: list[tuple[str, object]] = []
         self.convs = nn.ModuleList()
-        self.hop = 1
-        for layer in encoder.model:
-            if isinstance(layer, SConv1d):
+        self.hop = 1  # samples per frame: the product of the (transposed) convolutions' strides
+        for layer in layers:
+            if isinstance(layer, (SConv1d, SConvTranspose1d)):
                 if not layer.causal:
-                    raise ValueError("streaming needs the causal (24 kHz) encoder")
-                self.ops.append(("conv", self._add(layer)))
+                    raise ValueError("streaming needs the causal (24 kHz) EnCodec")
+                if isinstance(layer, SConvTranspose1d):
+                    self.convs.append(_ConvTr(layer))
+                    self.ops.append(("convtr", len(self.convs) - 1))
+                else:
+                    self.ops.append(("conv", self._add(layer)))
                 self.hop *= self.convs[-1].stride
             elif isinstance(layer, SEANetResnetBlock):
                 inner = [self._add(m) if isinstance(m, SConv1d) else m for m in layer.block]
@@ -76,18 +104,19 @@ class StreamingEncoder(nn.Module):
     # --- one window -------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state: dict, fresh: torch.Tensor | None = None,
                 ends: list[int] | None = None) -> torch.Tensor:
-        """Encode one window ``x [rows, 1, W]`` (W a multiple of the hop, 320) -> ``[rows, 128, W/320]``.
+        """Run one window ``x [rows, C, W]`` through every op (encoder: samples in, ``W`` a multiple
+        of the hop, ``[rows, 128, W / 320]`` out; decoder: frames in, ``W * 320`` samples out).
 
         ``fresh[r]`` marks rows whose window is the first of a file (context and LSTM reset);
-        ``ends[r]`` is the number of real samples in row ``r`` (``W`` unless its file ends inside
-        this window; what follows them is ignored). ``state`` (from ``init_state``) is updated in
-        place."""
+        ``ends[r]`` (encoder) is the number of real samples in row ``r`` (``W`` unless its file
+        ends inside this window; what follows them is ignored). ``state`` (from ``init_state``) is
+        updated in place."""
         if fresh is not None and not bool(fresh.any()):
             fresh = None
         if ends is not None and all(n % self.hop == 0 for n in ends):
             ends = None  # whole frames everywhere: no layer reads past an end
         paired: set[int] = set()
-        if x.shape[0] == 1 and x.device.type == "cpu":
+        if x.shape[0] == 1 and x.device.type == "cpu" and self.pair_lone_rows:
             if x.shape[-1] not in self.paired_ops:
                 self.paired_ops[x.shape[-1]] = self._calibrate(x.shape[-1], x.dtype)
             paired = self.paired_ops[x.shape[-1]]
@@ -105,6 +134,13 @@ class StreamingEncoder(nn.Module):
         kind, op = self.ops[i]
         if kind == "conv":
             return self._conv(op, x, state, fresh, ends)
+        if kind == "convtr":
+            c = self.convs[op]
+            ctx = state["ctx"][op]
+            if fresh is not None:  # no frames before a file's first: their contribution is zero
+                ctx = ctx * (~fresh).to(ctx.dtype)[:, None, None]
+            state["ctx"][op] = x[:, :, x.shape[-1] - c.pad:].clone()
+            return c(x, ctx)
         if kind == "act":
             return op(x)
         if kind == "res":
@@ -160,7 +196,7 @@ class StreamingEncoder(nn.Module):
         two = {"ctx": [torch.randn(c.shape, generator=gen, dtype=dtype) for c in two["ctx"]],
                "h": torch.randn(two["h"].shape, generator=gen, dtype=dtype),
                "c": torch.randn(two["c"].shape, generator=gen, dtype=dtype)}
-        x = 0.1 * torch.randn(2, 1, window, generator=gen, dtype=dtype)
+        x = 0.1 * torch.randn(2, self.convs[0].conv.in_channels, window, generator=gen, dtype=dtype)
         paired = set()
         for i in range(len(self.ops)):
             one = {"ctx": [c[:1].clone() for c in two["ctx"]], "h": two["h"][:, :1].clone(),
@@ -172,3 +208,20 @@ class StreamingEncoder(nn.Module):
                     and all(torch.equal(a[0], b[0]) for a, b in zip(one["ctx"], two["ctx"]))):
                 paired.add(i)
         return paired
+
+
+class StreamingEncoder(_Stream):
+    """Wraps a causal ``encodec.modules.SEANetEncoder`` (weights shared, not copied)."""
+
+    def __init__(self, encoder):
+        super().__init__(encoder.model)
+
+
+class StreamingDecoder(_Stream):
+    """Wraps a causal ``encodec.modules.SEANetDecoder`` (weights shared); always one row here, so
+    no pairing is needed."""
+
+    pair_lone_rows = False
+
+    def __init__(self, decoder):
+        super().__init__(decoder.model)
