@@ -111,10 +111,10 @@ def run_job(sources, share, job, adapter, opts: RunOptions, unit: str = "audio")
                 record_sink=record, progress=progress,
             )
     except KeyboardInterrupt:
-        manifest.close()
         eprint("interrupted: finished outputs are on disk and listed in the manifest; rerun the same command to continue")
         return 130
-    manifest.close()
+    finally:  # also when building the model fails (no GPU, damaged weights): the lines so far stay
+        manifest.close()
     merge_manifest_parts(opts.out, share.rank, share.world)
     report(summary, opts.quiet)
     return summary.exit_code
