@@ -83,7 +83,8 @@ def load_codec(model: str, checkpoint=None, device: str | torch.device = "cpu"):
 @contextlib.contextmanager
 def _no_random_init():
     """Build modules without drawing their random initial weights (0.2 s of a run's startup): the
-    strict ``load_state_dict`` that follows overwrites every parameter and buffer."""
+    strict ``load_state_dict`` that follows overwrites every parameter and buffer. Patches
+    ``torch.nn.init`` for the duration, so no other thread may build modules meanwhile."""
     names = ("kaiming_uniform_", "kaiming_normal_", "uniform_", "normal_", "xavier_uniform_", "zeros_", "ones_",
              "constant_", "trunc_normal_", "orthogonal_")
     saved = {n: getattr(torch.nn.init, n) for n in names}
