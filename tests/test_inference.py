@@ -20,7 +20,7 @@ def test_float64_elu_is_the_correctly_rounded_float32_elu():
     assert ((plain - exact).abs() <= ulp).all()  # torch's own is within one ulp
 
 
-def test_swap_elu_follows_the_measured_choice_and_keeps_the_encoder_output():
+def test_elu_choice_is_measured_once_and_either_choice_keeps_the_encoder_output():
     choice = float64_elu_is_faster()
     assert isinstance(choice, bool) and float64_elu_is_faster() is choice  # measured once per process
     for force in (True, False):
