@@ -8,14 +8,9 @@ its last samples in the few positions past the end that its last frame reads: ex
 the official model applies (``SConv1d`` pads the right with ``reflect`` to a whole frame), so every
 frame matches, the last one of a file whose length is not a multiple of 320 included.
 
-Windows have a fixed length, so every kernel sees the same window shape whatever files share the
-batch. The number of rows may vary (the CPU adapter runs only the occupied rows). A row's result
-must not depend on it, and for two or more rows it does not; but some CPU kernels take another
-path for a batch of one and round differently (which ones depends on the CPU: the first
-convolution on one machine, the LSTM on another). So the first time a single row runs at a given
-window length, ``StreamingEncoder`` tests each layer, one row against two, on random input, and
-from then on runs the layers that differ with the row duplicated (``paired_ops``); the others run
-alone at full speed.
+Windows have a fixed length and the caller fixes the number of rows (``models/codec.py``), so every
+kernel sees the same shapes whatever files share a call: a row's numbers depend on its own samples,
+the window shape and the thread count, never on its neighbours. Nothing here measures the machine.
 
 ``StreamingDecoder`` runs the causal decoder the same way, frames in and samples out: its
 convolutions carry context as the encoder's do, each transposed convolution carries its last
@@ -59,8 +54,6 @@ class _ConvTr(nn.Module):
 class _Stream(nn.Module):
     """The ops of a causal SEANet ``nn.Sequential`` with the state that carries them across windows."""
 
-    pair_lone_rows = True
-
     def __init__(self, layers):
         super().__init__()
         from encodec.modules.conv import SConv1d, SConvTranspose1d
@@ -89,7 +82,6 @@ class _Stream(nn.Module):
                 self.ops.append(("lstm", None))
             else:  # activations
                 self.ops.append(("act", layer))
-        self.paired_ops: dict[int, set[int]] = {}  # window length -> ops a lone row runs paired
 
     def _add(self, sconv) -> int:
         self.convs.append(_Conv(sconv))
@@ -115,16 +107,8 @@ class _Stream(nn.Module):
             fresh = None
         if ends is not None and all(n % self.hop == 0 for n in ends):
             ends = None  # whole frames everywhere: no layer reads past an end
-        paired: set[int] = set()
-        if x.shape[0] == 1 and x.device.type == "cpu" and self.pair_lone_rows:
-            if x.shape[-1] not in self.paired_ops:
-                self.paired_ops[x.shape[-1]] = self._calibrate(x.shape[-1], x.dtype)
-            paired = self.paired_ops[x.shape[-1]]
         for i in range(len(self.ops)):
-            if i in paired:
-                x = self._paired(i, x, state, fresh, ends)
-            else:
-                x = self._op(i, x, state, fresh, ends)
+            x = self._op(i, x, state, fresh, ends)
             if ends is not None and self.ops[i][0] == "conv":
                 stride = self.convs[self.ops[i][1]].stride
                 ends = [-(-n // stride) for n in ends]
@@ -177,38 +161,6 @@ class _Stream(nn.Module):
                         x[r, :, at:at + extra] = x[r, :, at - 1 - extra:at - 1].flip(-1)
         return c.conv(x)
 
-    # --- a lone row through kernels that round differently for one row ----------------
-    def _paired(self, i: int, x: torch.Tensor, state: dict, fresh, ends) -> torch.Tensor:
-        """Op ``i`` for a single row, computed as row 0 of a batch of two copies."""
-        pair = {"ctx": [c.expand(2, -1, -1) for c in state["ctx"]],
-                "h": state["h"].expand(-1, 2, -1), "c": state["c"].expand(-1, 2, -1)}
-        y = self._op(i, x.expand(2, -1, -1).contiguous(), pair, None if fresh is None else fresh.expand(2),
-                     None if ends is None else ends * 2)
-        state["ctx"] = [c[:1] for c in pair["ctx"]]
-        state["h"], state["c"] = pair["h"][:, :1], pair["c"][:, :1]
-        return y[:1]
-
-    @torch.inference_mode()
-    def _calibrate(self, window: int, dtype) -> set[int]:
-        """The ops whose result for a row alone differs from the same row among two."""
-        gen = torch.Generator().manual_seed(0)
-        two = self.init_state(2, dtype=dtype)
-        two = {"ctx": [torch.randn(c.shape, generator=gen, dtype=dtype) for c in two["ctx"]],
-               "h": torch.randn(two["h"].shape, generator=gen, dtype=dtype),
-               "c": torch.randn(two["c"].shape, generator=gen, dtype=dtype)}
-        x = 0.1 * torch.randn(2, self.convs[0].conv.in_channels, window, generator=gen, dtype=dtype)
-        paired = set()
-        for i in range(len(self.ops)):
-            one = {"ctx": [c[:1].clone() for c in two["ctx"]], "h": two["h"][:, :1].clone(),
-                   "c": two["c"][:, :1].clone()}
-            alone = self._op(i, x[:1].clone(), one, None, None)
-            x = self._op(i, x, two, None, None)
-            if not (torch.equal(alone[0], x[0]) and torch.equal(one["h"][:, 0], two["h"][:, 0])
-                    and torch.equal(one["c"][:, 0], two["c"][:, 0])
-                    and all(torch.equal(a[0], b[0]) for a, b in zip(one["ctx"], two["ctx"]))):
-                paired.add(i)
-        return paired
-
 
 class StreamingEncoder(_Stream):
     """Wraps a causal ``encodec.modules.SEANetEncoder`` (weights shared, not copied)."""
@@ -218,10 +170,7 @@ class StreamingEncoder(_Stream):
 
 
 class StreamingDecoder(_Stream):
-    """Wraps a causal ``encodec.modules.SEANetDecoder`` (weights shared); always one row here, so
-    no pairing is needed."""
-
-    pair_lone_rows = False
+    """Wraps a causal ``encodec.modules.SEANetDecoder`` (weights shared; one row of fixed length)."""
 
     def __init__(self, decoder):
         super().__init__(decoder.model)
