@@ -185,3 +185,25 @@ def read(path: str, sample_rate: int | None = None, channels: int | None = None)
 def n_samples_at(frames: int, sr: int, target_sr: int) -> int:
     """Length after resampling ``frames`` samples from ``sr`` to ``target_sr`` (soxr's rule)."""
     return int(math.ceil(frames * target_sr / sr)) if sr != target_sr else frames
+
+
+def prepare_array(audio, sample_rate: int, target_sr: int, channels: int) -> np.ndarray:
+    """An in-memory recording (``[N]`` or ``[channels, N]``, any rate) as float32
+    ``[channels, N']`` at ``target_sr``: mixed and resampled exactly as files are."""
+    from .errors import UsageError
+
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2:
+        raise UsageError(f"audio must be [samples] or [channels, samples], not shape {x.shape}")
+    if x.shape[0] > 64 and x.shape[1] <= 64:
+        raise UsageError(f"audio of shape {x.shape} looks like [samples, channels]; pass it as [channels, samples] (audio.T)")
+    if x.shape[-1] == 0:
+        raise InputError("the audio contains no samples")
+    if not np.isfinite(x).all():
+        raise InputError("the audio contains NaN or infinite samples")
+    x = mix_channels(x, channels)
+    if int(sample_rate) != target_sr:
+        x = resample(x, int(sample_rate), target_sr)
+    return np.ascontiguousarray(x, dtype=np.float32)

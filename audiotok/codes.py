@@ -16,10 +16,20 @@ from typing import IO
 import numpy as np
 
 from .errors import InputError, UsageError
-from .models.encodec_spec import FRAME_RATES, SAMPLE_RATES, EncodedItem, n_codebooks, segment_frames
+from .registry import CODECS, get_codec
 
 FORMATS = ("npz", "npy", "ecdc")
 FORMAT_VERSION = 1
+
+
+@dataclass
+class EncodedItem:
+    """One file's codes: int16 ``[n_q, frames]``, float32 scales per segment (normalising codecs),
+    and the length in samples at the codec's rate."""
+
+    codes: np.ndarray
+    scales: np.ndarray | None
+    n_samples: int
 
 
 @dataclass
@@ -29,23 +39,37 @@ class CodesFile:
     bandwidth: float | None
 
 
+# .npy holds bare codes; decode reads them as this codec's (one segment, frames * hop samples)
+NPY_CODEC = "encodec_24khz"
+
+
 def check_format(fmt: str, model: str) -> str:
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r} is not valid; choose one of {', '.join(FORMATS)}")
-    if fmt == "npy" and model != "encodec_24khz":
-        raise UsageError("--format npy holds bare codes and fits only encodec_24khz; use npz or ecdc for 48 kHz")
+    if fmt == "npy" and model != NPY_CODEC:
+        raise UsageError(f"--format npy holds bare codes and fits only {NPY_CODEC}; use npz (or ecdc) for {model}")
+    if fmt == "ecdc" and not get_codec(model).ecdc:
+        raise UsageError(f"--format ecdc holds only EnCodec codes; use npz for {model}")
     return fmt
 
 
-def write_codes(f: IO[bytes], fmt: str, item: EncodedItem, model: str, bandwidth: float, source: str) -> None:
+def write_codes(f: IO[bytes], fmt: str, item: EncodedItem, model: str, bandwidth: float, source: str,
+                settings: dict | None = None) -> None:
+    """Write ``item`` as ``fmt``; ``settings`` (npz only) is stored as JSON under ``settings``: what
+    the codes depend on (see ``provenance.py``), compared by reruns."""
+    spec = get_codec(model)
     if fmt == "npy":
         np.save(f, item.codes)
     elif fmt == "npz":
+        import json
+
         extra = {"scales": item.scales.astype(np.float32)} if item.scales is not None else {}
+        if settings is not None:
+            extra["settings"] = np.array(json.dumps(settings, sort_keys=True))
         np.savez(
             f, codes=item.codes, **extra,
             model=np.array(model), bandwidth=np.array(bandwidth, dtype=np.float32),
-            sample_rate=np.array(SAMPLE_RATES[model]), frame_rate=np.array(FRAME_RATES[model]),
+            sample_rate=np.array(spec.sample_rate), frame_rate=np.array(spec.frame_rate),
             n_samples=np.array(item.n_samples, dtype=np.int64), n_q=np.array(item.codes.shape[0]),
             source=np.array(source.encode("utf-8", "backslashreplace").decode("utf-8")),
             format_version=np.array(FORMAT_VERSION),
@@ -53,7 +77,7 @@ def write_codes(f: IO[bytes], fmt: str, item: EncodedItem, model: str, bandwidth
     elif fmt == "ecdc":
         from .ecdc import write_ecdc
 
-        counts = segment_frames(model, item.n_samples)
+        counts = spec.segment_frames(item.n_samples)
         starts = np.cumsum([0] + counts)
         segments = [item.codes[:, starts[i]:starts[i + 1]] for i in range(len(counts))]
         scales = [float(s) for s in item.scales] if item.scales is not None else None
@@ -78,22 +102,22 @@ def read_codes(path: str, lm_loader=None) -> CodesFile:
         c = read_ecdc(io.BytesIO(data), lm_loader=lm_loader)
         codes = np.concatenate([np.asarray(s, dtype=np.int16) for s in c.codes], axis=1)
         scales = np.asarray(c.scales, dtype=np.float32) if c.scales else None
-        bw = _bandwidth_for(c.model_name, codes.shape[0])
+        bw = get_codec(c.model_name).bandwidth_for(codes.shape[0])
         return CodesFile(EncodedItem(codes, scales, int(c.audio_length)), c.model_name, bw)
     try:
         if suffix == "npy":
             codes = np.load(io.BytesIO(data), allow_pickle=False)
-            _check_codes(codes)
-            n = codes.shape[1] * 320
-            return CodesFile(EncodedItem(codes.astype(np.int16), None, n), "encodec_24khz",
-                             _bandwidth_for("encodec_24khz", codes.shape[0]))
+            spec = get_codec(NPY_CODEC)
+            _check_codes(codes, spec.codebook_size)
+            n = codes.shape[1] * spec.hop
+            return CodesFile(EncodedItem(codes.astype(np.int16), None, n), spec.name, spec.bandwidth_for(codes.shape[0]))
         if suffix == "npz":
             z = np.load(io.BytesIO(data), allow_pickle=False)
             codes = z["codes"]
-            _check_codes(codes)
             model = str(z["model"])
-            if model not in SAMPLE_RATES:
+            if model not in CODECS:
                 raise InputError(f"was written for an unknown model {model!r}")
+            _check_codes(codes, CODECS[model].codebook_size)
             scales = z["scales"].astype(np.float32) if "scales" in z.files else None
             item = EncodedItem(codes.astype(np.int16), scales, int(z["n_samples"]))
             return CodesFile(item, model, float(z["bandwidth"]))
@@ -102,17 +126,21 @@ def read_codes(path: str, lm_loader=None) -> CodesFile:
     raise InputError("has an unknown extension; decode reads .npz, .npy and .ecdc")
 
 
-def _check_codes(codes: np.ndarray) -> None:
+def _check_codes(codes: np.ndarray, codebook_size: int = 1024) -> None:
     if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
         raise InputError(f"holds a {codes.dtype} array of shape {codes.shape}, not integer codes [n_q, frames]")
-    if codes.size and (codes.min() < 0 or codes.max() > 1023):
-        raise InputError("holds codes outside 0..1023")
+    if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
+        raise InputError(f"holds codes outside 0..{codebook_size - 1}")
 
 
-def _bandwidth_for(model: str, n_q: int) -> float | None:
-    from .models.encodec_spec import BANDWIDTHS
+def read_settings(path: str) -> dict | None:
+    """The settings an ``.npz`` codes file was written with (None for other formats and older files)."""
+    import json
 
-    for bw in BANDWIDTHS[model]:
-        if n_codebooks(model, bw) == n_q:
-            return bw
-    return None
+    if not str(path).lower().endswith(".npz"):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["settings"])) if "settings" in z.files else None
+    except (OSError, ValueError, KeyError, EOFError):
+        return None

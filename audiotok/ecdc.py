@@ -17,7 +17,6 @@ for bit the ones the ``encodec`` CLI writes and reads.
 from __future__ import annotations
 
 import json
-import math
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import IO, Any
 import numpy as np
 
 from .errors import InputError
+from .registry import CODECS, CodecSpec
 
 MAGIC = b"ECDC"
 VERSION = 0
@@ -37,39 +37,16 @@ BITS = 10
 CARD = 1 << BITS
 
 
-@dataclass(frozen=True)
-class EcdcModel:
-    """What the format needs to know about a codec (no weights)."""
-
-    name: str
-    sample_rate: int
-    channels: int
-    frame_rate: int
-    n_q: int  # codebooks at the highest bandwidth
-    segment_length: int | None  # samples per segment (None: the whole file is one segment)
-    segment_stride: int | None
-    normalize: bool  # a float32 scale precedes each segment
-    lm_name: str  # key of audiotok.weights.ENCODEC_CHECKPOINTS
-
-
-MODELS: dict[str, EcdcModel] = {
-    "encodec_24khz": EcdcModel("encodec_24khz", 24000, 1, 75, 32, None, None, False, "encodec_lm_24khz"),
-    # segment 1 s, overlap 1 %: stride int(0.99 * 48000) = 47520
-    "encodec_48khz": EcdcModel("encodec_48khz", 48000, 2, 150, 16, 48000, 47520, True, "encodec_lm_48khz"),
-}
+# The codecs the format can hold (``CodecSpec.ecdc``): their rates, channels, codebooks,
+# segments and LM all come from the registry.
+EcdcModel = CodecSpec
+MODELS: dict[str, CodecSpec] = {s.name: s for s in CODECS.values() if s.ecdc}
 
 
 def iter_segment_frames(model: str | EcdcModel, audio_length: int) -> Iterator[int]:
     """Frames in each segment of a file of ``audio_length`` samples, in the order they are stored."""
     spec = MODELS[model] if isinstance(model, str) else model
-    if audio_length <= 0:
-        return
-    length = spec.segment_length or audio_length
-    stride = spec.segment_stride or audio_length
-    for offset in range(0, audio_length, stride):
-        seg = min(audio_length - offset, length)
-        # the same float expression the encodec CLI uses, so rounding agrees exactly
-        yield int(math.ceil(seg / spec.sample_rate * spec.frame_rate))
+    yield from spec.segment_frames(audio_length)
 
 
 def segment_frames(model: str | EcdcModel, audio_length: int) -> list[int]:
@@ -334,11 +311,10 @@ def default_lm_loader(model_name: str, checkpoint=None):
     weights resolved by ``audiotok.weights.resolve_encodec`` (cache, explicit path, or download)."""
     import warnings
 
-    import torch
     from encodec.model import LMModel
 
     from .errors import WeightsError
-    from .weights import resolve_encodec
+    from .weights import load_torch_file, resolve_encodec
 
     spec = MODELS[model_name]
     path = resolve_encodec(spec.lm_name, checkpoint)
@@ -346,8 +322,7 @@ def default_lm_loader(model_name: str, checkpoint=None):
         warnings.simplefilter("ignore")
         lm = LMModel(spec.n_q, CARD, num_layers=5, dim=200, past_context=int(3.5 * spec.frame_rate))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        lm.load_state_dict(state, strict=True)
+        lm.load_state_dict(load_torch_file(path, "EnCodec LM checkpoint"), strict=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"checkpoint {path} does not hold the {spec.lm_name} weights ({first})") from None

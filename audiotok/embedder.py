@@ -28,10 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError, UsageError
+from .errors import InputError
 from .models.mae import SAMPLE_RATE, EncodecMAE, resolve_layers
 
-POOLS = ("mean", "max", "meanstd", "none")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -65,15 +64,7 @@ class _Chunk:
     start: int  # in samples
 
 
-def check_options(pool: str, dtype: str, chunk_seconds: float, overlap: float) -> None:
-    if pool not in POOLS:
-        raise UsageError(f"--pool {pool!r} is not valid; choose mean, max, meanstd or none")
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype {dtype!r} is not valid; choose float32, bfloat16 or float16")
-    if not chunk_seconds > 0:
-        raise UsageError(f"--chunk-seconds must be positive, not {chunk_seconds:g}")
-    if not 0 <= overlap < chunk_seconds:
-        raise UsageError(f"--overlap {overlap:g} must be at least 0 and less than --chunk-seconds ({chunk_seconds:g})")
+from .jobs.embed_options import check_options  # noqa: E402,F401  (torch-free; re-exported)
 
 
 def plan_chunks(n_samples: int, chunk: int, overlap: int, cfg) -> list[tuple[int, int, int, int]]:
@@ -258,21 +249,9 @@ class Embedder:
 
     @staticmethod
     def _prepare(audio, sample_rate: int) -> np.ndarray:
-        from .audio import mix_channels, resample
+        from .audio import prepare_array
 
-        x = np.asarray(audio, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None]
-        if x.ndim != 2:
-            raise UsageError(f"audio must be [samples] or [channels, samples], not shape {x.shape}")
-        if x.shape[0] > 64 and x.shape[1] <= 64:
-            raise UsageError(f"audio of shape {x.shape} looks like [samples, channels]; pass it as [channels, samples] (audio.T)")
-        if x.shape[-1] == 0:
-            raise InputError("the audio contains no samples")
-        x = mix_channels(x, 1)
-        if int(sample_rate) != SAMPLE_RATE:
-            x = resample(x, int(sample_rate), SAMPLE_RATE)
-        return x
+        return prepare_array(audio, sample_rate, SAMPLE_RATE, 1)
 
 
 def load_embedder(name_or_path: str = "mel256-ec-base_st", device: str = "cpu", layer: int | str = -1,

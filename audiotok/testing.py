@@ -1,8 +1,8 @@
 """Small random-weight checkpoints in the official layouts, for tests and benchmarks.
 
 Nothing here downloads. A random EnCodec from ``pretrained=False`` has all-zero codebooks (every
-code would be 0), so ``random_encodec`` fills each residual codebook with vectors sampled from the
-residuals of real-ish latents: codes then vary the way they do with trained weights.
+code would be 0) and ill-conditioned latents, so ``random_encodec`` centres the latents and fits
+each residual codebook by k-means: codes then vary, with margins, as they do with trained weights.
 """
 
 from __future__ import annotations
@@ -32,8 +32,61 @@ def synthetic_audio(seconds: float, sample_rate: int = 24000, seed: int = 0, cha
     return (0.8 * out / max(1e-9, np.abs(out).max())).astype(np.float32)
 
 
+_ENCODEC_CACHE: dict = {}
+
+
 def random_encodec(model: str = "encodec_24khz", seed: int = 0):
-    """A random-weight ``encodec.EncodecModel`` (eval mode) with filled codebooks."""
+    """A random-weight ``encodec.EncodecModel`` (eval mode) conditioned like a trained one.
+
+    A random EnCodec puts every latent in a tiny region far from the origin, where the official
+    float32 distance search cancels and any rounding difference flips codes. So the latents of a
+    few seconds of varied synthetic audio are centred and scaled to unit spread (through the
+    encoder's last convolution), and each residual codebook is fitted to them by k-means (float64,
+    seeded): codes are then the true nearest codewords with clear margins, as with trained
+    weights. Built once per (model, seed) and process; every call returns a fresh copy."""
+    import encodec
+    import torch
+
+    key = (model, seed)
+    if key not in _ENCODEC_CACHE:
+        _ENCODEC_CACHE[key] = {k: v.detach().clone() for k, v in _build_random_encodec(model, seed).state_dict().items()}
+    build = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
+             "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[model]
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        m = build(pretrained=False)
+    m.load_state_dict({k: v.clone() for k, v in _ENCODEC_CACHE[key].items()}, strict=True, assign=True)
+    m.name = model
+    return m.eval()
+
+
+def _calibration_audio(sr: int, channels: int, seed: int, seconds: float) -> np.ndarray:
+    """Varied synthetic audio: tones, chirps and noise bursts at several levels."""
+    pieces, rng, i = [], np.random.default_rng(seed), 0
+    while sum(p.shape[-1] for p in pieces) < seconds * sr:
+        x = synthetic_audio(1.5, sr, seed=seed * 1000 + i, channels=channels)
+        pieces.append(x * float(rng.choice([0.05, 0.2, 0.6, 1.0])))
+        i += 1
+    return np.concatenate(pieces, axis=-1).astype(np.float32)
+
+
+def _kmeans(points, k: int, gen, iters: int = 6):
+    """Plain Lloyd k-means in float64 from ``k`` distinct sampled points; empty clusters keep
+    their previous centre."""
+    import torch
+
+    centres = points[torch.randperm(points.shape[0], generator=gen)[:k]].clone()
+    for _ in range(iters):
+        d = (points * points).sum(1, keepdim=True) - 2 * points @ centres.T + (centres * centres).sum(1)
+        assign = d.argmin(1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, points)
+        counts = torch.bincount(assign, minlength=k).to(points.dtype)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    return centres
+
+
+def _build_random_encodec(model: str, seed: int):
     import encodec
     import torch
 
@@ -47,28 +100,36 @@ def random_encodec(model: str = "encodec_24khz", seed: int = 0):
         else:
             raise ValueError(model)
     m.name = model  # pretrained=False names it "unset"; the official CLI needs the real name
+    m.eval()
     sr, ch = m.sample_rate, m.channels
-    audio = np.concatenate(
-        [synthetic_audio(2.0, sr, seed=seed * 100 + i, channels=ch) for i in range(4)], axis=-1
-    )
+    k = m.quantizer.bins
+    frame_rate = m.frame_rate
+    audio = _calibration_audio(sr, ch, seed, seconds=1.6 * k / frame_rate)  # 1.6 points per codeword
     x = torch.from_numpy(audio)[None]
-    gen = torch.Generator().manual_seed(seed + 1)
     with torch.inference_mode():
-        if m.normalize:
+        if m.normalize:  # the 48 kHz model sees RMS-normalised segments
             x = x / (1e-8 + x.mean(1, keepdim=True).pow(2).mean(2, keepdim=True).sqrt())
-        latents = m.encoder(x)[0].T.contiguous()  # [T, 128]
-    residual = latents.clone()
+        latents = m.encoder(x)[0].T.contiguous().double()  # [T, D]
+    last = m.encoder.model[-1].conv.conv  # the SConv1d producing the latents
+    mean, std = latents.mean(0), latents.std(0).mean()
+    with torch.no_grad():
+        if hasattr(last, "weight_g"):
+            last.weight_g.mul_(1.0 / float(std))
+        else:
+            last.weight.mul_(1.0 / float(std))
+        last.bias.copy_(((last.bias.double() - mean) / std).float())
+    residual = (latents - mean) / std
+    gen = torch.Generator().manual_seed(seed + 1)
     for layer in m.quantizer.vq.layers:
         cb = layer._codebook
-        idx = torch.randint(0, residual.shape[0], (cb.codebook_size,), generator=gen)
-        noise = torch.randn(cb.codebook_size, residual.shape[1], generator=gen)
-        embed = residual[idx] + 0.05 * residual.std() * noise
-        cb.embed.data.copy_(embed)
-        cb.embed_avg.data.copy_(embed)
-        cb.inited.data.fill_(1.0)
-        with torch.inference_mode():
-            codes = cb.encode(residual)
-            residual = residual - cb.decode(codes)
+        centres = _kmeans(residual, cb.codebook_size, gen)
+        with torch.no_grad():
+            cb.embed.copy_(centres.float())
+            cb.embed_avg.copy_(centres.float())
+            cb.cluster_size.fill_(1.0)
+            cb.inited.fill_(1.0)
+        d = (residual * residual).sum(1, keepdim=True) - 2 * residual @ centres.T + (centres * centres).sum(1)
+        residual = residual - centres[d.argmin(1)]
     return m
 
 

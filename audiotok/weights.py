@@ -10,19 +10,18 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from .errors import WeightsError
+from .registry import CODECS
 
 ENCODEC_BASE_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"
 
+# official weights file names: the codecs' from the registry, and their entropy-coding LMs
 ENCODEC_CHECKPOINTS = {
-    "encodec_24khz": "encodec_24khz-d7cc33bc.th",
-    "encodec_48khz": "encodec_48khz-7e698e3e.th",
+    **{s.name: s.checkpoint for s in CODECS.values() if s.checkpoint},
     "encodec_lm_24khz": "encodec_lm_24khz-1608e3c0.th",
     "encodec_lm_48khz": "encodec_lm_48khz-7add9fc3.th",
 }
@@ -54,28 +53,41 @@ def offline() -> bool:
     ) not in ("", "0")
 
 
-def _sha256_prefix_ok(path: Path, name: str) -> bool:
-    stem = Path(name).stem
-    if "-" not in stem:
-        return True
-    expected = stem.rsplit("-", 1)[1]
+def file_sha256(path: str | os.PathLike, digits: int | None = None) -> str:
+    """The sha256 of a file (hex; the first ``digits`` only when given)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest().startswith(expected)
+    return h.hexdigest()[:digits] if digits else h.hexdigest()
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "torch checkpoint"):
+    """``torch.load(path, weights_only=True)`` on the CPU (pickled code is never run), with a
+    damaged or foreign file reported as one ``WeightsError`` sentence."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise WeightsError(f"could not read {path} as a weights-only {what} ({first}); the file is damaged "
+                           "or of another kind") from None
 
 
 def download(url: str, dest: Path, check_name: str | None = None) -> Path:
-    """Download ``url`` to ``dest`` atomically (temp file + rename), checking the hash prefix
-    that official checkpoint names carry."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+    """Download ``url`` to ``dest`` atomically (``sinks.atomic_write``: temp file, fsync, rename),
+    checking the announced length and the hash prefix that official checkpoint names carry."""
+    from .sinks import atomic_write
+
+    def fetch(out) -> None:
+        h, got = hashlib.sha256(), 0
+        with urllib.request.urlopen(url, timeout=60) as resp:
             expected = resp.headers.get("Content-Length", "")
-            shutil.copyfileobj(resp, out, length=1 << 20)
-            got = out.tell()
+            for block in iter(lambda: resp.read(1 << 20), b""):
+                out.write(block)
+                h.update(block)
+                got += len(block)
         # HTTPResponse.read(n) returns b"" when the connection drops early instead of raising:
         # compare with the announced length so a cut download is never cached as complete
         if expected.isdigit() and got != int(expected):
@@ -83,19 +95,19 @@ def download(url: str, dest: Path, check_name: str | None = None) -> Path:
                 f"could not download {url} (the connection closed after {got} of {expected} bytes); "
                 f"put the file at {dest} or pass --checkpoint PATH"
             )
-        if check_name and not _sha256_prefix_ok(Path(tmp), check_name):
+        stem = Path(check_name).stem if check_name else ""
+        if "-" in stem and not h.hexdigest().startswith(stem.rsplit("-", 1)[1]):
             raise WeightsError(
                 f"downloaded {url} but its sha256 does not match the hash in its name; "
                 "the download is corrupt or the mirror serves another file"
             )
-        os.replace(tmp, dest)
+
+    try:
+        atomic_write(dest, fetch)
     except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
         raise WeightsError(
             f"could not download {url} ({exc}); put the file at {dest} or pass --checkpoint PATH"
         ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 

@@ -136,11 +136,11 @@ def child_adapter(spec: dict) -> dict:
     import torch
 
     from audiotok.audio import read
-    from audiotok.models.codec import CodecEncoder, load_codec
+    from audiotok.models.codec import CodecEncoder, StreamShape, load_codec
 
     model = load_codec(MODEL, None, "cpu")
-    enc = CodecEncoder(model, spec["bandwidth"], torch.device("cpu"), slots=spec.get("slots"),
-                       window=spec.get("window"))
+    shared = StreamShape(spec["slots"], spec["window"]) if spec.get("slots") else None
+    enc = CodecEncoder(model, spec["bandwidth"], torch.device("cpu"), shared=shared)
     ready = time.time()
     files = spec["files"]
     audio = {i: read(f["path"], SR, 1)[0] for i, f in enumerate(files)}  # not timed
@@ -166,7 +166,7 @@ def child_adapter(spec: dict) -> dict:
                 out = Path(f[spec["out_key"]])
                 out.parent.mkdir(parents=True, exist_ok=True)
                 np.save(out, results[i].codes)
-    return {"inner_s": inner, "ready_epoch": ready, "slots": enc.slots, "window": enc.window,
+    return {"inner_s": inner, "ready_epoch": ready, "slots": enc.shared_shape.rows, "window": enc.shared_shape.window,
             "errors": {files[i]["rel"]: "no result" for i in audio if i not in results},
             "audio_seconds": sum(files[i]["seconds"] for i in results)}
 
@@ -505,7 +505,7 @@ def compare(args, work: Path) -> dict:
         key = f"c_{s}x{w}"
         for f in files:
             f["out_" + key] = str(out / key / Path(f["rel"]).with_suffix(".npy"))
-        rot.append((key, f"c  adapter slots={s} window={w}",
+        rot.append((key, f"c  adapter shared rows={s} window={w}",
                     child_cmd("c", spec_file(key, slots=s, window=w, out_key="out_" + key)), "inner_s"))
     if "b" in methods and not args.no_startup:
         rot.append(("startup", "   audiotok encode, one 0.5 s file", audiotok_cmd(tiny, out / "tiny", args,

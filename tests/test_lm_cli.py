@@ -190,3 +190,22 @@ def test_torchrun_two_processes_train_a_loadable_checkpoint(trained, hub_cache, 
     ck = load_checkpoint(tmp_path / "ddp.pt", "token-gpt")
     assert ck.training["world_size"] == 2 and ck.training["step"] == 3
     assert not list(tmp_path.glob(".ddp.pt.tmp*"))
+
+
+def test_score_shards_partition_the_inputs_and_equal_one_run(trained, hub_cache, tmp_path, monkeypatch):
+    """`score --shard K/N` scores each input exactly once across the shares, with the scores of a
+    single run (records of share K go to FILE.shard-K-of-N.jsonl)."""
+    monkeypatch.setenv("TORCH_HOME", str(hub_cache))
+    monkeypatch.setenv("AUDIOTOK_OFFLINE", "1")
+    data, ck = trained / "data", trained / "token-gpt.pt"
+    assert _main("score", data, "--checkpoint", ck, "-o", tmp_path / "one.jsonl", "--device", "cpu", "-q") == 0
+    for k in range(2):
+        assert _main("score", data, "--checkpoint", ck, "-o", tmp_path / "s.jsonl", "--shard", f"{k}/2",
+                     "--device", "cpu", "-q") == 0
+    one = {r["input"]: r for r in map(json.loads, (tmp_path / "one.jsonl").read_text().splitlines())}
+    parts = [[json.loads(x) for x in (tmp_path / f"s.shard-{k}-of-2.jsonl").read_text().splitlines()] for k in range(2)]
+    inputs = [[r["input"] for r in p] for p in parts]
+    assert all(inputs) and not set(inputs[0]) & set(inputs[1])
+    assert sorted(inputs[0] + inputs[1]) == sorted(one)
+    for r in parts[0] + parts[1]:
+        assert r["nll"] == one[r["input"]]["nll"] and r["tokens"] == one[r["input"]]["tokens"]

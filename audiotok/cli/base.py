@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import typer
 
 from ..errors import AudiotokError, UsageError
-from ..sources import AUDIO_EXTENSIONS, discover, display_path, normalise_extensions, shard
+from ..jobs.runner import eprint, report  # noqa: F401  (re-exported for the command modules)
+from ..sources import AUDIO_EXTENSIONS
 
 app = typer.Typer(
     name="audiotok",
@@ -57,84 +55,27 @@ QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar (errors are s
 SHARD = typer.Option(None, "--shard", help="Take share K of N of the sorted inputs (job arrays), e.g. 0/4.")
 
 
-@dataclass
-class RunOptions:
-    out: Path
-    batch_seconds: float = 60.0
-    workers: int = 1
-    overwrite: bool = False
-    jsonl: bool = False
-    quiet: bool = False
-    shard: str | None = None
+THREADS = typer.Option(None, "--threads", min=1,
+                       help="Torch threads (default: torch's, which honours OMP_NUM_THREADS). Recorded in outputs: "
+                            "numbers can differ between 1 and 2+ threads.")
 
 
-def collect_sources(inputs: list[str], ext: str, shard_opt: str | None, out: Path | None = None,
-                    suffix: str | None = None):
-    """Discover, sort, check the outputs ``OUT/<rel>.<suffix>`` (when given; see
-    ``sinks.claim_targets``) and take this process's share. Returns (sources, share)."""
-    from ..distributed import current_share
-    from ..sinks import OutputTree, claim_targets
-
-    exts = normalise_extensions([ext])
-    if not exts:
-        raise UsageError("--ext lists no extension")
-    share = current_share(shard_opt)
-    sources = discover(inputs, exts)
-    if not sources:
-        raise UsageError("no input files found; check the paths and --ext")
-    if out is not None and suffix is not None:
-        sources = claim_targets(sources, OutputTree(out, suffix))
-    return shard(sources, share.rank, share.world), share
+def finish(summary, quiet: bool) -> None:
+    """The closing report on stderr, then exit with the run's status (0 ok, 1 some inputs failed)."""
+    report(summary, quiet)
+    raise typer.Exit(summary.exit_code)
 
 
-def run_job(sources, share, job, adapter, opts: RunOptions, unit: str = "audio") -> int:
-    """Run the pipeline with manifest, JSON lines, progress and the final report; return the exit code."""
-    from .. import pipeline
-    from ..progress import Progress
-    from ..sinks import JsonLines, Manifest, manifest_part_name, merge_manifest_parts
-
-    opts.out.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(opts.out / manifest_part_name(share.rank, share.world))
-    stdout = JsonLines() if opts.jsonl else None
-
-    def record(outcome: Any) -> None:
-        manifest.append(outcome.record)
-        if stdout is not None:
-            stdout.emit(outcome.record)
-
-    progress = Progress(enabled=not opts.quiet, unit=unit)
+def run(fn, *args, **kwargs):
+    """Call a library function; Ctrl-C (or SIGTERM) becomes the 'rerun to continue' message and
+    exit status 130 (finished outputs are on disk and in the manifest)."""
     try:
-        with progress:
-            summary = pipeline.run(
-                sources, job, adapter,
-                batch_seconds=opts.batch_seconds, workers=opts.workers, overwrite=opts.overwrite,
-                record_sink=record, progress=progress,
-            )
+        return fn(*args, **kwargs)
     except KeyboardInterrupt:
         eprint("interrupted: finished outputs are on disk and listed in the manifest; rerun the same command to continue")
-        return 130
-    finally:  # also when building the model fails (no GPU, damaged weights): the lines so far stay
-        manifest.close()
-    merge_manifest_parts(opts.out, share.rank, share.world)
-    report(summary, opts.quiet)
-    return summary.exit_code
+        raise typer.Exit(130) from None
 
 
-def report(summary, quiet: bool) -> None:
-    if not quiet:
-        speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
-        eprint(f"{summary.ok} done, {summary.skipped} skipped, {len(summary.failed)} failed; "
-               f"{summary.audio_seconds / 3600:.3f} h of audio in {summary.wall_seconds:.1f} s ({speed:.1f}x real time)")
-    if summary.failed:
-        eprint(f"{len(summary.failed)} input(s) failed:")
-        for o in summary.failed:
-            eprint(f"  {display_path(o.source.path)}: {o.error}")
-
-
-def eprint(*args: Any) -> None:
-    text = " ".join(str(a) for a in args)
-    sys.stderr.write(text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
-    sys.stderr.flush()
 
 
 def entry() -> None:
@@ -166,6 +107,9 @@ def entry() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 2 (usage) or 1."""
     try:
+        from ..registry import load_plugins
+
+        load_plugins()
         app(args=argv, standalone_mode=True)
     except AudiotokError as exc:
         eprint(f"audiotok: error: {exc}")

@@ -1,58 +1,36 @@
-"""``audiotok encode`` (audio -> EnCodec codes) and ``audiotok decode`` (codes -> audio)."""
+"""``audiotok encode`` (audio -> codec codes) and ``audiotok decode`` (codes -> audio): option
+parsing only; the work is ``audiotok.jobs.encode.encode_files`` / ``jobs.decode.decode_files``."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import typer
 
-from ..errors import UsageError
+from ..registry import DEFAULT_CODEC, codec_names
 from ..sources import CODE_EXTENSIONS
 from . import base as cli
 from .base import app
 
 
-class EncodeJob:
-    """What encode does with each input: decode audio at the model rate, write codes."""
+def _bandwidth_help() -> str:
+    from ..registry import CODECS
 
-    def __init__(self, out: Path, fmt: str, model: str, bandwidth: float):
-        from .. import audio
-        from ..models.encodec_spec import CHANNELS, SAMPLE_RATES
-        from ..sinks import OutputTree
-
-        self.tree = OutputTree(out, "." + fmt)
-        self.fmt, self.model, self.bandwidth = fmt, model, bandwidth
-        self.probe = audio.probe
-        self.load = functools.partial(audio.read, sample_rate=SAMPLE_RATES[model], channels=CHANNELS[model])
-
-    def target(self, source):
-        return self.tree.target(source)
-
-    def is_done(self, source) -> bool:
-        return self.tree.done(source)
-
-    def finish(self, source, info, item) -> dict:
-        from ..codes import write_codes
-
-        path = self.tree.write(
-            source, lambda f, it: write_codes(f, self.fmt, it, self.model, self.bandwidth, source.path), item
-        )
-        return {"output": str(path), "frames": int(item.codes.shape[1]), "n_q": int(item.codes.shape[0]),
-                "model": self.model, "bandwidth": self.bandwidth}
+    specs = {s.name: s for s in CODECS.values()}
+    return "kbps: " + "; ".join(f"{', '.join(f'{b:g}' for b in s.bandwidths)} ({n})" for n, s in sorted(specs.items()))
 
 
 @app.command()
 def encode(
     inputs: list[str] = cli.INPUTS,
     out: Path = cli.OUT,
-    model: str = typer.Option("encodec_24khz", "--model", "-m", help="encodec_24khz or encodec_48khz."),
-    bandwidth: float = typer.Option(6.0, "--bandwidth", "-b",
-                                    help="kbps: 1.5, 3, 6, 12, 24 (24 kHz) or 3, 6, 12, 24 (48 kHz)."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="EnCodec weights file (default: official, torch hub cache)."),
+    model: str = typer.Option(DEFAULT_CODEC, "--model", "-m", help=f"Codec: {', '.join(codec_names())}."),
+    bandwidth: float = typer.Option(6.0, "--bandwidth", "-b", help=_bandwidth_help()),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Codec weights file (default: official, torch hub cache)."),
     fmt: str = typer.Option("npz", "--format", "-f", help="npz (codes + metadata), npy (bare codes, 24 kHz) or ecdc."),
     ext: str = cli.EXT,
     device: str = cli.DEVICE,
+    threads: int = cli.THREADS,
     batch_seconds: float = cli.BATCH_SECONDS,
     workers: int = cli.WORKERS,
     overwrite: bool = cli.OVERWRITE,
@@ -60,90 +38,13 @@ def encode(
     quiet: bool = cli.QUIET,
     shard: str = cli.SHARD,
 ) -> None:
-    """Encode audio files into EnCodec codes, mirroring the input tree under OUT."""
-    from ..codes import check_format
-    from ..models.encodec_spec import check_bandwidth, check_device
-    from ..weights import resolve_encodec
+    """Encode audio files into codec codes, mirroring the input tree under OUT."""
+    from ..jobs.encode import encode_files
 
-    bandwidth = check_bandwidth(model, bandwidth)
-    check_format(fmt, model)
-    check_device(device)
-    sources, share = cli.collect_sources(inputs, ext, shard, out, fmt)
-    weights = resolve_encodec(model, checkpoint)  # missing weights fail before any work
-
-    def adapter():  # built by the pipeline once decoding has started (torch loads meanwhile)
-        from ..models.codec import CodecEncoder, load_codec, resolve_device
-
-        dev = resolve_device(device)
-        return CodecEncoder(load_codec(model, weights, dev), bandwidth, dev)
-
-    job = EncodeJob(out, fmt, model, bandwidth)
-    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard)
-    raise typer.Exit(cli.run_job(sources, share, job, adapter, opts))
-
-
-class DecodeJob:
-    """What decode does with each codes file: read it, write audio at the model's rate."""
-
-    def __init__(self, out: Path, fmt: str):
-        from ..sinks import OutputTree
-
-        self.tree = OutputTree(out, "." + fmt)
-        self.fmt = fmt
-        self.load = _load_codes
-
-    def target(self, source):
-        return self.tree.target(source)
-
-    def is_done(self, source) -> bool:
-        return self.tree.done(source)
-
-    def probe(self, path: str):
-        from ..audio import AudioInfo
-        from ..codes import read_codes
-        from ..models.encodec_spec import SAMPLE_RATES
-
-        c = read_codes(path)
-        return AudioInfo(SAMPLE_RATES[c.model], 0, c.item.n_samples)
-
-    def finish(self, source, info, wav) -> dict:
-        import soundfile as sf
-
-        def write(f, data):
-            sf.write(f, data.T.clip(-1.0, 1.0), info.sample_rate, format=self.fmt.upper(), subtype="PCM_16")
-
-        path = self.tree.write(source, write, wav)
-        return {"output": str(path), "n_samples": int(wav.shape[1]), "out_sample_rate": info.sample_rate,
-                "out_channels": int(wav.shape[0])}
-
-
-def _load_codes(path: str):
-    from ..audio import AudioInfo
-    from ..codes import read_codes
-    from ..models.encodec_spec import SAMPLE_RATES
-
-    c = read_codes(path)
-    return (c.model, c.item), AudioInfo(SAMPLE_RATES[c.model], 0, c.item.n_samples)
-
-
-class _ModelRouter:
-    """Decode adapter over both models: loads each codec on first use."""
-
-    def __init__(self, checkpoint, device):
-        self.checkpoint, self.device, self.decoders = checkpoint, device, {}
-
-    def run(self, batch):
-        from ..models.codec import CodecDecoder, load_codec
-
-        groups: dict[str, list] = {}
-        for key, (model, item) in batch:
-            groups.setdefault(model, []).append((key, item))
-        out = []
-        for model, items in groups.items():
-            if model not in self.decoders:
-                self.decoders[model] = CodecDecoder(load_codec(model, self.checkpoint, self.device), self.device)
-            out.extend(self.decoders[model].run(items))
-        return out
+    summary = cli.run(encode_files, inputs, out, model=model, bandwidth=bandwidth, checkpoint=checkpoint, fmt=fmt,
+                      ext=ext, device=device, threads=threads, batch_seconds=batch_seconds, workers=workers,
+                      overwrite=overwrite, jsonl=jsonl, progress=not quiet, shard=shard)
+    cli.finish(summary, quiet)
 
 
 @app.command()
@@ -151,9 +52,10 @@ def decode(
     inputs: list[str] = cli.INPUTS,
     out: Path = cli.OUT,
     fmt: str = typer.Option("wav", "--format", "-f", help="wav or flac (16-bit PCM at the model's rate)."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="EnCodec weights file (default: official, torch hub cache)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Codec weights file (default: official, torch hub cache)."),
     ext: str = typer.Option(",".join(CODE_EXTENSIONS), "--ext", help="Extensions to take from directories."),
     device: str = cli.DEVICE,
+    threads: int = cli.THREADS,
     batch_seconds: float = cli.BATCH_SECONDS,
     workers: int = typer.Option(0, "--workers", min=0, help="Reader processes (0: one background thread)."),
     overwrite: bool = cli.OVERWRITE,
@@ -162,12 +64,9 @@ def decode(
     shard: str = cli.SHARD,
 ) -> None:
     """Decode .npz / .npy / .ecdc codes back to audio, trimmed to the original length."""
-    from ..models.codec import resolve_device
+    from ..jobs.decode import decode_files
 
-    if fmt not in ("wav", "flac"):
-        raise UsageError(f"--format {fmt!r} is not valid for decode; choose wav or flac")
-    sources, share = cli.collect_sources(inputs, ext, shard, out, fmt)
-    dev = resolve_device(device)
-    job = DecodeJob(out, fmt)
-    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard)
-    raise typer.Exit(cli.run_job(sources, share, job, _ModelRouter(checkpoint, dev), opts))
+    summary = cli.run(decode_files, inputs, out, fmt=fmt, checkpoint=checkpoint, ext=ext, device=device,
+                      threads=threads, batch_seconds=batch_seconds, workers=workers, overwrite=overwrite,
+                      jsonl=jsonl, progress=not quiet, shard=shard)
+    cli.finish(summary, quiet)

@@ -1,86 +1,14 @@
-"""``audiotok embed``: audio files -> EnCodecMAE embeddings (per file, pooled or frame-level)."""
+"""``audiotok embed``: audio files -> EnCodecMAE embeddings (option parsing only; the work is
+``audiotok.jobs.embed.embed_files``)."""
 
 from __future__ import annotations
 
-import functools
-import io
-import os
 from pathlib import Path
 
-import numpy as np
 import typer
 
-from ..errors import UsageError
 from . import base as cli
 from .base import app
-
-FORMATS = ("npz", "npy")
-
-
-class EmbedJob:
-    """What embed does with each input: decode to 24 kHz mono, write the embedding."""
-
-    def __init__(self, out: Path, fmt: str, meta: dict):
-        from .. import audio
-        from ..models.mae import SAMPLE_RATE
-        from ..sinks import OutputTree
-
-        self.tree = OutputTree(out, "." + fmt)
-        self.fmt, self.meta = fmt, meta
-        self.probe = audio.probe
-        self.load = functools.partial(audio.read, sample_rate=SAMPLE_RATE, channels=1)
-
-    def target(self, source):
-        return self.tree.target(source)
-
-    def is_done(self, source) -> bool:
-        return self.tree.done(source)
-
-    def finish(self, source, info, emb) -> dict:
-        path = self.tree.write(source, self._write, emb)
-        return {"output": str(path), "shape": list(emb.array.shape), "frames": int(emb.timestamps.shape[0]),
-                **{k: self.meta[k] for k in ("model", "layer", "pooling")}}
-
-    def _write(self, f, emb) -> None:
-        if self.fmt == "npy":
-            np.save(f, emb.array)
-            return
-        np.savez(f, embedding=emb.array, timestamps=emb.timestamps,
-                 **{k: np.asarray(v) for k, v in self.meta.items()})
-
-
-def read_embedding(path: str | os.PathLike) -> np.ndarray:
-    """The embedding array of an ``embed`` output file (.npy or .npz)."""
-    data = np.load(path, allow_pickle=False)
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            return data["embedding"]
-    return data
-
-
-def write_stack(stack: Path, sources, job: EmbedJob) -> int:
-    """``stack`` = ``[N, D]`` pooled embeddings of every finished input (in input order) and
-    ``<stem>.paths.txt`` with their paths, one per line. Returns N."""
-    from ..sinks import atomic_write
-
-    rows, paths = [], []
-    for src in sources:
-        target = job.target(src)
-        if src.error or not target.is_file():
-            continue
-        row = read_embedding(target).reshape(-1)
-        if rows and row.shape != rows[0].shape:
-            raise UsageError(f"{target} holds an embedding of {row.shape[0]} values, not {rows[0].shape[0]} like the others "
-                             "(made with other options); rerun with --overwrite")
-        rows.append(row)
-        paths.append(os.fsencode(src.path))
-    matrix = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
-    stem = stack.with_suffix("") if stack.suffix == ".npy" else stack
-    buf = io.BytesIO()
-    np.save(buf, matrix)
-    atomic_write(stem.with_name(stem.name + ".npy"), lambda f: f.write(buf.getvalue()))
-    atomic_write(stem.with_name(stem.name + ".paths.txt"), lambda f: f.write(b"".join(p + b"\n" for p in paths)))
-    return len(rows)
 
 
 @app.command()
@@ -98,6 +26,7 @@ def embed(
     stack: Path = typer.Option(None, "--stack", help="Also write FILE.npy [N, D] of pooled embeddings and FILE.paths.txt."),
     ext: str = cli.EXT,
     device: str = cli.DEVICE,
+    threads: int = cli.THREADS,
     batch_seconds: float = cli.BATCH_SECONDS,
     workers: int = cli.WORKERS,
     overwrite: bool = cli.OVERWRITE,
@@ -106,32 +35,12 @@ def embed(
     shard: str = cli.SHARD,
 ) -> None:
     """Embed audio files with EnCodecMAE, mirroring the input tree under OUT."""
-    from ..embedder import MaeAdapter, check_options
-    from ..models.codec import resolve_device
-    from ..models.mae import load_mae, resolve_layers
-    from ..weights import resolve_encodecmae
+    from ..jobs.embed import embed_files
 
-    check_options(pool, dtype, chunk_seconds, overlap)
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r} is not valid for embed; choose npz or npy")
-    if stack is not None and pool == "none":
-        raise UsageError("--stack needs pooled embeddings; use --pool mean, max or meanstd")
-    sources, share = cli.collect_sources(inputs, ext, shard, out, fmt)
-    if stack is not None and share.world > 1:
-        raise UsageError("--stack needs every input in one process; drop --shard/torchrun or stack the outputs afterwards")
-    dev = resolve_device(device)
-    net = load_mae(resolve_encodecmae(model))
-    resolve_layers(layer, net.cfg.layers)  # a bad --layer fails before any work
-    layer_value: int | str = "all" if layer.strip().lower() == "all" else int(layer)
-    adapter = MaeAdapter(net, device=dev, layer=layer_value, pool=pool, dtype=dtype,
-                         chunk_seconds=chunk_seconds, overlap=overlap)
-    meta = {"model": model, "layer": str(layer_value), "pooling": pool, "frame_rate": net.cfg.frame_rate,
-            "sample_rate": adapter.sample_rate, "chunk_seconds": chunk_seconds, "overlap": overlap, "dtype": dtype}
-    job = EmbedJob(out, fmt, meta)
-    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard)
-    code = cli.run_job(sources, share, job, adapter, opts)
-    if stack is not None and code != 130:
-        n = write_stack(stack, sources, job)
-        if not quiet:
-            cli.eprint(f"stacked {n} embeddings into {stack}")
-    raise typer.Exit(code)
+    summary = cli.run(embed_files, inputs, out, model=model, layer=layer, pool=pool, chunk_seconds=chunk_seconds,
+                      overlap=overlap, dtype=dtype, fmt=fmt, stack=stack, ext=ext, device=device, threads=threads,
+                      batch_seconds=batch_seconds, workers=workers, overwrite=overwrite, jsonl=jsonl,
+                      progress=not quiet, shard=shard)
+    if stack is not None and not quiet:
+        cli.eprint(f"stacked {summary.stacked} embeddings into {stack}")
+    cli.finish(summary, quiet)

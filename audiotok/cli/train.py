@@ -43,9 +43,10 @@ def train_lm(
     import torch
 
     from ..distributed import current_share
-    from ..models.codec import check_bandwidth, load_codec, resolve_device
+    from ..models.codec import load_codec, resolve_device
     from ..models.gpt import ARCHS, SIZES
     from ..models.lm import tokenizer_info
+    from ..registry import DEFAULT_CODEC, get_codec
     from ..train.lm import TrainConfig, train
 
     if arch not in ARCHS:
@@ -58,7 +59,7 @@ def train_lm(
         raise UsageError(f"--resume: there is no checkpoint at {out} yet; run without --resume first")
     if not resume and out.exists():
         raise UsageError(f"{out} exists; pass --resume to continue it or choose another -o")
-    bandwidth = check_bandwidth("encodec_24khz", bandwidth)
+    bandwidth = get_codec(DEFAULT_CODEC).check_bandwidth(bandwidth)
     share = current_share()
     dev = resolve_device(device)
     if share.world > 1:
@@ -66,7 +67,7 @@ def train_lm(
 
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         torch.set_num_threads(max(1, torch.get_num_threads() // share.world))
-    codec = load_codec("encodec_24khz", codec_checkpoint, dev)
+    codec = load_codec(DEFAULT_CODEC, codec_checkpoint, dev)
     tokenizer = tokenizer_info(codec, bandwidth, [0])
     examples, failed = _collect(inputs, ext, codec, tokenizer, arch, cache or out.with_name(out.name + ".cache"),
                                 dev, batch_seconds, workers, quiet, share)

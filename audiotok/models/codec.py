@@ -3,98 +3,79 @@
 Uses the ``encodec`` package's model classes with weights resolved by ``audiotok.weights``.
 Knows nothing about files: it gets arrays, it returns arrays.
 
-Same codes whatever the batching: the 24 kHz model runs as a stream of fixed-length windows
-(``streaming.StreamingEncoder``) in at most ``slots`` rows (on GPU always exactly ``slots``; on CPU
-only the occupied rows, since a row's result there does not depend on the count: see
-``streaming.py``); the 48 kHz model encodes its 1 s segments in fixed-size
-groups (full segments) or alone (a file's shorter last segment).
+Same codes whatever the batching: the 24 kHz model runs as a stream of fixed-shape calls
+(``streaming.StreamingEncoder``; rows x window fixed per device type and, on the CPU, by the file's
+own length: ``StreamShape``); the 48 kHz model encodes its 1 s segments in fixed-size groups (full
+segments) or alone (a file's shorter last segment).
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..errors import UsageError, WeightsError
-from ..weights import resolve_encodec
-from .encodec_spec import (  # noqa: F401  (re-exported: the adapters' vocabulary)
-    BANDWIDTHS,
-    CHANNELS,
-    FRAME_RATES,
-    SAMPLE_RATES,
-    SEGMENT,
-    EncodedItem,
-    check_bandwidth,
-    check_device,
-    n_codebooks,
-    segment_frames,
-    segment_spans,
-)
+from ..codes import EncodedItem
+from ..devices import resolve_device  # noqa: F401  (re-exported)
+from ..errors import WeightsError
+from ..registry import CodecSpec, get_codec
+from ..weights import load_torch_file, resolve_encodec
 from .inference import for_inference
-
-
-def resolve_device(device: str) -> torch.device:
-    device = check_device(device)
-    if device == "auto":
-        import os
-
-        if torch.cuda.is_available():
-            return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-        return torch.device("cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device} was asked for but no CUDA GPU is available; use --device cpu")
-        index = device.split(":", 1)[1] if ":" in device else "0"
-        if int(index) >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices")
-    return torch.device(device)
 
 
 def load_codec(model: str, checkpoint=None, device: str | torch.device = "cpu"):
     """The ``encodec`` model ``model`` with weights from ``checkpoint`` or the torch hub cache."""
     import encodec
 
-    path = resolve_encodec(model, checkpoint)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"could not read checkpoint {path} ({type(exc).__name__}); the file is damaged") from None
+    spec = get_codec(model)
+    path = resolve_encodec(spec.name, checkpoint)
+    state = load_torch_file(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    with warnings.catch_warnings(), _no_random_init():
+    build = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
+             "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[spec.name]
+    with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
-        build = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
-                 "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[model]
-        m = build(pretrained=False)
+        m = build(pretrained=False)  # on the meta device: no random initial weights to draw
     try:
-        m.load_state_dict(state, strict=True)  # strict: every parameter and buffer is overwritten
+        # strict: every parameter and buffer comes from the file; assign: keep its tensors
+        m.load_state_dict(state, strict=True, assign=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200]
-        raise WeightsError(f"checkpoint {path} does not hold {model} weights ({first})") from None
-    m.name = model
+        raise WeightsError(f"checkpoint {path} does not hold {spec.name} weights ({first})") from None
+    _check_finite(m, path)
+    m.name = spec.name
     m.checkpoint_path = str(path)
     return m.to(device).eval()
 
 
-@contextlib.contextmanager
-def _no_random_init():
-    """Build modules without drawing their random initial weights (0.2 s of a run's startup): the
-    strict ``load_state_dict`` that follows overwrites every parameter and buffer. Patches
-    ``torch.nn.init`` for the duration, so no other thread may build modules meanwhile."""
-    names = ("kaiming_uniform_", "kaiming_normal_", "uniform_", "normal_", "xavier_uniform_", "zeros_", "ones_",
-             "constant_", "trunc_normal_", "orthogonal_")
-    saved = {n: getattr(torch.nn.init, n) for n in names}
-    for n in names:
-        setattr(torch.nn.init, n, lambda tensor, *args, **kwargs: tensor)
-    try:
-        yield
-    finally:
-        for n, fn in saved.items():
-            setattr(torch.nn.init, n, fn)
+def _check_finite(module: torch.nn.Module, path) -> None:
+    for name, t in module.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise WeightsError(f"checkpoint {path} holds NaN or infinite values (in {name}); the file is damaged")
+
+
+class EncodecCodec:
+    """The EnCodec models behind the registry's ``protocols.Codec`` shape."""
+
+    def __init__(self, spec: CodecSpec, checkpoint=None, device="cpu"):
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.model = load_codec(spec.name, checkpoint, self.device)
+        self.checkpoint_path = self.model.checkpoint_path
+
+    def encoder(self, bandwidth: float, device=None) -> CodecEncoder:
+        return CodecEncoder(self.model, bandwidth, self.device if device is None else resolve_device(device))
+
+    def decoder(self, device=None) -> CodecDecoder:
+        return CodecDecoder(self.model, self.device if device is None else resolve_device(device))
+
+
+def load_encodec(spec: CodecSpec, checkpoint=None, device="cpu") -> EncodecCodec:
+    """``CodecSpec.implementation`` of the EnCodec models."""
+    return EncodecCodec(spec, checkpoint, device)
 
 
 @dataclass
@@ -108,67 +89,159 @@ class _Slot:
         self.codes: list[np.ndarray] = []
 
 
+@dataclass(frozen=True)
+class StreamShape:
+    """The fixed shape of one model call: ``rows`` x ``window`` samples."""
+
+    rows: int
+    window: int
+
+    def describe(self) -> str:
+        return f"{self.rows}x{self.window}"
+
+
+# The shapes every call runs at. On the CPU: files shorter than LONE_SECONDS share calls of
+# 4 rows x 12160 samples (the fastest shape measured on 2 cores; idle rows are zeros and cost time
+# only at the end of a run), longer ones run alone in calls of 1 row x 48640 (no idle rows for a
+# long file; 1.25x the cost per second of a full 4-row call, a third of a 4-row call with one
+# file). Which shape a file gets depends on its length only, so its codes do not depend on what
+# else is encoded. On CUDA every file shares calls of 32 rows x 72000.
+CPU_SHARED = StreamShape(4, 12160)
+CPU_LONE = StreamShape(1, 48640)
+CUDA_SHARED = StreamShape(32, 72000)
+LONE_SECONDS = 30.0
+
+
+class _Stream24:
+    """Files streamed through fixed-shape calls of the causal encoder; each row carries one file."""
+
+    def __init__(self, owner: CodecEncoder, shape: StreamShape):
+        self.owner, self.shape = owner, shape
+        self.queue: list[_Slot] = []
+        self.active: list[_Slot | None] = [None] * shape.rows
+        self.state = owner.stream.init_state(shape.rows, device=owner.device)
+
+    def busy(self) -> bool:
+        return bool(self.queue) or any(s is not None for s in self.active)
+
+    def reset(self) -> None:
+        self.queue.clear()
+        self.active = [None] * self.shape.rows
+        self.state = self.owner.stream.init_state(self.shape.rows, device=self.owner.device)
+
+    @torch.inference_mode()
+    def step(self):
+        W, S, dev = self.shape.window, self.shape.rows, self.owner.device
+        for r in range(S):
+            if self.active[r] is None and self.queue:
+                self.active[r] = self.queue.pop(0)
+        x = np.zeros((S, 1, W), dtype=np.float32)
+        fresh = np.ones(S, dtype=bool)  # idle rows restart every call: their zeros never carry over
+        ends = [W] * S  # real samples per row (a file's last window holds fewer)
+        for r, slot in enumerate(self.active):
+            if slot is not None:
+                chunk = slot.audio[slot.pos:slot.pos + W]
+                x[r, 0, :chunk.shape[0]] = chunk
+                fresh[r] = slot.fresh
+                ends[r] = chunk.shape[0]
+        xt = torch.from_numpy(x)
+        if dev.type == "cuda":
+            xt = xt.pin_memory().to(dev, non_blocking=True)
+        emb = self.owner.stream(xt, self.state, torch.from_numpy(fresh).to(dev), ends)
+        codes = self.owner._quantize(emb).to(torch.int16).cpu().numpy()  # [K, S, W/320]
+        done = []
+        for r, slot in enumerate(self.active):
+            if slot is None:
+                continue
+            slot.codes.append(codes[:, r])
+            slot.fresh = False
+            slot.pos += W
+            if slot.pos >= slot.audio.shape[0]:
+                n = slot.audio.shape[0]
+                frames = -(-n // 320)
+                item = EncodedItem(np.ascontiguousarray(np.concatenate(slot.codes, axis=1)[:, :frames]), None, n)
+                done.append((slot.key, item))
+                self.active[r] = None
+        return done
+
+
 class CodecEncoder:
     """Adapter: mono/stereo audio at the model rate -> ``EncodedItem``.
 
-    ``slots`` (rows per model call) and ``window`` (samples per row, a multiple of 320) are fixed
-    per device and never depend on the batch the engine hands over."""
+    Every model call has a fixed shape (``StreamShape``) chosen from the device type and, on the
+    CPU, the file's own length: never from the batch the engine hands over, the machine's load or
+    a measurement. ``shared`` / ``lone`` override the shapes (tests and benchmarks)."""
 
     SHORT = 2560  # 24 kHz inputs shorter than this (8 frames) are encoded whole, as the official model does
 
-    def __init__(self, model, bandwidth: float, device: torch.device, slots: int | None = None,
-                 window: int | None = None):
+    def __init__(self, model, bandwidth: float, device: torch.device, shared: StreamShape | None = None,
+                 lone: StreamShape | None = None, lone_seconds: float | None = None):
         self.model = model
         self.name = model.name
-        self.bandwidth = check_bandwidth(self.name, bandwidth)
-        self.n_q = n_codebooks(self.name, self.bandwidth)
+        self.spec = get_codec(self.name)
+        self.bandwidth = self.spec.check_bandwidth(bandwidth)
+        self.n_q = self.spec.n_codebooks(self.bandwidth)
         self.device = device
-        self.sample_rate = SAMPLE_RATES[self.name]
-        self.channels = CHANNELS[self.name]
-        self.frame_rate = FRAME_RATES[self.name]
+        self.sample_rate = self.spec.sample_rate
+        self.channels = self.spec.channels
+        self.frame_rate = self.spec.frame_rate
+        self.streaming = self.spec.segment_length is None  # one causal stream per file (24 kHz)
         model.set_target_bandwidth(self.bandwidth)
         for_inference(model)
         cuda = device.type == "cuda"
-        # CPU: 4 rows x 0.51 s was the fastest shape measured on 2 cores (benchmarks/encode.py
-        # --sweep; about 50 k samples per call keep the activations cache-sized); GPU: big batches.
-        self.slots = slots or (32 if cuda else 4)
-        self.window = window or (72000 if cuda else 12160)
-        if self.window % 320:
-            raise ValueError("window must be a multiple of 320 samples")
-        self.queue: list[_Slot] = []
-        self.active: list[_Slot | None] = [None] * self.slots
-        if self.name == "encodec_24khz":
+        self.shared_shape = shared or (CUDA_SHARED if cuda else CPU_SHARED)
+        self.lone_shape = None if cuda and lone is None else (lone or CPU_LONE)
+        self.lone_samples = int((LONE_SECONDS if lone_seconds is None else lone_seconds) * self.sample_rate)
+        for shape in filter(None, (self.shared_shape, self.lone_shape)):
+            if shape.window % 320:
+                raise ValueError("window must be a multiple of 320 samples")
+        self.group = 8 if not cuda else 32  # 48 kHz full segments per call
+        if self.streaming:
             from .streaming import StreamingEncoder
 
             self.stream = StreamingEncoder(model.encoder)
-            self.state = self.stream.init_state(self.slots, device=device)
-        self.group = self.slots * (2 if not cuda else 1)  # 48 kHz full segments per call
+            self.shared = _Stream24(self, self.shared_shape)
+            self.lone = _Stream24(self, self.lone_shape) if self.lone_shape else None
+
+    def numerics(self) -> dict:
+        """What this adapter's codes depend on beyond the audio and the weights (for metadata)."""
+        out = {"stream_shared": self.shared_shape.describe(), "group_48khz": self.group}
+        if self.lone_shape is not None:
+            out["stream_lone"] = self.lone_shape.describe()
+            out["lone_seconds"] = self.lone_samples / self.sample_rate
+        return out
 
     # --- engine interface -------------------------------------------------------------
     def run(self, batch):
         out = []
         for key, audio in batch:
-            if self.name == "encodec_48khz":
+            if not self.streaming:
                 out.append((key, self._encode_segments(audio)))
             elif audio.shape[-1] < self.SHORT:
                 out.append((key, self._encode_whole(audio)))
+            elif self.lone is not None and audio.shape[-1] >= self.lone_samples:
+                self.lone.queue.append(_Slot(key, np.ascontiguousarray(audio[0])))
+                while self.lone.busy():  # one long file at a time, to its end
+                    out.extend(self.lone.step())
             else:
-                self.queue.append(_Slot(key, np.ascontiguousarray(audio[0])))
-        while self.queue:
-            out.extend(self._step())
+                self.shared.queue.append(_Slot(key, np.ascontiguousarray(audio[0])))
+        if self.streaming:
+            while self.shared.queue:
+                out.extend(self.shared.step())
         return out
 
     def flush(self):
         out = []
-        while any(s is not None for s in self.active):
-            out.extend(self._step())
+        if self.streaming:
+            while self.shared.busy():
+                out.extend(self.shared.step())
         return out
 
     def reset(self):
-        self.queue.clear()
-        self.active = [None] * self.slots
-        if hasattr(self, "stream"):
-            self.state = self.stream.init_state(self.slots, device=self.device)
+        if self.streaming:
+            self.shared.reset()
+            if self.lone is not None:
+                self.lone.reset()
 
     # --- 24 kHz -----------------------------------------------------------------------
     def _quantize(self, emb: torch.Tensor) -> torch.Tensor:
@@ -180,72 +253,19 @@ class CodecEncoder:
         codes = self._quantize(self.model.encoder(x))[:, 0]
         return EncodedItem(codes.cpu().numpy().astype(np.int16), None, audio.shape[-1])
 
-    @torch.inference_mode()
-    def _step(self):
-        W, S = self.window, self.slots
-        for r in range(S):
-            if self.active[r] is None and self.queue:
-                self.active[r] = self.queue.pop(0)
-        x = np.zeros((S, 1, W), dtype=np.float32)
-        fresh = np.ones(S, dtype=bool)
-        ends = [W] * S  # real samples per row (a file's last window holds fewer)
-        for r, slot in enumerate(self.active):
-            if slot is not None:
-                chunk = slot.audio[slot.pos:slot.pos + W]
-                x[r, 0, :chunk.shape[0]] = chunk
-                fresh[r] = slot.fresh
-                ends[r] = chunk.shape[0]
-        rows = [r for r, slot in enumerate(self.active) if slot is not None]
-        if self.device.type == "cuda":
-            xt = torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True)
-            emb = self.stream(xt, self.state, torch.from_numpy(fresh).to(self.device), ends)
-            codes = self._quantize(emb).to(torch.int16).cpu().numpy()  # [K, S, W/320]
-            where = {r: r for r in rows}
-        else:
-            # CPU: run only the occupied rows, so a lone long file does not pay for idle rows (a
-            # row's result does not depend on the row count: see streaming.py, and the quantizer
-            # gets at least two rows, which it rounds alike).
-            run_rows = rows
-            idx = torch.tensor(run_rows)
-            sub = {"ctx": [c[idx] for c in self.state["ctx"]], "h": self.state["h"][:, idx],
-                   "c": self.state["c"][:, idx]}
-            emb = self.stream(torch.from_numpy(x[run_rows]), sub, torch.from_numpy(fresh[run_rows]),
-                              [ends[r] for r in run_rows])
-            for full, part in zip(self.state["ctx"], sub["ctx"]):
-                full[idx] = part
-            self.state["h"][:, idx] = sub["h"]
-            self.state["c"][:, idx] = sub["c"]
-            if emb.shape[0] == 1:
-                emb = emb.expand(2, -1, -1).contiguous()
-            codes = self._quantize(emb).to(torch.int16).numpy()  # [K, >= len(run_rows), W/320]
-            where = {r: j for j, r in enumerate(run_rows)}
-        done = []
-        for r, slot in enumerate(self.active):
-            if slot is None:
-                continue
-            slot.codes.append(codes[:, where[r]])
-            slot.fresh = False
-            slot.pos += W
-            if slot.pos >= slot.audio.shape[0]:
-                n = slot.audio.shape[0]
-                frames = -(-n // 320)
-                item = EncodedItem(np.ascontiguousarray(np.concatenate(slot.codes, axis=1)[:, :frames]), None, n)
-                done.append((slot.key, item))
-                self.active[r] = None
-        return done
-
     # --- 48 kHz -----------------------------------------------------------------------
     @torch.inference_mode()
     def _encode_segments(self, audio: np.ndarray) -> EncodedItem:
-        spans = segment_spans(self.name, audio.shape[-1])
+        spans = self.spec.segment_spans(audio.shape[-1])
+        seg_len = self.spec.segment_length
         x = torch.from_numpy(np.ascontiguousarray(audio))
-        full = [i for i, (_, n) in enumerate(spans) if n == SEGMENT[self.name][0]]
+        full = [i for i, (_, n) in enumerate(spans) if n == seg_len]
         codes: list = [None] * len(spans)
         scales = np.zeros(len(spans), dtype=np.float32)
         G = self.group
         for g in range(0, len(full), G):
             idx = full[g:g + G]
-            seg = torch.zeros(G, self.channels, SEGMENT[self.name][0])
+            seg = torch.zeros(G, self.channels, seg_len)
             for j, i in enumerate(idx):
                 off, n = spans[i]
                 seg[j] = x[:, off:off + n]
@@ -279,11 +299,13 @@ class CodecDecoder:
     def __init__(self, model, device: torch.device, window: int | None = None):
         self.model = model
         self.name = model.name
+        self.spec = get_codec(self.name)
         self.device = device
-        self.sample_rate = SAMPLE_RATES[self.name]
+        self.sample_rate = self.spec.sample_rate
         for_inference(model)
         self.window = window or (450 if device.type == "cuda" else 300)  # frames (6 s / 4 s)
-        if self.name == "encodec_24khz":
+        self.streaming = self.spec.segment_length is None
+        if self.streaming:
             from .streaming import StreamingDecoder
 
             self.stream = StreamingDecoder(model.decoder)
@@ -294,13 +316,13 @@ class CodecDecoder:
         if n_q > self.model.quantizer.n_q:
             raise WeightsError(f"the codes have {n_q} codebooks but {self.name} has {self.model.quantizer.n_q}")
         codes = torch.from_numpy(item.codes.astype(np.int64)).to(self.device)
-        counts = segment_frames(self.name, item.n_samples)
+        counts = self.spec.segment_frames(item.n_samples)
         if sum(counts) != codes.shape[1]:
             raise ValueError(
                 f"{codes.shape[1]} frames of codes do not fit {item.n_samples} samples for {self.name} "
                 f"(expected {sum(counts)})"
             )
-        if self.name == "encodec_24khz" and codes.shape[1] >= self.SHORT:
+        if self.streaming and codes.shape[1] >= self.SHORT:
             return self._stream(codes, item.n_samples)
         frames = []
         start = 0

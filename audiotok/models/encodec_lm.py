@@ -14,7 +14,7 @@ import warnings
 import torch
 
 from ..errors import WeightsError
-from ..weights import resolve_encodec
+from ..weights import load_torch_file, resolve_encodec
 
 LM_NAMES = {"encodec_24khz": "encodec_lm_24khz"}
 FRAME_RATE = 75
@@ -35,10 +35,7 @@ def load_encodec_lm(codec: str = "encodec_24khz", checkpoint=None):
     if codec not in LM_NAMES:
         raise WeightsError(f"EnCodec has no pretrained LM for {codec}; use encodec_24khz")
     path = resolve_encodec(LM_NAMES[codec], checkpoint)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"could not read checkpoint {path} ({type(exc).__name__}); the file is damaged") from None
+    state = load_torch_file(path, "EnCodec LM checkpoint")
     if not isinstance(state, dict) or not any(k.startswith("emb.") for k in state):
         raise WeightsError(f"checkpoint {path} does not hold EnCodec LM weights (no emb.* tensors)")
     n_q = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"emb\.(\d+)\.", k)))

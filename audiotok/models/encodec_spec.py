@@ -1,56 +1,31 @@
-"""What the EnCodec models are, without torch: rates, channels, bandwidths, segments, and the
-per-file result of encoding. Commands validate options and describe outputs from here before
-(or without) importing torch; ``models/codec.py`` holds the networks."""
+"""The EnCodec facts by model name, as tables: a view of ``audiotok.registry`` (the one place they
+are defined) for code that indexes by name. New code should use ``registry.get_codec(name)``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..codes import EncodedItem  # noqa: F401  (re-exported)
+from ..devices import check_device  # noqa: F401  (re-exported)
+from ..registry import CODECS, get_codec
 
-import numpy as np
-
-from ..ecdc import MODELS as ECDC_MODELS
-from ..ecdc import segment_frames  # noqa: F401  (one formula for frames per segment, shared)
-from ..errors import UsageError
-
-BANDWIDTHS = {"encodec_24khz": (1.5, 3.0, 6.0, 12.0, 24.0), "encodec_48khz": (3.0, 6.0, 12.0, 24.0)}
-SAMPLE_RATES = {"encodec_24khz": 24000, "encodec_48khz": 48000}
-CHANNELS = {"encodec_24khz": 1, "encodec_48khz": 2}
-FRAME_RATES = {"encodec_24khz": 75, "encodec_48khz": 150}
-SEGMENT = {name: (m.segment_length, m.segment_stride) for name, m in ECDC_MODELS.items() if m.segment_length}
+_ENCODEC = [s for s in CODECS.values() if s.implementation == "audiotok.models.codec:load_encodec"]
+BANDWIDTHS = {s.name: s.bandwidths for s in _ENCODEC}
+SAMPLE_RATES = {s.name: s.sample_rate for s in _ENCODEC}
+CHANNELS = {s.name: s.channels for s in _ENCODEC}
+FRAME_RATES = {s.name: s.frame_rate for s in _ENCODEC}
+SEGMENT = {s.name: (s.segment_length, s.segment_stride) for s in _ENCODEC if s.segment_length}
 
 
 def check_bandwidth(model: str, bandwidth: float) -> float:
-    if model not in BANDWIDTHS:
-        raise UsageError(f"unknown model {model!r}; choose encodec_24khz or encodec_48khz")
-    if float(bandwidth) not in BANDWIDTHS[model]:
-        valid = ", ".join(f"{b:g}" for b in BANDWIDTHS[model])
-        raise UsageError(f"--bandwidth {bandwidth:g} is not valid for {model}; choose one of {valid} (kbps)")
-    return float(bandwidth)
+    return get_codec(model).check_bandwidth(bandwidth)
 
 
 def n_codebooks(model: str, bandwidth: float) -> int:
-    return int(bandwidth * 1000 // (FRAME_RATES[model] * 10))
+    return get_codec(model).n_codebooks(bandwidth)
+
+
+def segment_frames(model: str, n_samples: int) -> list[int]:
+    return get_codec(model).segment_frames(n_samples)
 
 
 def segment_spans(model: str, n_samples: int) -> list[tuple[int, int]]:
-    """(offset, length) of each segment the model encodes separately (one for 24 kHz)."""
-    if model not in SEGMENT:
-        return [(0, n_samples)]
-    length, stride = SEGMENT[model]
-    return [(off, min(length, n_samples - off)) for off in range(0, n_samples, stride)]
-
-
-def check_device(device: str) -> str:
-    """The spelling of ``--device`` (auto, cpu, cuda, cuda:N); whether the device exists is checked
-    when the model is loaded (``models.codec.resolve_device``)."""
-    d = device.strip().lower()
-    if d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit()):
-        return d
-    raise UsageError(f"--device {device!r} is not valid; use auto, cpu, cuda or cuda:N")
-
-
-@dataclass
-class EncodedItem:
-    codes: np.ndarray  # int16 [n_q, frames]
-    scales: np.ndarray | None  # float32 [segments] (48 kHz)
-    n_samples: int  # at the model's rate
+    return get_codec(model).segment_spans(n_samples)

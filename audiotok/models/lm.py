@@ -7,7 +7,6 @@ targets, and maps fixed-shape windows of inputs to logits; ``audiotok.scoring`` 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,9 @@ import torch
 
 from ..errors import UsageError, WeightsError
 from ..features import MEL_BINS, SILENCE_LOG_MEL
+from ..registry import get_codec
+from ..sinks import atomic_write
+from ..weights import file_sha256, load_torch_file
 from .gpt import ARCHS, BOS, GPTConfig, build_gpt, count_params
 
 MODELS = (*ARCHS, "encodec-lm")
@@ -27,24 +29,19 @@ _TOKENIZER_KEYS = ("codec", "sample_rate", "frame_rate", "bandwidth", "codebooks
 
 def file_digest(path: str | os.PathLike, n: int = 16) -> str:
     """The first ``n`` hex digits of a file's sha256 (identity of a weights file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:n]
+    return file_sha256(path, n)
 
 
 def tokenizer_info(codec, bandwidth: float, codebooks: list[int]) -> dict:
     """The tokenizer settings of a loaded ``encodec`` codec (from ``models.codec.load_codec``)."""
-    from .codec import FRAME_RATES, SAMPLE_RATES, n_codebooks
-
+    spec = get_codec(codec.name)
     path = getattr(codec, "checkpoint_path", None)
     return {
-        "codec": codec.name,
-        "sample_rate": SAMPLE_RATES[codec.name],
-        "frame_rate": FRAME_RATES[codec.name],
+        "codec": spec.name,
+        "sample_rate": spec.sample_rate,
+        "frame_rate": spec.frame_rate,
         "bandwidth": float(bandwidth),
-        "n_q": n_codebooks(codec.name, bandwidth),
+        "n_q": spec.n_codebooks(bandwidth),
         "codebooks": [int(c) for c in codebooks],
         "codec_checkpoint": os.path.basename(path) if path else None,
         "codec_sha256": file_digest(path) if path else None,
@@ -100,13 +97,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: GPT
         if "mel_mean" in state else None,
         "optimizer": optimizer, "scheduler": scheduler, "extra": extra or {},
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda f: torch.save(blob, f))
     return path
 
 
@@ -116,11 +107,7 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, tokenizer:
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"checkpoint file {path} does not exist; check the --checkpoint path")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"could not read checkpoint {path} ({type(exc).__name__}); the file is damaged "
-                           "or not an audiotok LM checkpoint") from None
+    blob = load_torch_file(path, "audiotok LM checkpoint")
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{path} is not an audiotok LM checkpoint (write one with `audiotok train lm`)")
     cfg = GPTConfig(**blob["config"])

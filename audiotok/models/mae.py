@@ -363,11 +363,9 @@ def _read_v1(folder: Path) -> LoadedCheckpoint:
 
 
 def _torch_load(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise WeightsError(f"could not read {path} as a weights-only torch checkpoint ({first})") from None
+    from ..weights import load_torch_file
+
+    return load_torch_file(path, "EnCodecMAE checkpoint")
 
 
 def _is_v1(state: dict) -> bool:

@@ -1,0 +1,3 @@
+"""The library layer: one module per command (``encode``, ``decode``, ``embed``, ``score``) with
+its job (what to do with each input) and its ``*_files`` function, all run by ``runner.run_job``.
+The CLI only parses options for these; the Python API is these functions."""

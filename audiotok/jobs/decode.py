@@ -1,0 +1,110 @@
+"""Decode: codes files (``.npz`` / ``.npy`` / ``.ecdc``) -> audio at the codec's rate.
+
+    from audiotok import decode_files
+    summary = decode_files(["tokens/"], "audio/", fmt="flac")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..devices import check_device, check_threads
+from ..errors import UsageError
+from ..sources import CODE_EXTENSIONS
+from .runner import RunOptions, collect_sources, run_job
+
+FORMATS = ("wav", "flac")
+
+
+def _load_codes(path: str):
+    from ..audio import AudioInfo
+    from ..codes import read_codes
+    from ..registry import get_codec
+
+    c = read_codes(path)
+    spec = get_codec(c.model)
+    return (c.model, c.item), AudioInfo(spec.sample_rate, spec.channels, c.item.n_samples)
+
+
+class DecodeJob:
+    """What decode does with each codes file: read it, write audio at the codec's rate."""
+
+    def __init__(self, out: Path, fmt: str):
+        from ..sinks import OutputTree
+
+        self.tree = OutputTree(out, "." + fmt)
+        self.fmt = fmt
+        self.load = _load_codes
+        self.numerics: dict = {}
+
+    def target(self, source):
+        return self.tree.target(source)
+
+    def is_done(self, source) -> bool:
+        return self.tree.done(source)
+
+    def probe(self, path: str):
+        return _load_codes(path)[1]
+
+    def finish(self, source, info, wav) -> dict:
+        import soundfile as sf
+
+        def write(f, data):
+            sf.write(f, data.T.clip(-1.0, 1.0), info.sample_rate, format=self.fmt.upper(), subtype="PCM_16")
+
+        path = self.tree.write(source, write, wav)
+        return {"output": str(path), "n_samples": int(wav.shape[1]), "out_sample_rate": info.sample_rate,
+                "out_channels": int(wav.shape[0]), "numerics": self.numerics}
+
+
+class CodecRouter:
+    """Decode adapter over every codec: loads each on first use (a folder may mix models)."""
+
+    def __init__(self, checkpoint, device, job: DecodeJob | None = None):
+        self.checkpoint, self.device, self.decoders, self.job = checkpoint, device, {}, job
+
+    def run(self, batch):
+        from ..provenance import runtime
+        from ..registry import get_codec
+
+        groups: dict[str, list] = {}
+        for key, (model, item) in batch:
+            groups.setdefault(model, []).append((key, item))
+        out = []
+        for model, items in groups.items():
+            if model not in self.decoders:
+                spec = get_codec(model)
+                self.decoders[model] = spec.load(self.checkpoint, self.device).decoder(self.device)
+                if self.job is not None:
+                    self.job.numerics = runtime(self.device)
+            out.extend(self.decoders[model].run(items))
+        return out
+
+    def flush(self):
+        return []
+
+    def reset(self) -> None:
+        pass
+
+
+def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, ext=None, device: str = "auto",
+                 threads: int | None = None, batch_seconds: float = 60.0, workers: int = 0,
+                 overwrite: bool = False, jsonl=False, progress: bool = False, shard: str | None = None):
+    """Decode codes files back to 16-bit WAV/FLAC at the codec's rate, trimmed to the original
+    length, mirrored under ``out``; returns the ``pipeline.Summary``."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r} is not valid for decode; choose wav or flac")
+    check_device(device)
+    check_threads(threads)
+    out = Path(out)
+    opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard).check()
+    sources, share = collect_sources(inputs, ext or CODE_EXTENSIONS, shard, out, fmt)
+    job = DecodeJob(out, fmt)
+
+    def adapter():
+        from ..devices import apply_threads, resolve_device
+
+        apply_threads(threads)
+        return CodecRouter(checkpoint, resolve_device(device), job)
+
+    return run_job(sources, share, job, adapter, out, opts)

@@ -1,0 +1,172 @@
+"""Embed: audio -> EnCodecMAE embeddings per file (pooled or frame-level).
+
+    from audiotok import embed_files
+    summary = embed_files(["data/"], "emb/", model="mel256-ec-base_st", pool="mean", stack="feats.npy")
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .. import audio
+from ..devices import check_device, check_threads
+from ..errors import UsageError
+from .runner import RunOptions, collect_sources, refuse_mixed_settings, run_job, settings_mismatch
+
+FORMATS = ("npz", "npy")
+SETTINGS_KEYS = ("model", "weights_sha256", "layer", "pooling", "chunk_seconds", "overlap", "dtype")
+
+
+class EmbedJob:
+    """What embed does with each input: decode to 24 kHz mono, write the embedding."""
+
+    def __init__(self, out: Path, fmt: str, meta: dict):
+        from ..models.mae import SAMPLE_RATE
+        from ..sinks import OutputTree
+
+        self.tree = OutputTree(out, "." + fmt)
+        self.fmt, self.meta = fmt, meta
+        self.numerics: dict = {}
+        self.probe = audio.probe
+        self.load = functools.partial(audio.read, sample_rate=SAMPLE_RATE, channels=1)
+
+    def target(self, source):
+        return self.tree.target(source)
+
+    def is_done(self, source) -> bool:
+        if not self.tree.done(source):
+            return False
+        target = self.tree.target(source)
+        differs = settings_mismatch(_stored_meta(target), self.meta, SETTINGS_KEYS)
+        if differs is None and self.fmt == "npy":
+            differs = self._shape_mismatch(target)
+        if differs is not None:
+            raise refuse_mixed_settings(target, differs)
+        return True
+
+    def _shape_mismatch(self, target: Path) -> str | None:
+        try:
+            ndim = np.load(target, mmap_mode="r", allow_pickle=False).ndim
+        except (OSError, ValueError):
+            return None
+        want = (1 if self.meta["pooling"] != "none" else 2) + (1 if self.meta["layer"] == "all" else 0)
+        if ndim != want:
+            return f"a {ndim}-D embedding (asked now: {want}-D, --pool {self.meta['pooling']} --layer {self.meta['layer']})"
+        return None
+
+    def finish(self, source, info, emb) -> dict:
+        path = self.tree.write(source, self._write, emb)
+        return {"output": str(path), "shape": list(emb.array.shape), "frames": int(emb.timestamps.shape[0]),
+                **{k: self.meta[k] for k in ("model", "layer", "pooling")}, "numerics": self.numerics}
+
+    def _write(self, f, emb) -> None:
+        if self.fmt == "npy":
+            np.save(f, emb.array)
+            return
+        import json
+
+        np.savez(f, embedding=emb.array, timestamps=emb.timestamps,
+                 **{k: np.asarray("" if v is None else v) for k, v in self.meta.items()},
+                 numerics=np.array(json.dumps(self.numerics, sort_keys=True)))
+
+
+def _stored_meta(path: Path) -> dict | None:
+    """The settings an ``embed`` .npz was written with (None for .npy or unreadable files)."""
+    if path.suffix.lower() != ".npz":
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {}
+            for k in SETTINGS_KEYS:
+                if k in z.files:
+                    v = z[k].item()
+                    out[k] = None if v == "" else v
+            return out
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def read_embedding(path: str | os.PathLike) -> np.ndarray:
+    """The embedding array of an ``embed`` output file (.npy or .npz)."""
+    data = np.load(path, allow_pickle=False)
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            return data["embedding"]
+    return data
+
+
+def write_stack(stack: Path, sources, job: EmbedJob) -> int:
+    """``stack`` = ``[N, D]`` pooled embeddings of every finished input (in input order) and
+    ``<stem>.paths.txt`` with their paths, one per line. Returns N."""
+    from ..sinks import atomic_write
+
+    rows, paths = [], []
+    for src in sources:
+        target = job.target(src)
+        if src.error or not target.is_file():
+            continue
+        row = read_embedding(target).reshape(-1)
+        if rows and row.shape != rows[0].shape:
+            raise UsageError(f"{target} holds an embedding of {row.shape[0]} values, not {rows[0].shape[0]} like the others "
+                             "(made with other options); rerun with --overwrite")
+        rows.append(row)
+        paths.append(os.fsencode(src.path))
+    matrix = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
+    stem = stack.with_suffix("") if stack.suffix == ".npy" else stack
+    buf = io.BytesIO()
+    np.save(buf, matrix)
+    atomic_write(stem.with_name(stem.name + ".npy"), lambda f: f.write(buf.getvalue()))
+    atomic_write(stem.with_name(stem.name + ".paths.txt"), lambda f: f.write(b"".join(p + b"\n" for p in paths)))
+    return len(rows)
+
+
+def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", layer: int | str = -1,
+                pool: str = "mean", chunk_seconds: float = 4.0, overlap: float = 0.0, dtype: str = "float32",
+                fmt: str = "npz", stack: str | Path | None = None, ext=None, device: str = "auto",
+                threads: int | None = None, batch_seconds: float = 60.0, workers: int = 1,
+                overwrite: bool = False, jsonl=False, progress: bool = False, shard: str | None = None):
+    """Embed every input with EnCodecMAE under ``out``; returns the ``pipeline.Summary`` (with
+    ``stacked``: the number of rows written to ``stack``, when asked)."""
+    from .embed_options import check_layer_spelling, check_options
+
+    check_options(pool, dtype, chunk_seconds, overlap)
+    check_layer_spelling(layer)
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r} is not valid for embed; choose npz or npy")
+    if stack is not None and pool == "none":
+        raise UsageError("--stack needs pooled embeddings; use --pool mean, max or meanstd")
+    check_device(device)
+    check_threads(threads)
+    out = Path(out)
+    opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard).check()
+    sources, share = collect_sources(inputs, ext, shard, out, fmt)
+    if stack is not None and share.world > 1:
+        raise UsageError("--stack needs every input in one process; drop --shard/torchrun or stack the outputs afterwards")
+    from ..devices import apply_threads, resolve_device
+    from ..embedder import MaeAdapter
+    from ..models.mae import load_mae, resolve_layers
+    from ..provenance import runtime
+    from ..weights import file_sha256, resolve_encodecmae
+
+    apply_threads(threads)
+    dev = resolve_device(device)
+    path = resolve_encodecmae(model)
+    net = load_mae(path)
+    resolve_layers(str(layer), net.cfg.layers)  # a bad layer fails before any work
+    layer_value: int | str = "all" if str(layer).strip().lower() == "all" else int(layer)
+    adapter = MaeAdapter(net, device=dev, layer=layer_value, pool=pool, dtype=dtype,
+                         chunk_seconds=chunk_seconds, overlap=overlap)
+    sha = file_sha256(path, 16) if Path(path).is_file() else file_sha256(Path(path) / "model.pt", 16)
+    meta = {"model": str(model), "weights_sha256": sha, "layer": str(layer_value), "pooling": pool,
+            "frame_rate": net.cfg.frame_rate, "sample_rate": adapter.sample_rate, "chunk_seconds": float(chunk_seconds),
+            "overlap": float(overlap), "dtype": dtype}
+    job = EmbedJob(out, fmt, meta)
+    job.numerics = {**runtime(dev), "rows": adapter.rows[max(adapter.shapes)]}
+    summary = run_job(sources, share, job, adapter, out, opts)
+    summary.stacked = write_stack(Path(stack), sources, job) if stack is not None else None
+    return summary

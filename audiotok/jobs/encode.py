@@ -1,0 +1,168 @@
+"""Encode: audio -> codec codes, for files (``encode_files``) and arrays (``Encoder``).
+
+    from audiotok import encode_files, Encoder
+
+    summary = encode_files(["data/"], "tokens/", model="encodec_24khz", bandwidth=6.0)
+    item = Encoder("encodec_24khz", bandwidth=6.0).encode(audio, sample_rate=44100)
+    item.codes  # int16 [n_q, frames]
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from .. import audio
+from ..codes import check_format
+from ..devices import check_device, check_threads
+from ..registry import DEFAULT_CODEC, get_codec
+from .runner import RunOptions, collect_sources, refuse_mixed_settings, run_job, settings_mismatch
+
+# what makes two runs' codes different in meaning (compared on reruns; numerics are only recorded)
+SETTINGS_KEYS = ("model", "bandwidth", "weights_sha256")
+
+
+def codec_weights(model: str, checkpoint=None):
+    """The weights file of ``model`` (EnCodec: torch hub cache or ``checkpoint``; other codecs:
+    ``checkpoint`` as given) and the first 16 hex digits of its sha256; no torch."""
+    from ..weights import file_sha256, resolve_encodec
+
+    spec = get_codec(model)
+    if spec.checkpoint is None:
+        if checkpoint is None:
+            return None, None
+        path = Path(checkpoint)
+        if not path.is_file():
+            from ..errors import WeightsError
+
+            raise WeightsError(f"checkpoint file {path} does not exist; check the --checkpoint path")
+    else:
+        path = resolve_encodec(spec.name, checkpoint)
+    return path, file_sha256(path, 16)
+
+
+class EncodeJob:
+    """What encode does with each input: decode audio at the codec's rate, write codes."""
+
+    def __init__(self, out: Path, fmt: str, model: str, bandwidth: float, weights_sha256: str | None):
+        from ..sinks import OutputTree
+
+        spec = get_codec(model)
+        self.tree = OutputTree(out, "." + fmt)
+        self.fmt, self.model, self.bandwidth = fmt, spec.name, bandwidth
+        self.settings = {"model": spec.name, "bandwidth": bandwidth, "weights_sha256": weights_sha256}
+        self.numerics: dict = {}  # set once the model is built (provenance.runtime + adapter shapes)
+        self.probe = audio.probe
+        self.load = functools.partial(audio.read, sample_rate=spec.sample_rate, channels=spec.channels)
+
+    def target(self, source):
+        return self.tree.target(source)
+
+    def is_done(self, source) -> bool:
+        if not self.tree.done(source):
+            return False
+        from ..codes import read_settings
+
+        target = self.tree.target(source)
+        differs = settings_mismatch(read_settings(str(target)), self.settings, SETTINGS_KEYS)
+        if differs is None and self.fmt != "npz":
+            differs = self._header_mismatch(str(target))
+        if differs is not None:
+            raise refuse_mixed_settings(target, differs)
+        return True
+
+    def _header_mismatch(self, path: str) -> str | None:
+        """.npy / .ecdc hold no settings: compare what they do hold (model, codebook count)."""
+        from ..codes import read_codes
+        from ..errors import InputError
+
+        try:
+            c = read_codes(path)
+        except InputError:
+            return None  # unreadable: left as it is (rerun with --overwrite to redo it)
+        n_q = get_codec(self.model).n_codebooks(self.bandwidth)
+        if c.model != self.model:
+            return f"model {c.model!r} (asked now: {self.model!r})"
+        if c.item.codes.shape[0] != n_q:
+            return f"{c.item.codes.shape[0]} codebooks (asked now: {n_q}, bandwidth {self.bandwidth:g})"
+        return None
+
+    def finish(self, source, info, item) -> dict:
+        from ..codes import write_codes
+
+        settings = {**self.settings, "numerics": self.numerics}
+        path = self.tree.write(
+            source, lambda f, it: write_codes(f, self.fmt, it, self.model, self.bandwidth, source.path, settings), item
+        )
+        return {"output": str(path), "frames": int(item.codes.shape[1]), "n_q": int(item.codes.shape[0]),
+                "model": self.model, "bandwidth": self.bandwidth, "weights_sha256": self.settings["weights_sha256"],
+                "numerics": self.numerics}
+
+
+def encode_files(inputs, out: str | Path, *, model: str = DEFAULT_CODEC, bandwidth: float = 6.0,
+                 checkpoint: str | Path | None = None, fmt: str = "npz", ext=None, device: str = "auto",
+                 threads: int | None = None, batch_seconds: float = 60.0, workers: int = 1,
+                 overwrite: bool = False, jsonl=False, progress: bool = False, shard: str | None = None):
+    """Encode every input (files, directories, globs, ``-`` for paths on stdin) into codes under
+    ``out`` (mirroring the input tree, ``OUT/manifest.jsonl``); returns the ``pipeline.Summary``.
+
+    Options are checked and the weights resolved before torch is imported; the model loads while
+    the first inputs decode, and not at all when every output exists."""
+    out = Path(out)
+    spec = get_codec(model)
+    bandwidth = spec.check_bandwidth(bandwidth)
+    check_format(fmt, spec.name)
+    check_device(device)
+    check_threads(threads)
+    opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard).check()
+    sources, share = collect_sources(inputs, ext, shard, out, fmt)
+    weights, sha = codec_weights(spec.name, checkpoint)  # missing weights fail before any work
+    job = EncodeJob(out, fmt, spec.name, bandwidth, sha)
+
+    def adapter():  # built by the pipeline once decoding has started (torch loads meanwhile)
+        from ..devices import apply_threads, resolve_device
+        from ..provenance import runtime
+
+        apply_threads(threads)
+        dev = resolve_device(device)
+        enc = spec.load(weights, dev).encoder(bandwidth, dev)
+        job.numerics = {**runtime(dev), **getattr(enc, "numerics", dict)()}
+        return enc
+
+    return run_job(sources, share, job, adapter, out, opts)
+
+
+class Encoder:
+    """Codes for arrays in memory, through the same adapter ``encode_files`` uses (identical
+    codes for identical audio): ``encode(audio, sample_rate) -> EncodedItem``."""
+
+    def __init__(self, model: str = DEFAULT_CODEC, bandwidth: float = 6.0, checkpoint=None,
+                 device: str = "auto", threads: int | None = None):
+        from ..devices import apply_threads, resolve_device
+        from ..provenance import runtime
+
+        self.spec = get_codec(model)
+        self.bandwidth = self.spec.check_bandwidth(bandwidth)
+        check_threads(threads)
+        apply_threads(threads)
+        weights, self.weights_sha256 = codec_weights(self.spec.name, checkpoint)
+        self.device = resolve_device(check_device(device))
+        self.codec = self.spec.load(weights, self.device)
+        self.adapter = self.codec.encoder(self.bandwidth, self.device)
+        self.numerics = {**runtime(self.device), **getattr(self.adapter, "numerics", dict)()}
+        self.sample_rate, self.channels, self.frame_rate = self.spec.sample_rate, self.spec.channels, self.spec.frame_rate
+
+    def encode(self, audio_array, sample_rate: int):
+        """One recording (``[N]`` or ``[channels, N]`` float, any rate) -> ``EncodedItem``."""
+        return self.encode_many([audio_array], sample_rate)[0]
+
+    def encode_many(self, audios, sample_rate: int) -> list:
+        batch = [(i, audio.prepare_array(a, sample_rate, self.sample_rate, self.channels)) for i, a in enumerate(audios)]
+        results = dict(self.adapter.run(batch))
+        results.update(self.adapter.flush())
+        out = []
+        for i in range(len(batch)):
+            if isinstance(results[i], Exception):
+                raise results[i]
+            out.append(results[i])
+        return out

@@ -1,0 +1,249 @@
+"""Score: how predictable each audio file is under an audio LM (one record per file and model).
+
+    from audiotok import score_files
+    summaries = score_files(["data/"], checkpoints=["wgpt.pt"], output="scores.jsonl")
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..devices import check_device, check_threads
+from ..errors import UsageError
+from .runner import RunOptions, collect_sources, eprint, run_job
+
+
+def pair_models(models: list[str], checkpoints: list[Path]) -> list[tuple[str, Path | None]]:
+    """``--model`` / ``--checkpoint`` pairs, in order. Without ``--model`` each checkpoint names its arch;
+    ``encodec-lm`` may come last without a checkpoint (official weights from the torch hub cache)."""
+    from ..models.lm import MODELS, load_checkpoint
+
+    for m in models:
+        if m not in MODELS:
+            raise UsageError(f"--model {m!r} is not valid; choose one of {', '.join(MODELS)}")
+    if not models:
+        if not checkpoints:
+            raise UsageError("give --model (whisper-gpt, token-gpt or encodec-lm) and/or --checkpoint")
+        models = [load_checkpoint(c).config.arch for c in checkpoints]
+    for m in models[len(checkpoints):]:
+        if m != "encodec-lm":
+            raise UsageError(f"--model {m} needs --checkpoint (a file written by `audiotok train lm`)")
+    if len(checkpoints) == len(models):
+        pairs = list(zip(models, checkpoints))
+    elif len(checkpoints) == len(models) - 1 and models[-1] == "encodec-lm":
+        pairs = [*zip(models[:-1], checkpoints), ("encodec-lm", None)]
+    else:
+        raise UsageError(f"{len(models)} --model but {len(checkpoints)} --checkpoint: give one --checkpoint per "
+                         "--model, in the same order (encodec-lm may omit it when it comes last)")
+    if len(pairs) > 2:
+        raise UsageError("score at most two models at once (their curves and difference are plotted)")
+    return pairs
+
+
+def _tags(scorers) -> list[str]:
+    tags: list[str] = []
+    for s in scorers:
+        tag = s.name
+        while tag in tags:
+            tag += "-2"
+        tags.append(tag)
+    return tags
+
+
+class ScoreJob:
+    """What score does with each input: decode at 24 kHz mono, write per-frame arrays and plots."""
+
+    def __init__(self, scorers, frames_dir: Path | None, plot_dir: Path | None, done: dict[str, set]):
+        from .. import audio
+        from ..sinks import OutputTree
+
+        self.scorers = scorers
+        self.tags = _tags(scorers)
+        self.probe = audio.probe
+        tok = scorers[0].tokenizer
+        self.sample_rate, self.frame_rate = int(tok["sample_rate"]), float(tok["frame_rate"])
+        self.load = functools.partial(audio.read, sample_rate=self.sample_rate, channels=1)
+        self.frames = [OutputTree(frames_dir, f".{t}.npz") for t in self.tags] if frames_dir else []
+        self.plot = OutputTree(plot_dir, ".png") if plot_dir else None
+        self.done = done  # input -> LM sha256s with an ok record in the -o file
+
+    def is_done(self, source) -> bool:
+        have = self.done.get(source.path, set())
+        if not all(s.identity["sha256"] in have for s in self.scorers) or not self.done:
+            return False
+        return all(t.done(source) for t in self.frames) and (self.plot is None or self.plot.done(source))
+
+    def finish(self, source, info, result) -> dict:
+        from ..scoring import file_scores
+
+        item = result.item
+        duration = item.n_samples / self.sample_rate
+        records = []
+        for sc, tag, fs in zip(self.scorers, self.tags, result.scores):
+            rec = {"model": sc.name, "lm": sc.identity, "tokenizer": sc.tokenizer, "context": sc.context,
+                   "stride": sc.stride, "codebooks": sc.codebooks,
+                   **file_scores(fs, duration, sc.tokenizer["frame_rate"])}
+            if self.frames:
+                tree = self.frames[self.tags.index(tag)]
+                rec["frames_output"] = str(tree.write(source, _write_frames, (fs, rec)))
+            records.append(rec)
+        if self.plot is not None:
+            import numpy as np
+
+            from ..features import causal_log_mel
+            from ..score_plot import plot_scores
+
+            mel = item.mel
+            if mel is None:
+                audio, _ = self.load(source.path)
+                mel = causal_log_mel(audio[0]).numpy()
+            curves = [(f"{s.name} ({s.identity.get('size')})", fs.surprisal) for s, fs in zip(self.scorers, result.scores)]
+            title = f"{source.display}: " + ", ".join(f"{s.name} {r['nll']:.3f} nats/token" for s, r in zip(self.scorers, records))
+            path = self.plot.write(source, lambda f, _: plot_scores(f, np.asarray(mel), curves, self.frame_rate, title), None)
+            for r in records:
+                r["plot_output"] = str(path)
+        return {"scores": records}
+
+
+def _write_frames(f, payload) -> None:
+    import numpy as np
+
+    fs, rec = payload
+    np.savez(f, time=np.arange(fs.frames, dtype=np.float64) / rec["tokenizer"]["frame_rate"],
+             token=fs.token, surprisal=fs.surprisal, entropy=fs.entropy, rank=fs.rank,
+             codebooks=np.asarray(rec["codebooks"]), model=np.array(rec["model"]),
+             record=np.array(json.dumps({k: v for k, v in rec.items() if k != "frames_output"})))
+
+
+def _read_done(path: Path | None) -> tuple[dict[str, set], dict[tuple[str, str], dict]]:
+    done: dict[str, set] = {}
+    previous: dict[tuple[str, str], dict] = {}
+    if path is None or not path.is_file():
+        return done, previous
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a killed run
+            if rec.get("status") == "ok" and "lm" in rec:
+                done.setdefault(rec["input"], set()).add(rec["lm"].get("sha256"))
+                previous[(rec["input"], rec["lm"].get("sha256"))] = rec
+    return done, previous
+
+
+@dataclass
+class ScoreResult:
+    summary: object  # pipeline.Summary
+    corpus: list[dict]  # one token-weighted summary per model
+
+
+def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, bandwidth: float | None = None,
+                output: str | Path | None = None, summary_path: str | Path | None = None, frames=None, plot=None,
+                rows: int = 8, ext=None, device: str = "auto", threads: int | None = None, batch_seconds: float = 60.0,
+                workers: int = 1, overwrite: bool = False, progress: bool = False, shard: str | None = None,
+                stream=None) -> ScoreResult:
+    """Score every input under one or two LMs. Records go to ``output`` (appended; reruns skip
+    inputs already in it) or ``stream`` (default stdout); returns the run summary and the corpus
+    summaries (also written to ``summary_path`` as JSON when given)."""
+    import sys
+
+    models, checkpoints = list(models), [Path(c) for c in checkpoints]
+    output = Path(output) if output is not None else None
+    summary_path = Path(summary_path) if summary_path is not None else None
+    frames = Path(frames) if frames is not None else None
+    plot = Path(plot) if plot is not None else None
+    check_device(device)
+    check_threads(threads)
+    for p in (output, summary_path):
+        if p is not None and p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3", ".npz"):
+            raise UsageError(f"{p} looks like an input, not a JSON file; choose another path")
+        if p is not None and p.is_dir():
+            raise UsageError(f"{p} is a directory; -o and --summary take a file path (e.g. scores.jsonl)")
+    opts = RunOptions(batch_seconds, workers, overwrite, False, progress, shard).check()
+    pairs = pair_models(models, checkpoints)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    sources, share = collect_sources(inputs, ext, shard)
+    if share.world > 1 and output is not None:  # each share appends to its own part of the records
+        output = output.with_name(f"{output.stem}.shard-{share.rank}-of-{share.world}{output.suffix}")
+
+    from ..devices import apply_threads, resolve_device
+    from ..models.codec import CodecEncoder, load_codec
+    from ..models.lm import load_scorer, read_tokenizer
+    from ..models.lm_adapter import LMFeatures, ScoreAdapter
+    from ..registry import DEFAULT_CODEC
+    from ..scoring import corpus_summary
+    from ..sinks import JsonLines
+
+    apply_threads(threads)
+    dev = resolve_device(device)
+    gpt_tok = [read_tokenizer(c) for m, c in pairs if m != "encodec-lm"]
+    codec_name = gpt_tok[0]["codec"] if gpt_tok else DEFAULT_CODEC
+    bw = bandwidth if bandwidth is not None else (gpt_tok[0]["bandwidth"] if gpt_tok else 6.0)
+    codec = load_codec(codec_name, codec_checkpoint, dev)
+    scorers = [load_scorer(m, c, codec, bw, dev) for m, c in pairs]
+    features = LMFeatures(CodecEncoder(codec, bw, dev), with_mel=any(s.uses_mel for s in scorers) or plot is not None)
+    adapter = ScoreAdapter(features, scorers, rows=rows)
+    done, previous = _read_done(output) if not overwrite else ({}, {})
+    job = ScoreJob(scorers, frames, plot, done)
+
+    out_stream = open(output, "a", encoding="utf-8") if output is not None else None
+    sink = JsonLines(out_stream if out_stream is not None else (stream or sys.stdout))
+    all_records: list[dict] = []
+    manifest = None
+    if frames is not None:
+        from ..sinks import Manifest
+
+        manifest = Manifest(frames / "manifest.jsonl")
+
+    def emit(line: dict) -> None:
+        sink.emit(line)
+        if manifest is not None:
+            manifest.append(line)
+
+    def record(outcome) -> None:
+        base = {k: v for k, v in outcome.record.items() if k != "scores"}
+        if outcome.status == "skipped":
+            for s in scorers:
+                prev = previous.get((outcome.source.path, s.identity["sha256"]))
+                if prev is not None:
+                    all_records.append(prev)
+            return
+        if outcome.status != "ok":
+            emit(base)
+            return
+        for rec in outcome.record["scores"]:
+            line = {**base, **rec}
+            all_records.append(line)
+            emit(line)
+
+    try:
+        summary = run_job(sources, share, job, adapter, None, opts, record=record)
+    finally:
+        if out_stream is not None:
+            out_stream.close()
+        if manifest is not None:
+            manifest.close()
+    corpus = []
+    for s in scorers:
+        recs = [r for r in all_records if r["lm"]["sha256"] == s.identity["sha256"] and r["model"] == s.name]
+        corpus.append({"model": s.name, "lm": s.identity, "tokenizer": s.tokenizer, "context": s.context,
+                       "stride": s.stride, **corpus_summary(recs)})
+    if summary_path is not None:
+        from ..sinks import atomic_write
+
+        body = json.dumps(corpus if len(corpus) > 1 else corpus[0], indent=2).encode()
+        atomic_write(summary_path, lambda f: f.write(body))
+    return ScoreResult(summary, corpus)
+
+
+def print_corpus(corpus: list[dict]) -> None:
+    for s in corpus:
+        eprint(f"{s['model']} ({s['lm'].get('size')}): {s['files']} files, {s['tokens']} tokens: "
+               f"nll {s['nll']:.4f} nats/token, ppl {s['perplexity']:.2f}, acc {s['accuracy']:.3f}, "
+               f"{s['bits_per_second']:.1f} bits/s")
+    eprint(json.dumps(corpus if len(corpus) > 1 else corpus[0]))

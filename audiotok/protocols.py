@@ -1,0 +1,69 @@
+"""The shapes the pieces of audiotok meet in (typing only; nothing here imports torch).
+
+    sources -> job.load (workers) -> Adapter.run / flush -> job.finish -> sinks
+
+- ``Adapter``: a model step the pipeline drives. ``run`` takes ``(key, payload)`` pairs and
+  returns ``(key, result or Exception)`` pairs; it may hold items back across calls and return
+  them later (streaming), and ``flush`` returns everything still held. ``reset`` drops held items
+  after a failed step.
+- ``Job``: what a command does with each input (skip finished, read headers, load in a worker,
+  write the outputs). Knows files, not models.
+- ``Codec`` / ``Embedder``: what a model implementation offers, so a new codec or embedder plugs
+  into every command through ``audiotok.registry``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+Key = Any
+Results = list[tuple[Key, Any]]
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    def run(self, batch: Sequence[tuple[Key, Any]]) -> Results: ...
+
+    def flush(self) -> Results: ...
+
+    def reset(self) -> None: ...
+
+
+class Job(Protocol):
+    load: Callable[[str], tuple[Any, Any]]  # picklable: path -> (payload, AudioInfo), in workers
+
+    def target(self, source) -> Any: ...
+
+    def is_done(self, source) -> bool: ...
+
+    def probe(self, path: str) -> Any: ...
+
+    def finish(self, source, info, result) -> dict: ...
+
+    def describe_error(self, source, info) -> dict: ...
+
+
+class Codec(Protocol):
+    """A loaded codec (``CodecSpec.load``): adapters for the pipeline and metadata."""
+
+    spec: Any  # registry.CodecSpec
+    checkpoint_path: str | None
+
+    def encoder(self, bandwidth: float, device: Any) -> Adapter:
+        """Adapter: ``[channels, N]`` float32 audio at ``spec.sample_rate`` -> ``EncodedItem``."""
+        ...
+
+    def decoder(self, device: Any) -> Adapter:
+        """Adapter: ``EncodedItem`` -> ``[channels, N]`` float32 audio (or an Exception per item)."""
+        ...
+
+
+class Embedder(Protocol):
+    sample_rate: int
+    frame_rate: float
+    dim: int
+
+    def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray: ...
