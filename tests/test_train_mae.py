@@ -1,0 +1,231 @@
+"""EnCodecMAE pretraining: masking, the visible-only encoder, the loss, the loop (resume, loss
+falls), self-training targets and checkpoints that ``embed`` reads back."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from audiotok.models.mae import LoadedCheckpoint, build_model, load_mae
+from audiotok.models.mae_train import (
+    CODEBOOK_WEIGHTS,
+    MaeTrainer,
+    MaeTrainSpec,
+    gin_config,
+    mae_loss,
+    nearest_centroid,
+    teacher_frames,
+    time_gap_mask,
+)
+from audiotok.testing import synthetic_audio
+from audiotok.train.lm import split_by_file
+from audiotok.train.mae import (
+    MaeExample,
+    MaeTrainConfig,
+    SelfTraining,
+    fit_centroids,
+    make_batch,
+    read_training_checkpoint,
+    train,
+)
+
+
+def _runs(row: torch.Tensor) -> list[int]:
+    """Lengths of the maximal runs of True in a 1-d bool tensor."""
+    out, n = [], 0
+    for v in row.tolist() + [False]:
+        if v:
+            n += 1
+        elif n:
+            out.append(n)
+            n = 0
+    return out
+
+
+def test_time_gap_mask_covers_half_in_spans_and_never_pads():
+    gen = torch.Generator().manual_seed(0)
+    lengths = [300, 120, 20, 1]
+    mask = time_gap_mask(lengths, 300, gen)
+    assert mask.shape == (4, 300) and mask.dtype == torch.bool
+    for b, n in enumerate(lengths[:3]):
+        masked = int(mask[b, :n].sum())
+        assert math.ceil(0.5 * n) <= masked < n
+        assert not mask[b, n:].any()
+    assert all(r >= 15 for r in _runs(mask[0])) and all(r >= 15 for r in _runs(mask[1]))
+    assert all(r >= 10 for r in _runs(mask[2]))  # short crops: spans of half the crop
+    assert not mask[3].any()
+    again = time_gap_mask(lengths, 300, torch.Generator().manual_seed(0))
+    assert torch.equal(mask, again)
+    assert not torch.equal(mask, time_gap_mask(lengths, 300, torch.Generator().manual_seed(1)))
+
+
+def test_loss_equals_a_hand_computation():
+    torch.manual_seed(0)
+    B, T, Q, K = 2, 4, 8, 5
+    logits = torch.randn(B, T, Q, K, dtype=torch.float64)
+    targets = torch.randint(0, K, (B, T, Q))
+    lengths = torch.tensor([4, 3])
+    mask = torch.tensor([[True, False, True, False], [False, True, False, True]])  # item 1 frame 3 is padding
+    loss, st = mae_loss(logits.float(), targets, lengths, mask, CODEBOOK_WEIGHTS)
+
+    def frame_loss(b, t):
+        total = 0.0
+        for q in range(Q):
+            z = logits[b, t, q].tolist()
+            lse = math.log(sum(math.exp(v) for v in z))
+            total += CODEBOOK_WEIGHTS[q] * (lse - z[int(targets[b, t, q])])
+        return total
+
+    masked = [(0, 0), (0, 2), (1, 1)]
+    visible = [(0, 1), (0, 3), (1, 0), (1, 2)]
+    want = 0.9 * sum(frame_loss(*f) for f in masked) / 3 + 0.1 * sum(frame_loss(*f) for f in visible) / 4
+    assert float(loss) == pytest.approx(want, rel=1e-5)
+    assert st["masked_frames"] == 3 and st["visible_frames"] == 4
+    argmax = logits.argmax(-1)
+    assert st["correct"].tolist() == [sum(int(argmax[b, t, q] == targets[b, t, q]) for b, t in masked) for q in range(Q)]
+
+
+def _tiny(frontend="mel256", clusters=None, codec_state=None):
+    torch.manual_seed(0)
+    return MaeTrainer(MaeTrainSpec.make("tiny", frontend, clusters), codec_state)
+
+
+def test_only_visible_frames_enter_the_encoder():
+    model = _tiny().eval()
+    torch.manual_seed(1)
+    feats = torch.randn(2, 60, 256)
+    lengths = torch.tensor([60, 45])
+    mask = time_gap_mask([60, 45], 60, torch.Generator().manual_seed(3))
+    ref = model.encode_visible(feats, lengths, mask)
+    changed = feats.clone()
+    changed[mask] = 100 * torch.randn(int(mask.sum()), 256)  # every masked frame
+    changed[1, 45:] = -7.0  # padding
+    out = model.encode_visible(changed, lengths, mask)
+    assert torch.equal(ref, out)
+    assert not ref[mask].any() and not ref[1, 45:].any()  # zeros at masked and padded positions
+    visible = torch.nonzero(~mask[0])[0, 0]
+    changed[0, visible] += 1.0
+    assert not torch.equal(model.encode_visible(changed, lengths, mask)[0], ref[0])
+
+
+def _examples(n=4, seconds=2.0, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        audio = (synthetic_audio(seconds, seed=seed * 10 + i)[0] * 32767).astype(np.int16)
+        frames = -(-audio.shape[0] // 320)
+        # learnable targets: codes follow the signal's local loudness
+        env = np.abs(audio.astype(np.float32)).reshape(-1)[: frames * 320 - 320].reshape(frames - 1, 320).mean(1)
+        env = np.concatenate([env, env[-1:]])
+        base = (env / (env.max() + 1e-9) * 15).astype(np.int64)
+        codes = np.stack([(base * (q + 3) + rng.integers(0, 2, frames)) % 1024 for q in range(8)]).astype(np.int16)
+        out.append(MaeExample(f"f{i}.wav", audio, codes))
+    return out
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+    model = _tiny().train()
+    ex = _examples(2)
+    tcfg = MaeTrainConfig(crop_seconds=1.0, batch_size=4)
+    gen = torch.Generator().manual_seed(0)
+    feats, lengths, mask, targets = make_batch(ex, [(0, 0), (1, 320 * 10), (0, 320 * 20), (1, 0)], tcfg.crop_samples,
+                                               model, torch.device("cpu"), gen, tcfg, None)
+    assert feats.shape == (4, 74, 256) and targets.shape == (4, 74, 8) and lengths.tolist() == [74] * 4  # mel: 74 frames in 1 s
+    assert torch.equal(targets[1, :, 2], torch.from_numpy(ex[1].codes[2, 10:84].astype(np.int64)))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        loss, _ = mae_loss(model(feats, lengths, mask), targets, lengths, mask, CODEBOOK_WEIGHTS)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_resume_is_exact_and_the_checkpoint_records_the_run(tmp_path):
+    ex = _examples(5)
+    tcfg = MaeTrainConfig(steps=6, batch_size=2, lr=1e-3, seed=2, crop_seconds=1.0, val_fraction=0.2, eval_every=3)
+    spec = MaeTrainSpec.make("tiny", "mel256")
+    quiet = {"progress": False, "log": lambda m: None}
+    full = train(ex, tmp_path / "full.pt", spec, tcfg, **quiet)
+    train(ex, tmp_path / "part.pt", spec, tcfg, stop_after=4, **quiet)
+    assert read_training_checkpoint(tmp_path / "part.pt")["audiotok"]["training"]["step"] == 4
+    resumed = train(ex, tmp_path / "part.pt", spec, tcfg, resume=True, **quiet)
+    for k, v in full.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+    blob = read_training_checkpoint(tmp_path / "part.pt")
+    hist = blob["audiotok"]["training"]["history"]
+    assert [h["step"] for h in hist] == [3, 4, 6]
+    assert len(hist[-1]["val_masked_accuracy"]) == 8 and hist[-1]["val_loss"] > 0
+    assert blob["audiotok"]["training"]["val_files"] == split_by_file([e.id for e in ex], 0.2, 2)[1]
+    assert not list(tmp_path.glob(".part.pt.tmp*"))
+    with pytest.raises(Exception, match="--resume"):
+        train(ex, tmp_path / "part.pt", MaeTrainSpec.make("small", "mel256"), tcfg, resume=True, **quiet)
+
+
+def test_saved_checkpoint_is_v2_and_embed_gives_the_in_memory_embedding(tmp_path, cli):
+    import soundfile as sf
+
+    ex = _examples(3)
+    tcfg = MaeTrainConfig(steps=2, batch_size=2, crop_seconds=1.0, val_fraction=0.0)
+    model = train(ex, tmp_path / "m.pt", MaeTrainSpec.make("tiny", "mel256"), tcfg, progress=False, log=lambda m: None)
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert isinstance(blob["config"], str) and isinstance(blob["imports"], str)
+    assert blob["state_dict"]["head.layer.weight"].shape == (8 * 1024, 96)
+    assert "decoder.encoder_layers.1.ff_layer.2.bias" in blob["state_dict"]
+    net = load_mae(tmp_path / "m.pt")  # the strict loader
+    assert (net.cfg.layers, net.cfg.dim, net.cfg.heads, net.cfg.ff_dim) == (4, 96, 4, 384)
+    wave = synthetic_audio(4.0, seed=9)
+    (tmp_path / "in").mkdir()
+    sf.write(str(tmp_path / "in" / "a.wav"), wave[0], 24000, subtype="FLOAT")
+    r = cli("embed", tmp_path / "in", "-o", tmp_path / "emb", "--model", tmp_path / "m.pt", "--pool", "none")
+    assert r.code == 0, r
+    got = np.load(tmp_path / "emb" / "a.npz")["embedding"]
+    with torch.no_grad():
+        feats = model.features(torch.from_numpy(wave))
+        T = feats.shape[1]
+        mine = model.encode_visible(feats, torch.tensor([T]), torch.zeros(1, T, dtype=torch.bool))[0].numpy()
+    assert got.shape == (300, 96) == mine.shape
+    np.testing.assert_allclose(got, mine, rtol=0, atol=1e-5)
+
+
+def test_ec_frontend_model_loads_strictly_with_the_codec_encoder_inside():
+    from audiotok.testing import random_encodec
+
+    codec = random_encodec()
+    state = {k[len("encoder."):]: v for k, v in codec.state_dict().items() if k.startswith("encoder.")}
+    model = _tiny("ec", codec_state=state)
+    assert not any(p.requires_grad for p in model.wav_encoder.encoder.parameters())
+    net = build_model(LoadedCheckpoint(model.v2_state(), gin_config(model.spec), "v2", "mem"))
+    assert net.cfg.frontend == "ec" and net.cfg.in_features == 128
+    wave = torch.from_numpy(synthetic_audio(1.0, seed=3))
+    f_train = model.features(wave)
+    f_inf = net.features(wave)
+    assert f_train.shape == (1, 75, 128)
+    torch.testing.assert_close(f_train, f_inf, rtol=0, atol=1e-5)
+
+
+def test_self_training_targets_are_the_nearest_centroids():
+    ex = _examples(3)
+    teacher = build_model(LoadedCheckpoint(_tiny().v2_state(), gin_config(_tiny().spec), "v2", "teacher"))
+    centroids = fit_centroids(teacher, ex, 16, 24000, seed=0, frames_wanted=600, log=lambda m: None)
+    assert centroids.shape == (16, 96)
+    student = _tiny(clusters=16)
+    assert student.head.layer.out_features == 16
+    tcfg = MaeTrainConfig(crop_seconds=1.0)
+    st = SelfTraining(teacher, centroids, "teacher.pt")
+    picks = [(0, 0), (2, 3200)]
+    _, lengths, _, targets = make_batch(ex, picks, tcfg.crop_samples, student, torch.device("cpu"),
+                                        torch.Generator().manual_seed(0), tcfg, st)
+    assert targets.shape == (2, 74, 1)
+    wave = torch.stack([torch.from_numpy(ex[f].audio[s:s + 24000].astype(np.float32) / 32768) for f, s in picks])
+    frames = teacher_frames(teacher, wave).numpy().astype(np.float64)
+    c = centroids.numpy().astype(np.float64)
+    d = ((frames[:, :, None, :] - c[None, None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(targets[..., 0].numpy(), d.argmin(-1))
+    one = torch.randn(5, 96)
+    assert nearest_centroid(one, centroids).tolist() == ((one[:, None] - centroids[None]) ** 2).sum(-1).argmin(1).tolist()
