@@ -129,15 +129,15 @@ def _examples(n=4, seconds=2.0, seed=0):
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     model = _tiny().train()
     ex = _examples(2)
-    tcfg = MaeTrainConfig(crop_seconds=1.0, batch_size=4)
+    tcfg = MaeTrainConfig(crop_seconds=0.64, batch_size=2)  # 15360 samples: 47 mel frames, 48 code frames
     gen = torch.Generator().manual_seed(0)
-    feats, lengths, mask, targets = make_batch(ex, [(0, 0), (1, 320 * 10), (0, 320 * 20), (1, 0)], tcfg.crop_samples,
+    feats, lengths, mask, targets = make_batch(ex, [(0, 0), (1, 320 * 10)], tcfg.crop_samples,
                                                model, torch.device("cpu"), gen, tcfg, None)
-    assert feats.shape == (4, 74, 256) and targets.shape == (4, 74, 8) and lengths.tolist() == [74] * 4  # mel: 74 frames in 1 s
-    assert torch.equal(targets[1, :, 2], torch.from_numpy(ex[1].codes[2, 10:84].astype(np.int64)))
+    assert feats.shape == (2, 47, 256) and targets.shape == (2, 47, 8) and lengths.tolist() == [47] * 2
+    assert torch.equal(targets[1, :, 2], torch.from_numpy(ex[1].codes[2, 10:57].astype(np.int64)))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(12):
+    for _ in range(8):
         loss, _ = mae_loss(model(feats, lengths, mask), targets, lengths, mask, CODEBOOK_WEIGHTS)
         opt.zero_grad()
         loss.backward()
@@ -148,7 +148,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
 
 def test_resume_is_exact_and_the_checkpoint_records_the_run(tmp_path):
     ex = _examples(5)
-    tcfg = MaeTrainConfig(steps=6, batch_size=2, lr=1e-3, seed=2, crop_seconds=1.0, val_fraction=0.2, eval_every=3)
+    tcfg = MaeTrainConfig(steps=6, batch_size=2, lr=1e-3, seed=2, crop_seconds=0.64, val_fraction=0.2, eval_every=3)
     spec = MaeTrainSpec.make("tiny", "mel256")
     quiet = {"progress": False, "log": lambda m: None}
     full = train(ex, tmp_path / "full.pt", spec, tcfg, **quiet)
@@ -171,7 +171,7 @@ def test_saved_checkpoint_is_v2_and_embed_gives_the_in_memory_embedding(tmp_path
     import soundfile as sf
 
     ex = _examples(3)
-    tcfg = MaeTrainConfig(steps=2, batch_size=2, crop_seconds=1.0, val_fraction=0.0)
+    tcfg = MaeTrainConfig(steps=2, batch_size=2, crop_seconds=0.64, val_fraction=0.0)
     model = train(ex, tmp_path / "m.pt", MaeTrainSpec.make("tiny", "mel256"), tcfg, progress=False, log=lambda m: None)
     blob = torch.load(tmp_path / "m.pt", weights_only=True)
     assert isinstance(blob["config"], str) and isinstance(blob["imports"], str)
@@ -229,3 +229,71 @@ def test_self_training_targets_are_the_nearest_centroids():
     np.testing.assert_array_equal(targets[..., 0].numpy(), d.argmin(-1))
     one = torch.randn(5, 96)
     assert nearest_centroid(one, centroids).tolist() == ((one[:, None] - centroids[None]) ** 2).sum(-1).argmin(1).tolist()
+
+
+# --- the command ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory):
+    from tests.conftest import write_wav
+
+    d = tmp_path_factory.mktemp("mae_audio")
+    for i in range(3):
+        write_wav(d / f"a{i}.wav", 2.0, seed=i)
+    return d
+
+
+COMMON = ("--batch-size", "2", "--crop-seconds", "0.64", "--device", "cpu", "--workers", "0", "--quiet")
+
+
+def test_train_mae_command_then_self_training_on_its_clusters(cli, audio_dir, tmp_path):
+    ckpt = tmp_path / "m.pt"
+    r = cli("train", "mae", audio_dir, "-o", ckpt, "--steps", "2", "--val-fraction", "0.34", *COMMON)
+    assert r.code == 0, r
+    blob = read_training_checkpoint(ckpt)
+    tr = blob["audiotok"]["training"]
+    assert tr["step"] == 2 and len(tr["train_files"]) == 2 and len(tr["val_files"]) == 1
+    assert tr["targets"] == "encodec" and tr["codec"]["codec"] == "encodec_24khz" and tr["codec"]["n_q"] == 8
+    assert len(list((tmp_path / "m.pt.cache").rglob("*.npz"))) == 3  # decoded and tokenised once
+    r = cli("train", "mae", audio_dir, "-o", ckpt, "--steps", "2", *COMMON)
+    assert r.code == 2 and "exists; pass --resume" in r.err
+    r = cli("train", "mae", audio_dir, "-o", ckpt, "--steps", "3", "--val-fraction", "0.34", "--resume", *COMMON)
+    assert r.code == 0, r
+    assert read_training_checkpoint(ckpt)["audiotok"]["training"]["step"] == 3
+    st = tmp_path / "st.pt"
+    r = cli("train", "mae", audio_dir, "-o", st, "--steps", "1", "--self-train", ckpt, "--clusters", "8",
+            "--kmeans-frames", "200", *COMMON)
+    assert r.code == 0, r
+    blob = read_training_checkpoint(st)
+    assert blob["centroids"].shape == (8, 96) and blob["state_dict"]["head.layer.weight"].shape == (8, 96)
+    assert blob["audiotok"]["training"]["targets"] == "kmeans" and blob["audiotok"]["training"]["teacher"] == str(ckpt)
+    r = cli("embed", audio_dir / "a0.wav", "-o", tmp_path / "emb", "--model", st)
+    assert r.code == 0, r
+    assert np.load(tmp_path / "emb" / "a0.npz")["embedding"].shape == (96,)
+
+
+def test_train_mae_rejects_bad_options(cli, audio_dir, tmp_path):
+    r = cli("train", "mae", audio_dir, "-o", tmp_path / "m.pt", "--size", "huge")
+    assert r.code == 2 and "--size 'huge' is not valid" in r.err
+    r = cli("train", "mae", audio_dir, "-o", tmp_path / "m.pt", "--frontend", "wav")
+    assert r.code == 2 and "--frontend 'wav' is not valid" in r.err
+    r = cli("train", "mae", audio_dir, "-o", tmp_path / "m.pt", "--resume")
+    assert r.code == 2 and "no checkpoint" in r.err
+    r = cli("train", "mae", audio_dir, "-o", tmp_path / "m.pt", "--self-train", tmp_path / "none.pt", *COMMON)
+    assert r.code != 0 and "does not exist" in r.err
+
+
+def test_torchrun_two_processes_train_mae(audio_dir, hub_cache, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "TORCH_HOME": str(hub_cache), "AUDIOTOK_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "audiotok", "train", "mae", str(audio_dir), "--steps", "2", "-o", str(tmp_path / "ddp.pt"), *COMMON]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    tr = read_training_checkpoint(tmp_path / "ddp.pt")["audiotok"]["training"]
+    assert tr["world_size"] == 2 and tr["step"] == 2
+    assert load_mae(tmp_path / "ddp.pt").cfg.layers == 4

@@ -20,7 +20,16 @@ from torch import nn
 
 from ..errors import UsageError
 from ..features import FBANK_NORM, kaldi_fbank
-from .mae import EC_HOP, MASK_BIAS, SAMPLE_RATE, Block, EncodecMAE, MaeConfig, _seanet_encoder, sinusoidal_positions
+from .mae import (
+    EC_HOP,
+    MASK_BIAS,
+    SAMPLE_RATE,
+    Block,
+    EncodecMAE,
+    MaeConfig,
+    _seanet_encoder,
+    sinusoidal_positions,
+)
 
 # per-codebook weights of the masked-prediction loss (codebook 0 first)
 CODEBOOK_WEIGHTS = (0.2241, 0.1760, 0.1450, 0.1215, 0.1032, 0.0883, 0.0761, 0.0659)

@@ -325,7 +325,7 @@ def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for _, p in trainable], tcfg.clip)
             opt.step()
-            stat = torch.tensor([float(loss)])
+            stat = torch.tensor([float(loss.detach())])
             if ddp:
                 import torch.distributed as dist
 
