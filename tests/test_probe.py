@@ -122,3 +122,19 @@ def test_probe_usage_errors(cli, tmp_path):
     assert r.code == 2 and "--folds 20 needs at least 20 groups" in r.err
     r = cli("probe", tmp_path / "emb", "--labels", tmp_path / "missing.csv")
     assert r.code == 2 and "cannot be read" in r.err
+
+
+def test_frame_level_embeddings_are_pooled_on_the_fly(tmp_path):
+    from audiotok.probe import read_embedding_file
+
+    frames = np.random.default_rng(0).standard_normal((2, 7, 5)).astype(np.float32)  # --layer all --pool none
+    np.savez(tmp_path / "a.npz", embedding=frames, layer=np.asarray("all"), pooling=np.asarray("none"))
+    arr, names = read_embedding_file(str(tmp_path / "a.npz"), "mean")
+    assert names == ["0", "1"] and arr.shape == (2, 5)
+    np.testing.assert_allclose(arr, frames.mean(1), rtol=1e-6)
+    arr, _ = read_embedding_file(str(tmp_path / "a.npz"), "meanstd")
+    np.testing.assert_allclose(arr, np.concatenate([frames.mean(1), frames.std(1)], -1), rtol=1e-5)
+    np.save(tmp_path / "b.npy", frames[0])  # bare [T, D]
+    arr, names = read_embedding_file(str(tmp_path / "b.npy"), "max")
+    assert names == ["-1"]
+    np.testing.assert_array_equal(arr[0], frames[0].max(0))

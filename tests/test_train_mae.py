@@ -297,3 +297,18 @@ def test_torchrun_two_processes_train_mae(audio_dir, hub_cache, tmp_path):
     tr = read_training_checkpoint(tmp_path / "ddp.pt")["audiotok"]["training"]
     assert tr["world_size"] == 2 and tr["step"] == 2
     assert load_mae(tmp_path / "ddp.pt").cfg.layers == 4
+
+
+def test_train_mae_reads_an_encode_folder_with_the_same_codes(cli, audio_dir, tmp_path):
+    r = cli("encode", audio_dir, "-o", tmp_path / "tok", "--quiet")
+    assert r.code == 0, r
+    r = cli("train", "mae", tmp_path / "tok", "-o", tmp_path / "m.pt", "--steps", "1", "--ext", "npz", *COMMON)
+    assert r.code == 0, r
+    tr = read_training_checkpoint(tmp_path / "m.pt")["audiotok"]["training"]
+    assert sorted(tr["train_files"] + tr["val_files"]) == ["a0.npz", "a1.npz", "a2.npz"]
+    from audiotok.train.mae_data import read_encoded
+
+    ex = read_encoded(str(tmp_path / "tok" / "a1.npz"), "a1")
+    assert ex.codes.shape == (8, 150) and ex.audio.shape == (48000,)
+    z = np.load(tmp_path / "tok" / "a1.npz")
+    np.testing.assert_array_equal(ex.codes, z["codes"][:8])
