@@ -312,3 +312,26 @@ def test_train_mae_reads_an_encode_folder_with_the_same_codes(cli, audio_dir, tm
     assert ex.codes.shape == (8, 150) and ex.audio.shape == (48000,)
     z = np.load(tmp_path / "tok" / "a1.npz")
     np.testing.assert_array_equal(ex.codes, z["codes"][:8])
+
+
+def test_config_has_the_structure_of_an_official_checkpoint():
+    from audiotok.models.mae import parse_gin
+    from tests.conftest import shared_path
+
+    ref = torch.load(shared_path("fixtures", "encodecmae", "tiny_mel_st.pt"), weights_only=True)
+    ref_macros, ref_bindings = parse_gin(ref["config"])
+    spec = MaeTrainSpec.make("tiny", "mel256", clusters=1024)
+    macros, bindings = parse_gin(gin_config(spec))
+    assert set(macros) == set(ref_macros) and set(bindings) == set(ref_bindings)
+    assert macros["MODEL_DIM"] == 96 and macros["NUM_ENCODER_HEADS"] == 4 and macros["NUM_TOTAL_TARGETS"] == 1
+    assert bindings["encoder/transformers.TransformerEncoder.ff_dim"] == 384
+    assert {k: v for k, v in bindings.items() if "Melspectrogram" in k or "TimeGapMask" in k or "AdamW" in k} == \
+        {k: v for k, v in ref_bindings.items() if "Melspectrogram" in k or "TimeGapMask" in k or "AdamW" in k}
+    assert list(parse_gin(gin_config(MaeTrainSpec.make("tiny", "mel256")))[0]["QUANTIZER_WEIGHTS"]) == \
+        list(ref_macros["QUANTIZER_WEIGHTS"]) == list(CODEBOOK_WEIGHTS)
+    import re
+
+    def layout(keys):  # key names with the layer index left out (the fixture has 2 layers, tiny 4)
+        return {re.sub(r"encoder_layers\.\d+\.", "encoder_layers.N.", k) for k in keys}
+
+    assert layout(_tiny(clusters=1024).v2_state()) == layout(ref["state_dict"])  # the tensors of such a reference model

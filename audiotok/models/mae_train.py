@@ -32,7 +32,7 @@ from .mae import (
 )
 
 # per-codebook weights of the masked-prediction loss (codebook 0 first)
-CODEBOOK_WEIGHTS = (0.2241, 0.1760, 0.1450, 0.1215, 0.1032, 0.0883, 0.0761, 0.0659)
+CODEBOOK_WEIGHTS = (0.22407463, 0.1759858, 0.14499009, 0.12150037, 0.10315603, 0.08831368, 0.07608274, 0.06589669)
 N_CODEBOOKS, CODEBOOK_SIZE = 8, 1024
 MASKED_WEIGHT = 0.9  # loss = 0.9 x masked-frame loss + 0.1 x visible-frame loss
 DECODER_LAYERS = 2
@@ -279,46 +279,111 @@ def nearest_centroid(frames: torch.Tensor, centroids: torch.Tensor) -> torch.Ten
 
 
 # --- checkpoint config -------------------------------------------------------------------------
-IMPORTS = "encodecmae.models: encodecmae.models\ntorch.nn: torch.nn"
+IMPORTS = "\n".join(f"{m}: {a}" for m, a in (
+    ("encodecmae.models.encoders", "encodecmae.models.encoders"), ("encodecmae.models.heads", "encodecmae.models.heads"),
+    ("encodecmae.models.losses", "encodecmae.models.losses"), ("encodecmae.models.masks", "encodecmae.models.masks"),
+    ("encodecmae.models.targets", "encodecmae.models.targets"),
+    ("encodecmae.models.transformers", "encodecmae.models.transformers"), ("encodecmae.models", "encodecmae.models"),
+    ("encodecmae.tasks", "encodecmae.tasks"), ("encodecmae.tasks.utils", "encodecmae.tasks.utils"),
+    ("encodecmae.tasks.data", "encodecmae.tasks.data"), ("encodecmae.tasks.features", "encodecmae.tasks.features"),
+    ("torch.utils.data", "torch.utils.data"), ("torch.optim", "torch.optim"), ("torch.nn", "torch.nn")))
+M = "encodecmae.models"
 
 
-def gin_config(spec: MaeTrainSpec) -> str:
-    """A gin configuration in the official style for ``spec`` (what ``audiotok embed`` and the
-    reference loaders read the sizes and the number of heads from)."""
+def gin_config(spec: MaeTrainSpec, lr: float = 1e-4, crop_seconds: float = 4.0) -> str:
+    """The gin configuration of ``spec`` in the structure the official v2 checkpoints carry.
+
+    Targets are declared as precomputed (``IdentityTarget`` on ``targets`` read by
+    ``LoadNumpyProcessor``): audiotok computes them itself (EnCodec codes or k-means ids), so the
+    model holds no target network and its state_dict has exactly the tensors the reference model
+    with that target has. ``audiotok embed`` reads the sizes and heads from it."""
     kind, feats = FRONTENDS[spec.frontend]
-    weights = ", ".join(f"{w:g}" for w in spec.weights)
-    lines = [
-        "# Macros:",
-        f"MODEL_DIM = {spec.dim}",
-        f"NUM_DECODER_HEADS = {spec.heads}",
-        f"NUM_DECODER_LAYERS = {DECODER_LAYERS}",
-        f"NUM_ENCODER_HEADS = {spec.heads}",
-        f"NUM_ENCODER_LAYERS = {spec.layers}",
-        "NUM_MEL_BINS = 256",
-        f"QUANTIZER_WEIGHTS = [{weights}]",
-        f"NUM_TARGET_CLASSES = {spec.target_classes}",
-        "",
-        "encoder/MultiHeadAttention.model_dim = %MODEL_DIM",
-        "encoder/MultiHeadAttention.num_heads = %NUM_ENCODER_HEADS",
-        "decoder/MultiHeadAttention.model_dim = %MODEL_DIM",
-        "decoder/MultiHeadAttention.num_heads = %NUM_DECODER_HEADS",
-        f"encoder/transformers.TransformerEncoder.ff_dim = {spec.ff_dim}",
-        "encoder/transformers.TransformerEncoder.model_dim = %MODEL_DIM",
-        "encoder/transformers.TransformerEncoder.num_layers = %NUM_ENCODER_LAYERS",
-        f"decoder/transformers.TransformerEncoder.ff_dim = {spec.ff_dim}",
-        "decoder/transformers.TransformerEncoder.model_dim = %MODEL_DIM",
-        "decoder/transformers.TransformerEncoder.num_layers = %NUM_DECODER_LAYERS",
-        f"wav_encoder_proj/Linear.in_features = {feats}",
-        "TimeGapMask.gap_size = 15",
-        "TimeGapMask.mask_prop = 0.5",
-        f"EncodecMAE.masked_weight = {MASKED_WEIGHT}",
+    weights = "[" + ", ".join(f"{w:.8g}" for w in spec.weights) + "]"
+    macros = {
+        "MASK_GAP_SIZE": 15, "MASK_PROP": 0.5, "MASKED_LOSS_WEIGHT": MASKED_WEIGHT,
+        "MAX_AUDIO_DURATION": f"{crop_seconds:g}", "MAX_LR": f"{lr:g}", "MODEL_DIM": spec.dim,
+        "NUM_DECODER_HEADS": spec.heads, "NUM_DECODER_LAYERS": DECODER_LAYERS, "NUM_ENCODEC_TARGETS": N_CODEBOOKS,
+        "NUM_ENCODER_HEADS": spec.heads, "NUM_ENCODER_LAYERS": spec.layers, "NUM_MEL_BINS": 256,
+        "NUM_TARGET_TOKENS": spec.target_classes, "NUM_TOTAL_TARGETS": spec.n_targets,
+        "QUANTIZER_WEIGHTS": weights, "RETURN_ONLY_LAST_Q": False, "WAV_FEATURE_DIM": 128,
+    }
+    processors = [f"@{M.replace('models', 'tasks')}.features.ReadAudioProcessor"]
+    if kind == "mel":
+        processors.append(f"@{M.replace('models', 'tasks')}.features.MelspectrogramProcessor")
+    sections: list[tuple[str, dict]] = [
+        ("AdamW", {"AdamW.betas": "(0.9, 0.95)", "AdamW.lr": "%MAX_LR", "AdamW.weight_decay": 0.05}),
+        ("DictDataset", {"DictDataset.out_cols": "['wav', 'wav_features', 'targets']",
+                         "DictDataset.preprocessor": "@encodecmae.tasks.features.SequentialProcessor"}),
+        ("EncodecMAE", {
+            "EncodecMAE.decoder": f"@decoder/{M}.transformers.TransformerEncoder",
+            "EncodecMAE.head": f"@{M}.heads.FrameLevelClassificationHead",
+            "EncodecMAE.loss": f"@{M}.losses.EnCodecMAEClassificationLoss",
+            "EncodecMAE.masker": f"@{M}.masks.PatchoutMask", "EncodecMAE.optimizer": "@torch.optim.AdamW",
+            "EncodecMAE.target_encoder": f"@{M}.targets.IdentityTarget",
+            "EncodecMAE.visible_encoder": f"@encoder/{M}.transformers.TransformerEncoder",
+            "EncodecMAE.wav_encoder": f"@{M}.encoders.WavEncoder"}),
+        ("EnCodecMAEClassificationLoss", {"EnCodecMAEClassificationLoss.masked_weight": "%MASKED_LOSS_WEIGHT",
+                                          "EnCodecMAEClassificationLoss.quantizer_weights": "%QUANTIZER_WEIGHTS"}),
+        ("EncodecQuantizer", {"EncodecQuantizer.key_in": "'wav'", "EncodecQuantizer.n": "%NUM_ENCODEC_TARGETS",
+                              "EncodecQuantizer.return_only_last": "%RETURN_ONLY_LAST_Q",
+                              "EncodecQuantizer.use_encodec_encoder": True}),
+        ("fit_model", {"fit_model.model_cls": f"@{M}.EncodecMAE"}),
+        ("FrameLevelClassificationHead", {"FrameLevelClassificationHead.model_dim": "%MODEL_DIM",
+                                          "FrameLevelClassificationHead.num_streams": "%NUM_TOTAL_TARGETS",
+                                          "FrameLevelClassificationHead.num_tokens": "%NUM_TARGET_TOKENS"}),
+        ("get_model", {"get_model.model": f"@{M}.EncodecMAE",
+                       "get_model.processor": "@encodecmae.tasks.features.SequentialProcessor"}),
+        ("IdentityTarget", {"IdentityTarget.key_in": "'targets'", "IdentityTarget.key_out": "'targets'"}),
+        ("decoder_proj/Linear", {"decoder_proj/Linear.in_features": "%MODEL_DIM",
+                                 "decoder_proj/Linear.out_features": "%MODEL_DIM"}),
+        ("wav_encoder_proj/Linear", {
+            "wav_encoder_proj/Linear.in_features": "%NUM_MEL_BINS" if kind == "mel" else "%WAV_FEATURE_DIM",
+            "wav_encoder_proj/Linear.out_features": "%MODEL_DIM"}),
+        ("LoadNumpyProcessor", {"LoadNumpyProcessor.key_in": "'filename_targets'",
+                                "LoadNumpyProcessor.key_out": "'targets'"}),
     ]
     if kind == "mel":
-        lines += ["WavEncoder.encoder = @torch.nn.Identity",
-                  "MelspectrogramProcessor.frame_length = 26.56", "MelspectrogramProcessor.frame_shift = 13.28",
-                  f"MelspectrogramProcessor.norm_stats = [{FBANK_NORM[0]}, {FBANK_NORM[1]}]",
-                  "MelspectrogramProcessor.num_mel_bins = %NUM_MEL_BINS"]
-    else:
-        lines += ["WavEncoder.encoder = @encodecmae.models.encoders.EncodecEncoder",
-                  f"EncodecEncoder.hop_length = {EC_HOP}"]
-    return "\n".join(lines) + "\n"
+        sections.append(("MelspectrogramProcessor", {
+            "MelspectrogramProcessor.dither": 0.0, "MelspectrogramProcessor.frame_length": 26.56,
+            "MelspectrogramProcessor.frame_shift": 13.28, "MelspectrogramProcessor.htk_compat": True,
+            "MelspectrogramProcessor.key_in": "'wav'", "MelspectrogramProcessor.key_out": "'wav_features'",
+            "MelspectrogramProcessor.norm_stats": f"[{FBANK_NORM[0]}, {FBANK_NORM[1]}]",
+            "MelspectrogramProcessor.num_mel_bins": "%NUM_MEL_BINS",
+            "MelspectrogramProcessor.sample_frequency": SAMPLE_RATE, "MelspectrogramProcessor.use_energy": False,
+            "MelspectrogramProcessor.window_type": "'hanning'"}))
+    for stack in ("decoder", "encoder"):
+        sections.append((f"{stack}/MultiHeadAttention", {
+            f"{stack}/MultiHeadAttention.model_dim": "%MODEL_DIM",
+            f"{stack}/MultiHeadAttention.num_heads": f"%NUM_{stack.upper()}_HEADS"}))
+    sections += [
+        ("PatchoutMask", {"PatchoutMask.masker": f"@{M}.masks.TimeGapMask",
+                          "PatchoutMask.positional_encoder": f"@{M}.transformers.SinusoidalPositionalEmbeddings"}),
+        ("ReadAudioProcessor", {"ReadAudioProcessor.key_in": "'filename_audio'", "ReadAudioProcessor.key_out": "'wav'",
+                                "ReadAudioProcessor.max_length": "%MAX_AUDIO_DURATION"}),
+        ("SequentialProcessor", {"SequentialProcessor.processors": "[" + ", ".join(processors) + "]"}),
+        ("SinusoidalPositionalEmbeddings", {"SinusoidalPositionalEmbeddings.embedding_dim": "%MODEL_DIM"}),
+        ("TimeGapMask", {"TimeGapMask.gap_size": "%MASK_GAP_SIZE", "TimeGapMask.p_mask": "%MASK_PROP"}),
+    ]
+    for stack, key_in, key_out, pad in (("decoder", "decoder_in", "decoder_out", "feature_padding_mask"),
+                                        ("encoder", "visible_tokens", "decoder_in", "visible_padding_mask")):
+        p = f"{stack}/transformers.TransformerEncoder."
+        b = {p + "attention_layer": f"@{stack}/{M}.transformers.MultiHeadAttention", p + "compile": False,
+             p + "ff_dim": spec.ff_dim, p + "key_in": f"'{key_in}'", p + "key_out": f"'{key_out}'",
+             p + "key_padding_mask": f"'{pad}'", p + "model_dim": "%MODEL_DIM",
+             p + "num_layers": f"%NUM_{stack.upper()}_LAYERS"}
+        if stack == "decoder":
+            b[p + "positional_encoder"] = f"@{M}.transformers.SinusoidalPositionalEmbeddings"
+        else:
+            b.update({p + "key_transformer_in": None, p + "key_transformer_out": "'visible_embeddings'",
+                      p + "post_net": "@decoder_proj/torch.nn.Linear"})
+        sections.append((f"{stack}/transformers.TransformerEncoder", b))
+    wav = {"WavEncoder.encoder": "@torch.nn.Identity" if kind == "mel" else f"@{M}.encoders.EncodecEncoder",
+           "WavEncoder.fs": SAMPLE_RATE, "WavEncoder.hop_length": EC_HOP,
+           "WavEncoder.key_in": "'wav_features'" if kind == "mel" else "'wav'", "WavEncoder.key_out": "'wav_features'",
+           "WavEncoder.post_net": "@wav_encoder_proj/torch.nn.Linear"}
+    sections.append(("WavEncoder", wav))
+    rule = "# " + "=" * 78
+    lines = ["# Macros:", rule] + [f"{k} = {v}" for k, v in macros.items()] + [""]
+    for title, bindings in sections:
+        lines += [f"# Parameters for {title}:", rule] + [f"{k} = {v}" for k, v in bindings.items()] + [""]
+    return "\n".join(lines)

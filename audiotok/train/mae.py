@@ -176,7 +176,7 @@ def save_checkpoint(path: str | os.PathLike, model: MaeTrainer, training: dict, 
     state: spec, step, history, optimizer) and, after self-training, ``centroids``; atomic."""
     from ..sinks import atomic_write
 
-    blob = {"state_dict": model.v2_state(), "config": gin_config(model.spec), "imports": IMPORTS,
+    blob = {"state_dict": model.v2_state(), "config": gin_config(model.spec, training["train_config"]["lr"], training["train_config"]["crop_seconds"]), "imports": IMPORTS,
             "audiotok": {"format": FORMAT, "spec": model.spec.to_dict(), "training": training,
                          "optimizer": optimizer}}
     if centroids is not None:
