@@ -206,7 +206,7 @@ def _write_labels(root: Path, rows) -> Path:
     return path
 
 
-def build_pretraining(work: Path, seed: int, midi_clips: int, tts_clips: int, drum_clips: int) -> Path:
+def build_pretraining(work: Path, seed: int, midi_clips: int, tts_clips: int, drum_clips: int, shared: bool) -> Path:
     """Unlabelled audio, disjoint from the probe clips: phrases of random GM programs, other
     sentences, random drum sequences, plus the shared recordings when present."""
     import numpy as np
@@ -247,9 +247,14 @@ def build_pretraining(work: Path, seed: int, midi_clips: int, tts_clips: int, dr
             t += step
         out.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(out), np.clip(y, -1, 1), 24000)
-    shared = REPO.parent / "shared" / "audio"
-    if shared.is_dir() and not (root / "shared").exists():
-        (root / "shared").symlink_to(shared)
+    for sub, n in (("midi", midi_clips), ("tts", tts_clips), ("drums", drum_clips)):  # a smaller rerun
+        for f in sorted((root / sub).glob("*.wav"))[n:]:
+            f.unlink()
+    link, src = root / "shared", REPO.parent / "shared" / "audio"
+    if shared and src.is_dir() and not link.exists():
+        link.symlink_to(src)
+    elif not shared and link.is_symlink():
+        link.unlink()
     return root
 
 
@@ -284,13 +289,14 @@ def main() -> None:
     ap.add_argument("--midi-clips", type=int, default=90, help="10 s phrases of random GM programs for pretraining.")
     ap.add_argument("--tts-clips", type=int, default=150, help="Sentences (4-7 s) for pretraining.")
     ap.add_argument("--drum-clips", type=int, default=50, help="8 s drum sequences for pretraining.")
+    ap.add_argument("--no-shared", action="store_true", help="Leave ../shared/audio out of the pretraining set.")
     ap.add_argument("--json", type=Path, help="Write every number here.")
     args = ap.parse_args()
     work = args.work.resolve()
     ensure_packages()
     t0 = time.perf_counter()
     tasks = build_tasks(work, args.seed)
-    pre = build_pretraining(work, args.seed, args.midi_clips, args.tts_clips, args.drum_clips)
+    pre = build_pretraining(work, args.seed, args.midi_clips, args.tts_clips, args.drum_clips, not args.no_shared)
     gen_s = time.perf_counter() - t0
     sys.path.insert(0, str(REPO))
     from audiotok.testing import random_encodec, save_encodec_checkpoint
