@@ -1,4 +1,4 @@
-"""Command-line interface: ``audiotok encode|decode|embed|score|train``.
+"""Command-line interface: ``audiotok encode|decode|embed|score|train|probe``.
 
 Each command module registers itself on the shared Typer ``app``; see ``base.py`` for the wiring.
 """
@@ -7,7 +7,7 @@ import importlib
 
 from .base import app, entry, main
 
-for _name in ("codec", "embed", "score", "train"):
+for _name in ("codec", "embed", "score", "train", "probe"):
     try:
         importlib.import_module(f"{__name__}.{_name}")
     except ModuleNotFoundError as _exc:  # a command module not written yet

@@ -1,4 +1,4 @@
-"""``audiotok train lm``: train Whisper-GPT or the token-only GPT (room for ``train mae``)."""
+"""``audiotok train lm`` (Whisper-GPT or the token-only GPT) and ``audiotok train mae`` (EnCodecMAE)."""
 
 from __future__ import annotations
 
@@ -129,3 +129,40 @@ def _collect(inputs, ext, codec, tokenizer, arch, cache_root: Path, dev, batch_s
         for path, err in failed:
             cli.eprint(f"  {path}: {err}")
     return examples, failed
+
+
+@train_app.command("mae")
+def train_mae(
+    inputs: list[str] = cli.INPUTS,
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write (official v2 layout, atomically)."),
+    size: str = typer.Option("tiny", "--size", help="tiny (4 x 96, for CPU runs), small, base or large."),
+    frontend: str = typer.Option("mel256", "--frontend", help="mel256 (256-bin log mel) or ec (EnCodec encoder latents)."),
+    steps: int = typer.Option(1000, "--steps", min=1, help="Optimiser steps in total."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Crops per step and process."),
+    lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Peak learning rate (AdamW, warmup + cosine)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the split, initialisation, crops and masks."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.9, help="Files held out for validation."),
+    crop_seconds: float = typer.Option(4.0, "--crop-seconds", help="Length of the random training crops."),
+    eval_every: int = typer.Option(500, "--eval-every", min=1, help="Validate and checkpoint every N steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from the checkpoint at --out."),
+    self_train: str = typer.Option(None, "--self-train", help="Teacher checkpoint: train on k-means ids of its last layer."),
+    clusters: int = typer.Option(1024, "--clusters", help="k-means clusters for --self-train."),
+    kmeans_frames: int = typer.Option(None, "--kmeans-frames", min=1, help="Teacher frames k-means is fitted on "
+                                      "(default: 20 per cluster, at least 10000)."),
+    codec_checkpoint: Path = typer.Option(None, "--codec-checkpoint", help="EnCodec weights for the targets (default: official)."),
+    cache: Path = typer.Option(None, "--cache", help="Audio + codes cache folder (default: OUT.cache beside the checkpoint)."),
+    ext: str = typer.Option(",".join((*AUDIO_EXTENSIONS, "npz")), "--ext",
+                            help="Extensions taken from directories (npz: folders written by `audiotok encode`)."),
+    device: str = cli.DEVICE,
+    batch_seconds: float = cli.BATCH_SECONDS,
+    workers: int = cli.WORKERS,
+    quiet: bool = cli.QUIET,
+) -> None:
+    """Pretrain an EnCodecMAE (masked prediction of EnCodec codes, or self-training on a teacher's clusters)."""
+    from ..train.mae_job import TrainMaeOptions, check, run
+
+    opts = TrainMaeOptions(inputs, out, size, frontend, steps, batch_size, lr, seed, val_fraction, crop_seconds,
+                           eval_every, resume, self_train, clusters, kmeans_frames, codec_checkpoint, cache, ext,
+                           device, batch_seconds, workers, quiet)
+    check(opts)
+    raise typer.Exit(run(opts, cli.eprint))

@@ -1,0 +1,176 @@
+"""Training data for ``train mae``: audio decoded at 24 kHz mono through the shared pipeline and
+tokenised by the same EnCodec adapter ``encode`` uses, cached once (one ``.npz`` per input with
+the int16 audio and the 8 codebooks at 6 kbps), or ``.npz`` folders written by ``encode`` (codes
+from the file, audio from its recorded source).
+
+The cache folder is named after the codec weights' hash, so it is never reused with another codec.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AudiotokError, InputError, UsageError
+from ..sources import Source
+from .mae import MaeExample
+
+SAMPLE_RATE = 24000
+BANDWIDTH = 6.0  # kbps: 8 codebooks, the targets of stage 1
+N_CODEBOOKS = 8
+
+
+def codec_targets(codec, device):
+    """The codec adapter that turns audio into the target codes: the one place the training data
+    touches the codec interface (``run([(key, audio[1, N])])`` / ``flush()`` -> ``(key, item)``
+    with ``item.codes [8, frames]``)."""
+    from ..models.codec import CodecEncoder
+
+    return CodecEncoder(codec, BANDWIDTH, device)
+
+
+class TargetFeatures:
+    """Pipeline adapter: audio ``[1, N]`` -> ``(int16 audio [N], codes [8, frames])``."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.audio: dict = {}
+
+    def run(self, batch):
+        for key, audio in batch:
+            self.audio[key] = audio
+        return self._attach(self.encoder.run(batch))
+
+    def flush(self):
+        return self._attach(self.encoder.flush())
+
+    def reset(self):
+        self.encoder.reset()
+        self.audio.clear()
+
+    def _attach(self, results):
+        out = []
+        for key, res in results:
+            audio = self.audio.pop(key, None)
+            if isinstance(res, Exception):
+                out.append((key, res))
+                continue
+            out.append((key, (to_int16(audio[0]), np.asarray(res.codes[:N_CODEBOOKS], dtype=np.int16))))
+        return out
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(np.asarray(x, dtype=np.float32) * 32768.0), -32768, 32767).astype(np.int16)
+
+
+class CacheJob:
+    """Pipeline job: decode at 24 kHz mono, write (audio, codes) to the cache."""
+
+    def __init__(self, cache: Path):
+        from .. import audio
+        from ..sinks import OutputTree
+
+        self.tree = OutputTree(cache, ".npz")
+        self.probe = audio.probe
+        self.load = functools.partial(audio.read, sample_rate=SAMPLE_RATE, channels=1)
+
+    def target(self, source: Source) -> Path:
+        return self.tree.target(source)
+
+    def is_done(self, source: Source) -> bool:
+        return self.tree.done(source)
+
+    def finish(self, source: Source, info, item) -> dict:
+        audio, codes = item
+
+        def write(f, _):
+            np.savez(f, audio=audio, codes=codes, source=np.array(source.display))
+
+        return {"output": str(self.tree.write(source, write, item)), "frames": int(codes.shape[1])}
+
+
+def cache_dir(root: Path, codec_info: dict) -> Path:
+    return root / f"{codec_info['codec']}-{BANDWIDTH:g}kbps-{(codec_info['codec_sha256'] or 'unknown')[:12]}"
+
+
+def read_cached(path: Path, ident: str) -> MaeExample:
+    with np.load(path) as z:
+        return MaeExample(ident, z["audio"].astype(np.int16), z["codes"].astype(np.int16))
+
+
+def read_encoded(path: str, ident: str) -> MaeExample:
+    """An ``encode`` output (``.npz``): its first 8 codebooks, the audio from its source file."""
+    from ..audio import read
+    from ..codes import read_codes
+
+    c = read_codes(path)
+    if c.model != "encodec_24khz" or c.item.codes.shape[0] < N_CODEBOOKS:
+        raise InputError(f"holds {c.model} codes at {c.bandwidth:g} kbps; EnCodecMAE targets are "
+                         "encodec_24khz codes at 6 kbps or more (re-encode with -b 6)")
+    with np.load(path, allow_pickle=False) as z:
+        src = str(z["source"]) if "source" in z.files else None
+    if not src or not Path(src).is_file():
+        raise InputError(f"has no readable source audio ({src}); train on the audio itself")
+    audio, _ = read(src, sample_rate=SAMPLE_RATE, channels=1)
+    codes = c.item.codes[:N_CODEBOOKS].astype(np.int16)
+    if codes.shape[1] != -(-audio.shape[1] // 320):
+        raise InputError(f"has {codes.shape[1]} frames but its source audio gives {-(-audio.shape[1] // 320)}")
+    return MaeExample(ident, to_int16(audio[0]), codes)
+
+
+def collect(inputs: list[str], exts, codec, codec_info: dict, cache_root: Path, device, batch_seconds: float,
+            workers: int, quiet: bool, share, log) -> tuple[list[MaeExample], list[tuple[str, str]]]:
+    """Examples from every input: audio through the pipeline into the cache, encode outputs read directly.
+
+    Returns the examples and the ``(input, error)`` of every input that failed."""
+    from .. import pipeline
+    from ..progress import Progress
+    from ..sources import discover, shard
+
+    sources = discover(inputs, exts)
+    if not sources:
+        raise UsageError("no input files found; check the paths and --ext")
+    audio_src = [s for s in sources if not s.path.lower().endswith(".npz")]
+    code_src = [s for s in sources if s.path.lower().endswith(".npz")]
+    failed: list[tuple[str, str]] = []
+    job = CacheJob(cache_dir(cache_root, codec_info))
+    if audio_src:
+        mine = shard(audio_src, share.rank, share.world)  # each rank caches its share
+        progress = Progress(enabled=not quiet and share.rank == 0)
+        with progress:
+            summary = pipeline.run(mine, job, lambda: TargetFeatures(codec_targets(codec, device)),
+                                   batch_seconds=batch_seconds, workers=workers, record_sink=lambda o: None,
+                                   progress=progress)
+        failed += [(o.source.display, o.error or "") for o in summary.failed]
+        if share.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+    examples = []
+    for s in audio_src:
+        if s.error is None and job.is_done(s):
+            examples.append(read_cached(job.target(s), s.rel))
+    for s in code_src:
+        try:
+            if s.error:
+                raise AudiotokError(s.error)
+            examples.append(read_encoded(s.path, s.rel))
+        except AudiotokError as exc:
+            failed.append((s.display, str(exc)))
+    if failed and share.rank == 0:
+        log(f"{len(failed)} input(s) failed and are left out of training:")
+        for path, err in failed:
+            log(f"  {path}: {err}")
+    return examples, failed
+
+
+def codec_encoder_state(codec) -> dict:
+    """The EnCodec encoder's weights (``encoder.*`` of the codec checkpoint) for the ec front end."""
+    import torch
+
+    state = torch.load(codec.checkpoint_path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}

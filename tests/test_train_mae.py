@@ -1,0 +1,337 @@
+"""EnCodecMAE pretraining: masking, the visible-only encoder, the loss, the loop (resume, loss
+falls), self-training targets and checkpoints that ``embed`` reads back."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from audiotok.models.mae import LoadedCheckpoint, build_model, load_mae
+from audiotok.models.mae_train import (
+    CODEBOOK_WEIGHTS,
+    MaeTrainer,
+    MaeTrainSpec,
+    gin_config,
+    mae_loss,
+    nearest_centroid,
+    teacher_frames,
+    time_gap_mask,
+)
+from audiotok.testing import synthetic_audio
+from audiotok.train.lm import split_by_file
+from audiotok.train.mae import (
+    MaeExample,
+    MaeTrainConfig,
+    SelfTraining,
+    fit_centroids,
+    make_batch,
+    read_training_checkpoint,
+    train,
+)
+
+
+def _runs(row: torch.Tensor) -> list[int]:
+    """Lengths of the maximal runs of True in a 1-d bool tensor."""
+    out, n = [], 0
+    for v in row.tolist() + [False]:
+        if v:
+            n += 1
+        elif n:
+            out.append(n)
+            n = 0
+    return out
+
+
+def test_time_gap_mask_covers_half_in_spans_and_never_pads():
+    gen = torch.Generator().manual_seed(0)
+    lengths = [300, 120, 20, 1]
+    mask = time_gap_mask(lengths, 300, gen)
+    assert mask.shape == (4, 300) and mask.dtype == torch.bool
+    for b, n in enumerate(lengths[:3]):
+        masked = int(mask[b, :n].sum())
+        assert math.ceil(0.5 * n) <= masked < n
+        assert not mask[b, n:].any()
+    assert all(r >= 15 for r in _runs(mask[0])) and all(r >= 15 for r in _runs(mask[1]))
+    assert all(r >= 10 for r in _runs(mask[2]))  # short crops: spans of half the crop
+    assert not mask[3].any()
+    again = time_gap_mask(lengths, 300, torch.Generator().manual_seed(0))
+    assert torch.equal(mask, again)
+    assert not torch.equal(mask, time_gap_mask(lengths, 300, torch.Generator().manual_seed(1)))
+
+
+def test_loss_equals_a_hand_computation():
+    torch.manual_seed(0)
+    B, T, Q, K = 2, 4, 8, 5
+    logits = torch.randn(B, T, Q, K, dtype=torch.float64)
+    targets = torch.randint(0, K, (B, T, Q))
+    lengths = torch.tensor([4, 3])
+    mask = torch.tensor([[True, False, True, False], [False, True, False, True]])  # item 1 frame 3 is padding
+    loss, st = mae_loss(logits.float(), targets, lengths, mask, CODEBOOK_WEIGHTS)
+
+    def frame_loss(b, t):
+        total = 0.0
+        for q in range(Q):
+            z = logits[b, t, q].tolist()
+            lse = math.log(sum(math.exp(v) for v in z))
+            total += CODEBOOK_WEIGHTS[q] * (lse - z[int(targets[b, t, q])])
+        return total
+
+    masked = [(0, 0), (0, 2), (1, 1)]
+    visible = [(0, 1), (0, 3), (1, 0), (1, 2)]
+    want = 0.9 * sum(frame_loss(*f) for f in masked) / 3 + 0.1 * sum(frame_loss(*f) for f in visible) / 4
+    assert float(loss) == pytest.approx(want, rel=1e-5)
+    assert st["masked_frames"] == 3 and st["visible_frames"] == 4
+    argmax = logits.argmax(-1)
+    assert st["correct"].tolist() == [sum(int(argmax[b, t, q] == targets[b, t, q]) for b, t in masked) for q in range(Q)]
+
+
+def _tiny(frontend="mel256", clusters=None, codec_state=None):
+    torch.manual_seed(0)
+    return MaeTrainer(MaeTrainSpec.make("tiny", frontend, clusters), codec_state)
+
+
+def test_only_visible_frames_enter_the_encoder():
+    model = _tiny().eval()
+    torch.manual_seed(1)
+    feats = torch.randn(2, 60, 256)
+    lengths = torch.tensor([60, 45])
+    mask = time_gap_mask([60, 45], 60, torch.Generator().manual_seed(3))
+    ref = model.encode_visible(feats, lengths, mask)
+    changed = feats.clone()
+    changed[mask] = 100 * torch.randn(int(mask.sum()), 256)  # every masked frame
+    changed[1, 45:] = -7.0  # padding
+    out = model.encode_visible(changed, lengths, mask)
+    assert torch.equal(ref, out)
+    assert not ref[mask].any() and not ref[1, 45:].any()  # zeros at masked and padded positions
+    visible = torch.nonzero(~mask[0])[0, 0]
+    changed[0, visible] += 1.0
+    assert not torch.equal(model.encode_visible(changed, lengths, mask)[0], ref[0])
+
+
+def _examples(n=4, seconds=2.0, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        audio = (synthetic_audio(seconds, seed=seed * 10 + i)[0] * 32767).astype(np.int16)
+        frames = -(-audio.shape[0] // 320)
+        # learnable targets: codes follow the signal's local loudness
+        env = np.abs(audio.astype(np.float32)).reshape(-1)[: frames * 320 - 320].reshape(frames - 1, 320).mean(1)
+        env = np.concatenate([env, env[-1:]])
+        base = (env / (env.max() + 1e-9) * 15).astype(np.int64)
+        codes = np.stack([(base * (q + 3) + rng.integers(0, 2, frames)) % 1024 for q in range(8)]).astype(np.int16)
+        out.append(MaeExample(f"f{i}.wav", audio, codes))
+    return out
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+    model = _tiny().train()
+    ex = _examples(2)
+    tcfg = MaeTrainConfig(crop_seconds=0.64, batch_size=2)  # 15360 samples: 47 mel frames, 48 code frames
+    gen = torch.Generator().manual_seed(0)
+    feats, lengths, mask, targets = make_batch(ex, [(0, 0), (1, 320 * 10)], tcfg.crop_samples,
+                                               model, torch.device("cpu"), gen, tcfg, None)
+    assert feats.shape == (2, 47, 256) and targets.shape == (2, 47, 8) and lengths.tolist() == [47] * 2
+    assert torch.equal(targets[1, :, 2], torch.from_numpy(ex[1].codes[2, 10:57].astype(np.int64)))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        loss, _ = mae_loss(model(feats, lengths, mask), targets, lengths, mask, CODEBOOK_WEIGHTS)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_resume_is_exact_and_the_checkpoint_records_the_run(tmp_path):
+    ex = _examples(5)
+    tcfg = MaeTrainConfig(steps=6, batch_size=2, lr=1e-3, seed=2, crop_seconds=0.64, val_fraction=0.2, eval_every=3)
+    spec = MaeTrainSpec.make("tiny", "mel256")
+    quiet = {"progress": False, "log": lambda m: None}
+    full = train(ex, tmp_path / "full.pt", spec, tcfg, **quiet)
+    train(ex, tmp_path / "part.pt", spec, tcfg, stop_after=4, **quiet)
+    assert read_training_checkpoint(tmp_path / "part.pt")["audiotok"]["training"]["step"] == 4
+    resumed = train(ex, tmp_path / "part.pt", spec, tcfg, resume=True, **quiet)
+    for k, v in full.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+    blob = read_training_checkpoint(tmp_path / "part.pt")
+    hist = blob["audiotok"]["training"]["history"]
+    assert [h["step"] for h in hist] == [3, 4, 6]
+    assert len(hist[-1]["val_masked_accuracy"]) == 8 and hist[-1]["val_loss"] > 0
+    assert blob["audiotok"]["training"]["val_files"] == split_by_file([e.id for e in ex], 0.2, 2)[1]
+    assert not list(tmp_path.glob(".part.pt.tmp*"))
+    with pytest.raises(Exception, match="--resume"):
+        train(ex, tmp_path / "part.pt", MaeTrainSpec.make("small", "mel256"), tcfg, resume=True, **quiet)
+
+
+def test_saved_checkpoint_is_v2_and_embed_gives_the_in_memory_embedding(tmp_path, cli):
+    import soundfile as sf
+
+    ex = _examples(3)
+    tcfg = MaeTrainConfig(steps=2, batch_size=2, crop_seconds=0.64, val_fraction=0.0)
+    model = train(ex, tmp_path / "m.pt", MaeTrainSpec.make("tiny", "mel256"), tcfg, progress=False, log=lambda m: None)
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert isinstance(blob["config"], str) and isinstance(blob["imports"], str)
+    assert blob["state_dict"]["head.layer.weight"].shape == (8 * 1024, 96)
+    assert "decoder.encoder_layers.1.ff_layer.2.bias" in blob["state_dict"]
+    net = load_mae(tmp_path / "m.pt")  # the strict loader
+    assert (net.cfg.layers, net.cfg.dim, net.cfg.heads, net.cfg.ff_dim) == (4, 96, 4, 384)
+    wave = synthetic_audio(4.0, seed=9)
+    (tmp_path / "in").mkdir()
+    sf.write(str(tmp_path / "in" / "a.wav"), wave[0], 24000, subtype="FLOAT")
+    r = cli("embed", tmp_path / "in", "-o", tmp_path / "emb", "--model", tmp_path / "m.pt", "--pool", "none")
+    assert r.code == 0, r
+    got = np.load(tmp_path / "emb" / "a.npz")["embedding"]
+    with torch.no_grad():
+        feats = model.features(torch.from_numpy(wave))
+        T = feats.shape[1]
+        mine = model.encode_visible(feats, torch.tensor([T]), torch.zeros(1, T, dtype=torch.bool))[0].numpy()
+    assert got.shape == (300, 96) == mine.shape
+    np.testing.assert_allclose(got, mine, rtol=0, atol=1e-5)
+
+
+def test_ec_frontend_model_loads_strictly_with_the_codec_encoder_inside(hub_cache):
+    from audiotok.weights import ENCODEC_CHECKPOINTS
+
+    codec = torch.load(hub_cache / "hub" / "checkpoints" / ENCODEC_CHECKPOINTS["encodec_24khz"], weights_only=True)
+    state = {k[len("encoder."):]: v for k, v in codec.items() if k.startswith("encoder.")}
+    model = _tiny("ec", codec_state=state)
+    assert not any(p.requires_grad for p in model.wav_encoder.encoder.parameters())
+    net = build_model(LoadedCheckpoint(model.v2_state(), gin_config(model.spec), "v2", "mem"))
+    assert net.cfg.frontend == "ec" and net.cfg.in_features == 128
+    wave = torch.from_numpy(synthetic_audio(0.5, seed=3))
+    f_train = model.features(wave)
+    f_inf = net.features(wave)
+    assert f_train.shape == (1, 38, 128)
+    torch.testing.assert_close(f_train, f_inf, rtol=0, atol=1e-5)
+
+
+def test_self_training_targets_are_the_nearest_centroids():
+    ex = _examples(3)
+    teacher = build_model(LoadedCheckpoint(_tiny().v2_state(), gin_config(_tiny().spec), "v2", "teacher"))
+    centroids = fit_centroids(teacher, ex, 16, 24000, seed=0, frames_wanted=600, log=lambda m: None)
+    assert centroids.shape == (16, 96)
+    student = _tiny(clusters=16)
+    assert student.head.layer.out_features == 16
+    tcfg = MaeTrainConfig(crop_seconds=1.0)
+    st = SelfTraining(teacher, centroids, "teacher.pt")
+    picks = [(0, 0), (2, 3200)]
+    _, lengths, _, targets = make_batch(ex, picks, tcfg.crop_samples, student, torch.device("cpu"),
+                                        torch.Generator().manual_seed(0), tcfg, st)
+    assert targets.shape == (2, 74, 1)
+    wave = torch.stack([torch.from_numpy(ex[f].audio[s:s + 24000].astype(np.float32) / 32768) for f, s in picks])
+    frames = teacher_frames(teacher, wave).numpy().astype(np.float64)
+    c = centroids.numpy().astype(np.float64)
+    d = ((frames[:, :, None, :] - c[None, None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(targets[..., 0].numpy(), d.argmin(-1))
+    one = torch.randn(5, 96)
+    assert nearest_centroid(one, centroids).tolist() == ((one[:, None] - centroids[None]) ** 2).sum(-1).argmin(1).tolist()
+
+
+# --- the command ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory):
+    from tests.conftest import write_wav
+
+    d = tmp_path_factory.mktemp("mae_audio")
+    for i in range(3):
+        write_wav(d / f"a{i}.wav", 2.0, seed=i)
+    return d
+
+
+COMMON = ("--batch-size", "2", "--crop-seconds", "0.64", "--device", "cpu", "--workers", "0", "--quiet")
+
+
+def test_train_mae_command_then_self_training_on_its_clusters(cli, audio_dir, tmp_path):
+    ckpt = tmp_path / "m.pt"
+    r = cli("train", "mae", audio_dir, "-o", ckpt, "--steps", "2", "--val-fraction", "0.34", *COMMON)
+    assert r.code == 0, r
+    blob = read_training_checkpoint(ckpt)
+    tr = blob["audiotok"]["training"]
+    assert tr["step"] == 2 and len(tr["train_files"]) == 2 and len(tr["val_files"]) == 1
+    assert tr["targets"] == "encodec" and tr["codec"]["codec"] == "encodec_24khz" and tr["codec"]["n_q"] == 8
+    assert len(list((tmp_path / "m.pt.cache").rglob("*.npz"))) == 3  # decoded and tokenised once
+    r = cli("train", "mae", audio_dir, "-o", ckpt, "--steps", "2", *COMMON)
+    assert r.code == 2 and "exists; pass --resume" in r.err
+    r = cli("train", "mae", audio_dir, "-o", ckpt, "--steps", "3", "--val-fraction", "0.34", "--resume", *COMMON)
+    assert r.code == 0, r
+    assert read_training_checkpoint(ckpt)["audiotok"]["training"]["step"] == 3
+    st = tmp_path / "st.pt"
+    r = cli("train", "mae", audio_dir, "-o", st, "--steps", "1", "--self-train", ckpt, "--clusters", "8",
+            "--kmeans-frames", "200", *COMMON)
+    assert r.code == 0, r
+    blob = read_training_checkpoint(st)
+    assert blob["centroids"].shape == (8, 96) and blob["state_dict"]["head.layer.weight"].shape == (8, 96)
+    assert blob["audiotok"]["training"]["targets"] == "kmeans" and blob["audiotok"]["training"]["teacher"] == str(ckpt)
+    r = cli("embed", audio_dir / "a0.wav", "-o", tmp_path / "emb", "--model", st)
+    assert r.code == 0, r
+    assert np.load(tmp_path / "emb" / "a0.npz")["embedding"].shape == (96,)
+
+
+def test_train_mae_rejects_bad_options(cli, audio_dir, tmp_path):
+    r = cli("train", "mae", audio_dir, "-o", tmp_path / "m.pt", "--size", "huge")
+    assert r.code == 2 and "--size 'huge' is not valid" in r.err
+    r = cli("train", "mae", audio_dir, "-o", tmp_path / "m.pt", "--frontend", "wav")
+    assert r.code == 2 and "--frontend 'wav' is not valid" in r.err
+    r = cli("train", "mae", audio_dir, "-o", tmp_path / "m.pt", "--resume")
+    assert r.code == 2 and "no checkpoint" in r.err
+    r = cli("train", "mae", audio_dir, "-o", tmp_path / "m.pt", "--self-train", tmp_path / "none.pt", *COMMON)
+    assert r.code != 0 and "does not exist" in r.err
+
+
+def test_torchrun_two_processes_train_mae(audio_dir, hub_cache, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "TORCH_HOME": str(hub_cache), "AUDIOTOK_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "audiotok", "train", "mae", str(audio_dir), "--steps", "2", "-o", str(tmp_path / "ddp.pt"), *COMMON]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    tr = read_training_checkpoint(tmp_path / "ddp.pt")["audiotok"]["training"]
+    assert tr["world_size"] == 2 and tr["step"] == 2
+    assert load_mae(tmp_path / "ddp.pt").cfg.layers == 4
+
+
+def test_train_mae_reads_an_encode_folder_with_the_same_codes(cli, audio_dir, tmp_path):
+    r = cli("encode", audio_dir, "-o", tmp_path / "tok", "--quiet")
+    assert r.code == 0, r
+    r = cli("train", "mae", tmp_path / "tok", "-o", tmp_path / "m.pt", "--steps", "1", "--ext", "npz", *COMMON)
+    assert r.code == 0, r
+    tr = read_training_checkpoint(tmp_path / "m.pt")["audiotok"]["training"]
+    assert sorted(tr["train_files"] + tr["val_files"]) == ["a0.npz", "a1.npz", "a2.npz"]
+    from audiotok.train.mae_data import read_encoded
+
+    ex = read_encoded(str(tmp_path / "tok" / "a1.npz"), "a1")
+    assert ex.codes.shape == (8, 150) and ex.audio.shape == (48000,)
+    z = np.load(tmp_path / "tok" / "a1.npz")
+    np.testing.assert_array_equal(ex.codes, z["codes"][:8])
+
+
+def test_config_has_the_structure_of_an_official_checkpoint():
+    from audiotok.models.mae import parse_gin
+    from tests.conftest import shared_path
+
+    ref = torch.load(shared_path("fixtures", "encodecmae", "tiny_mel_st.pt"), weights_only=True)
+    ref_macros, ref_bindings = parse_gin(ref["config"])
+    spec = MaeTrainSpec.make("tiny", "mel256", clusters=1024)
+    macros, bindings = parse_gin(gin_config(spec))
+    assert set(macros) == set(ref_macros) and set(bindings) == set(ref_bindings)
+    assert macros["MODEL_DIM"] == 96 and macros["NUM_ENCODER_HEADS"] == 4 and macros["NUM_TOTAL_TARGETS"] == 1
+    assert bindings["encoder/transformers.TransformerEncoder.ff_dim"] == 384
+    assert {k: v for k, v in bindings.items() if "Melspectrogram" in k or "TimeGapMask" in k or "AdamW" in k} == \
+        {k: v for k, v in ref_bindings.items() if "Melspectrogram" in k or "TimeGapMask" in k or "AdamW" in k}
+    assert list(parse_gin(gin_config(MaeTrainSpec.make("tiny", "mel256")))[0]["QUANTIZER_WEIGHTS"]) == \
+        list(ref_macros["QUANTIZER_WEIGHTS"]) == list(CODEBOOK_WEIGHTS)
+    import re
+
+    def layout(keys):  # key names with the layer index left out (the fixture has 2 layers, tiny 4)
+        return {re.sub(r"encoder_layers\.\d+\.", "encoder_layers.N.", k) for k in keys}
+
+    assert layout(_tiny(clusters=1024).v2_state()) == layout(ref["state_dict"])  # the tensors of such a reference model
