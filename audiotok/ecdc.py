@@ -1,6 +1,6 @@
 """Read and write the ``encodec`` CLI's ``.ecdc`` compressed format.
 
-Layout (see specs/encodec.md): a ``!4sBI`` header (magic ``ECDC``, version 0, JSON length), a JSON
+Layout (see docs/references.md, EnCodec): a ``!4sBI`` header (magic ``ECDC``, version 0, JSON length), a JSON
 object ``{"m": model, "al": audio length in samples, "nc": codebooks, "lm": uses LM}``, then one
 block per segment: for the 48 kHz model a big-endian float32 scale, then the codes of the segment
 in time-major order (every codebook of frame 0, then frame 1, ...), either packed 10 bits each,

@@ -10,7 +10,7 @@ import functools
 import numpy as np
 import torch
 
-# --- causal log-mel (Whisper-GPT, specs/whisper_gpt.md) -----------------------------------------
+# --- causal log-mel (Whisper-GPT, docs/references.md, Whisper-GPT) -----------------------------------------
 MEL_SAMPLE_RATE = 24000
 MEL_N_FFT = 1024
 MEL_HOP = 320
@@ -59,7 +59,7 @@ def causal_log_mel(wave: torch.Tensor | np.ndarray) -> torch.Tensor:
     return torch.log10(mel.clamp_min(MEL_FLOOR)).reshape(*lead, frames, MEL_BINS)
 
 
-# --- Kaldi-compatible log mel filterbank (EnCodecMAE mel256, specs/encodecmae.md) ---------------
+# --- Kaldi-compatible log mel filterbank (EnCodecMAE mel256, docs/references.md, EnCodecMAE) ---------------
 FBANK_SAMPLE_RATE = 24000
 FBANK_BINS = 256
 FBANK_FRAME_MS = 26.56  # 637 samples at 24 kHz

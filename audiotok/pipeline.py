@@ -3,11 +3,12 @@
     sources -> probe headers -> order by length -> load (worker processes) -> batches of
     ``batch_seconds`` -> adapter.run(batch) -> job.finish (outputs) -> manifest / stdout
 
-The engine knows models only through this shape (an *adapter*)::
+The engine knows models only through this shape (an *adapter*, ``protocols.Adapter``)::
 
     class Adapter:
         def run(self, batch: list[tuple[Key, Payload]]) -> list[tuple[Key, Result | Exception]]
-        def flush(self) -> list[tuple[Key, Result | Exception]]   # optional
+        def flush(self) -> list[tuple[Key, Result | Exception]]
+        def reset(self) -> None                       # drop held items after a failed step
 
 ``run`` may return results of items from earlier calls and hold some of this call's items back
 (the EnCodec adapter streams long files across calls); ``flush`` returns everything still held.
@@ -16,7 +17,7 @@ A per-item ``Exception`` marks that item failed; the run goes on.
 ``adapter`` may also be a zero-argument callable that builds it: the engine calls it once the
 first inputs are being decoded, so importing torch and loading weights overlap with decoding.
 
-The *job* says what to do with inputs and results (command-specific, no model code)::
+The *job* (``protocols.Job``) says what to do with inputs and results (command-specific, no model code)::
 
     job.is_done(source) -> bool                 # outputs exist: skip unless overwrite
     job.probe(path) -> AudioInfo               # header only, in this process
@@ -41,6 +42,7 @@ from typing import Any
 
 from .audio import AudioInfo
 from .errors import AudiotokError, InputError
+from .protocols import Adapter, Job
 from .sources import Source
 
 
@@ -131,8 +133,8 @@ class Loader:
 
 def run(
     sources: list[Source],
-    job: Any,
-    adapter: Any,
+    job: Job,
+    adapter: Adapter | Callable[[], Adapter],
     *,
     batch_seconds: float = 60.0,
     workers: int = 1,
@@ -164,8 +166,9 @@ def run(
         info = infos.get(i)
         if info is not None:
             rec.update(_info_fields(info))
-        if hasattr(job, "describe_error"):
-            rec.update(job.describe_error(src, info))
+        describe = getattr(job, "describe_error", None)  # optional part of protocols.Job
+        if describe is not None:
+            rec.update(describe(src, info))
         emit(i, Outcome(src, "error", rec, message))
 
     # 1. skip finished outputs; read headers (fast) for ordering and progress totals
@@ -210,8 +213,8 @@ def run(
     loader = Loader(job.load, workers)
     try:
         loaded = loader.imap([(i, sources[i].path) for i in todo])
-        if todo and callable(adapter) and not hasattr(adapter, "run"):
-            adapter = adapter()  # build the model while the first inputs decode (never if all are done)
+        if todo and not isinstance(adapter, Adapter):
+            adapter = adapter()  # a factory: build the model while the first inputs decode (never if all are done)
         batch: list[tuple[int, Any]] = []
         batch_sec = 0.0
         for key, res in loaded:
@@ -227,7 +230,7 @@ def run(
                 batch, batch_sec = [], 0.0
         if batch:
             deliver(_run_batch(adapter, batch))
-        if hasattr(adapter, "flush"):
+        if todo:
             deliver(adapter.flush())
     finally:
         loader.close()
@@ -235,14 +238,13 @@ def run(
     return summary
 
 
-def _run_batch(adapter: Any, batch: list[tuple[int, Any]]):
+def _run_batch(adapter: Adapter, batch: list[tuple[int, Any]]):
     try:
         return adapter.run(batch)
     except AudiotokError as exc:
         return [(k, exc) for k, _ in batch]
     except RuntimeError as exc:  # e.g. out of memory on the device: fail these, keep going
-        if hasattr(adapter, "reset"):
-            adapter.reset()
+        adapter.reset()
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return [(k, InputError(f"model step failed ({msg})")) for k, _ in batch]
 

@@ -1,6 +1,6 @@
 """NLL, perplexity and surprisal from an LM's logits, with sliding windows for long files.
 
-Scores follow specs/whisper_gpt.md: for each scored token, surprisal ``s = -ln p(token | past)``
+Scores follow docs/references.md, Whisper-GPT: for each scored token, surprisal ``s = -ln p(token | past)``
 in nats; a file's ``nll`` is the mean surprisal, and corpus summaries are token-weighted.
 Windows have a fixed length (the model's context) and are run in groups of a fixed number of
 rows, so a file's scores never depend on which files share its batch.
@@ -140,7 +140,7 @@ def _fill(res, start: int, logits: torch.Tensor, targets: torch.Tensor) -> None:
 
 
 def file_scores(fs: FrameScores, duration: float, frame_rate: float) -> dict:
-    """The per-file score fields of a record (specs/whisper_gpt.md, score definitions)."""
+    """The per-file score fields of a record (docs/references.md, Whisper-GPT, score definitions)."""
     n = int(fs.surprisal.size)
     total = float(fs.surprisal.astype(np.float64).sum())
     nll = total / n if n else float("nan")

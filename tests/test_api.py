@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 import audiotok
-from audiotok import audio
 from audiotok.errors import UsageError
 
 from .conftest import write_wav
@@ -32,7 +32,7 @@ def test_encode_files_and_encoder_equal_the_cli(cli, tmp_path):
     enc = audiotok.Encoder("encodec_24khz", 6.0, device="cpu")
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
-        wav, sr = audio.sf.read(str(src / name.replace(".npz", ".wav")), dtype="float32", always_2d=True)
+        wav, sr = sf.read(str(src / name.replace(".npz", ".wav")), dtype="float32", always_2d=True)
         item = enc.encode(wav.T, sr)
         np.testing.assert_array_equal(item.codes, a[name])
     assert audiotok.encode_files([src], tmp_path / "api").skipped == 3  # reruns skip, as the CLI does
@@ -57,8 +57,8 @@ def test_decode_and_embed_files_equal_the_cli(cli, tmp_path):
     assert cli("encode", src, "-o", tmp_path / "codes", "--quiet").code == 0
     assert cli("decode", tmp_path / "codes", "-o", tmp_path / "dcli", "--quiet").code == 0
     assert audiotok.decode_files([tmp_path / "codes"], tmp_path / "dapi").ok == 1
-    x, _ = audio.sf.read(str(tmp_path / "dcli" / "a.wav"), dtype="int16")
-    y, _ = audio.sf.read(str(tmp_path / "dapi" / "a.wav"), dtype="int16")
+    x, _ = sf.read(str(tmp_path / "dcli" / "a.wav"), dtype="int16")
+    y, _ = sf.read(str(tmp_path / "dapi" / "a.wav"), dtype="int16")
     np.testing.assert_array_equal(x, y)
     ckpt = save_encodecmae_checkpoint(tmp_path / "m.pt", random_encodecmae_state("mel", dim=64, layers=2, heads=4),
                                       encodecmae_gin(64, 2, 4))
@@ -82,3 +82,23 @@ def test_rerun_with_other_settings_is_refused(cli, tmp_path):
     assert cli("encode", src, "-o", tmp_path / "n", "-f", "npy", "--quiet").code == 0
     r = cli("encode", src, "-o", tmp_path / "n", "-f", "npy", "-b", "3", "--quiet")
     assert r.code == 2 and "8 codebooks (asked now: 4" in r.err
+
+
+def test_embed_rerun_with_other_settings_is_refused(cli, tmp_path):
+    from audiotok.testing import encodecmae_gin, random_encodecmae_state, save_encodecmae_checkpoint
+
+    ckpt = save_encodecmae_checkpoint(tmp_path / "m.pt", random_encodecmae_state("mel", dim=64, layers=2, heads=4),
+                                      encodecmae_gin(64, 2, 4))
+    write_wav(tmp_path / "in" / "a.wav", 0.8, seed=9)
+    assert cli("embed", tmp_path / "in", "-o", tmp_path / "e", "--model", ckpt, "--quiet").code == 0
+    r = cli("embed", tmp_path / "in", "-o", tmp_path / "e", "--model", ckpt, "--pool", "none", "--layer", "all", "--quiet")
+    assert r.code == 2 and "was made with layer '-1' (asked now: 'all')" in r.err
+    with np.load(tmp_path / "e" / "a.npz") as z:
+        assert z["embedding"].shape == (64,)  # untouched
+    r = cli("embed", tmp_path / "in", "-o", tmp_path / "e", "--model", ckpt, "--pool", "none", "--layer", "all",
+            "--quiet", "--overwrite")
+    assert r.code == 0
+    with np.load(tmp_path / "e" / "a.npz") as z:
+        assert z["embedding"].ndim == 3 and z["embedding"].shape[0] == 2
+    r = cli("embed", tmp_path / "in", "-o", tmp_path / "e", "--model", ckpt, "--layer", "x", "--quiet")
+    assert r.code == 2 and "--layer 'x' is not valid" in r.err

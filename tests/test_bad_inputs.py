@@ -102,8 +102,32 @@ def test_valid_edge_cases_encode(bad_run, name):
 
 
 def test_eight_channels_recorded_and_downmixed(bad_run):
-    rec = bad_run[2][b"eight_channel_7.1_48k.wav"]
+    """The 8-channel file is recorded as 8 channels at 48 kHz, and what the codec sees is the mean
+    of all eight, resampled to 24 kHz (checked on the samples and on the codes)."""
+    import soundfile as sf
+    import torch
+
+    from audiotok import audio
+    from audiotok.testing import random_encodec
+
+    _, _, records, out = bad_run
+    rec = records[b"eight_channel_7.1_48k.wav"]
     assert rec["channels"] == 8 and rec["sample_rate"] == 48000
+    path = shared_path("audio_bad", "eight_channel_7.1_48k.wav")
+    raw, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    assert raw.shape[1] == 8 and sr == 48000
+    mono = raw.T.mean(axis=0, keepdims=True, dtype=np.float32)
+    expect = audio.resample(mono, 48000, 24000)
+    got, info = audio.read(str(path), 24000, 1)
+    assert got.shape == expect.shape and rec["frames"] == -(-expect.shape[1] // 320)
+    np.testing.assert_allclose(got, expect, atol=1e-6)
+    assert np.abs(got).max() > 0  # not silence: the channels really were mixed, not dropped
+    from audiotok.models.codec import CodecEncoder
+
+    enc = CodecEncoder(random_encodec("encodec_24khz"), 6.0, torch.device("cpu"))
+    direct = dict(enc.run([(0, got)]) + enc.flush())[0].codes
+    with np.load(out / "eight_channel_7.1_48k.npz") as z:
+        np.testing.assert_array_equal(z["codes"], direct)
 
 
 def test_truncated_file_encodes_what_exists(bad_run):

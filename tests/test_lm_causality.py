@@ -1,4 +1,4 @@
-"""The causality tests of specs/whisper_gpt.md: tokens, mel slices and model masking."""
+"""The causality tests of docs/references.md, Whisper-GPT: tokens, mel slices and model masking."""
 
 from __future__ import annotations
 

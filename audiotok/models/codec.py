@@ -351,6 +351,12 @@ class CodecDecoder:
                 out[:, lo:lo + n] = wav[0, :, :n].float().cpu().numpy()
         return out
 
+    def flush(self):
+        return []  # decodes each item at once: nothing is held back
+
+    def reset(self) -> None:
+        pass
+
     def run(self, batch):
         out = []
         for key, item in batch:

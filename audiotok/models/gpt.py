@@ -2,7 +2,7 @@
 
 Both predict the next coarse token (codebook 0). Position ``t`` of the input holds the token
 ``c_{t-1}`` (BOS 1024 at position 0) and, for Whisper-GPT, the mel slice aligned with it (a
-silence slice at the BOS step); ``logits[:, t]`` scores ``c_t``. See specs/whisper_gpt.md.
+silence slice at the BOS step); ``logits[:, t]`` scores ``c_t``. See docs/references.md, Whisper-GPT.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""EnCodecMAE inference network (specs/encodecmae.md) and a strict loader for the official
+"""EnCodecMAE inference network (docs/references.md, EnCodecMAE) and a strict loader for the official
 checkpoints (v2 ``<name>.pt`` files and v1 ``model.pt`` + ``config.gin`` folders).
 
 Only the path that produces embeddings is built: front-end (256-bin Kaldi fbank or the EnCodec
