@@ -51,16 +51,18 @@ def _tags(scorers) -> list[str]:
 
 
 class ScoreJob:
-    """What score does with each input: decode at 24 kHz mono, write per-frame arrays and plots."""
+    """What score does with each input: decode at the tokenizer's rate (mono), write per-frame arrays and plots."""
 
     def __init__(self, scorers, frames_dir: Path | None, plot_dir: Path | None, done: dict[str, set]):
         from .. import audio
+        from ..models.lm_tokenizer import tokenizer_spec
         from ..sinks import OutputTree
 
+        self.spec = tokenizer_spec(scorers[0].tokenizer["codec"])
         self.scorers = scorers
         self.tags = _tags(scorers)
         self.probe = audio.probe
-        self.load = functools.partial(audio.read, sample_rate=24000, channels=1)
+        self.load = functools.partial(audio.read, sample_rate=self.spec.sample_rate, channels=1)
         self.frames = [OutputTree(frames_dir, f".{t}.npz") for t in self.tags] if frames_dir else []
         self.plot = OutputTree(plot_dir, ".png") if plot_dir else None
         self.done = done  # input -> LM sha256s with an ok record in the -o file
@@ -75,7 +77,7 @@ class ScoreJob:
         from ..scoring import file_scores
 
         item = result.item
-        duration = item.n_samples / 24000
+        duration = item.n_samples / self.spec.sample_rate
         records = []
         for sc, tag, fs in zip(self.scorers, self.tags, result.scores):
             rec = {"model": sc.name, "lm": sc.identity, "tokenizer": sc.tokenizer, "context": sc.context,
@@ -97,7 +99,7 @@ class ScoreJob:
                 mel = causal_log_mel(audio[0]).numpy()
             curves = [(f"{s.name} ({s.identity.get('size')})", fs.surprisal) for s, fs in zip(self.scorers, result.scores)]
             title = f"{source.display}: " + ", ".join(f"{s.name} {r['nll']:.3f} nats/token" for s, r in zip(self.scorers, records))
-            path = self.plot.write(source, lambda f, _: plot_scores(f, np.asarray(mel), curves, 75.0, title), None)
+            path = self.plot.write(source, lambda f, _: plot_scores(f, np.asarray(mel), curves, float(self.spec.frame_rate), title), None)
             for r in records:
                 r["plot_output"] = str(path)
         return {"scores": records}
@@ -155,6 +157,7 @@ def score(
     from ..models.codec import CodecEncoder, load_codec, resolve_device
     from ..models.lm import load_scorer, read_tokenizer
     from ..models.lm_adapter import LMFeatures, ScoreAdapter
+    from ..models.lm_tokenizer import tokenizer_spec
     from ..progress import Progress
     from ..scoring import corpus_summary
     from ..sinks import JsonLines
@@ -170,7 +173,7 @@ def score(
     sources, _share = cli.collect_sources(inputs, ext, None)
     dev = resolve_device(device)
     gpt_tok = [read_tokenizer(c) for m, c in pairs if m != "encodec-lm"]
-    codec_name = gpt_tok[0]["codec"] if gpt_tok else "encodec_24khz"
+    codec_name = gpt_tok[0]["codec"] if gpt_tok else tokenizer_spec().codec
     bw = bandwidth if bandwidth is not None else (gpt_tok[0]["bandwidth"] if gpt_tok else 6.0)
     codec = load_codec(codec_name, codec_checkpoint, dev)
     scorers = [load_scorer(m, c, codec, bw, dev) for m, c in pairs]
