@@ -48,7 +48,6 @@ from audiotok.models.gpt import FUSIONS  # noqa: E402
 from audiotok.models.lm import count_params, tokenizer_info  # noqa: E402
 from audiotok.models.lm_adapter import LMFeatures  # noqa: E402
 from audiotok.models.lm_tokenizer import tokenizer_spec  # noqa: E402
-from audiotok.scoring import corpus_summary  # noqa: E402
 from audiotok.sources import Source  # noqa: E402
 from audiotok.train.controls import ARMS, arm_options, shuffle_mel  # noqa: E402
 from audiotok.train.count_lm import fit_count_lm  # noqa: E402
@@ -86,6 +85,27 @@ def load_corpus(root: Path, domains: list[str], minutes: float | None) -> dict:
     return out
 
 
+def clip_files(corpus: dict, seconds: float, out: Path) -> dict:
+    """The same corpus with every file cut to its first ``seconds`` (copies under ``out``)."""
+    import soundfile as sf
+
+    clipped = {}
+    for dom, splits in corpus.items():
+        clipped[dom] = {}
+        for split, files in splits.items():
+            rows = []
+            for rel, path, dur in files:
+                dst = out / rel
+                if not dst.is_file():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    info = sf.info(path)
+                    audio, rate = sf.read(path, frames=int(seconds * info.samplerate), dtype="float32")
+                    sf.write(dst, audio, rate, subtype="PCM_16")
+                rows.append((rel, str(dst), min(dur, seconds)))
+            clipped[dom][split] = rows
+    return clipped
+
+
 def load_tokenizer_codec(path: str | None, work: Path, fit_files: list[str], seed: int, seconds: float):
     """The official codec if available; else a random-weight one whose residual codebooks are
     fitted (k-means) on latents of the first ``seconds`` of the *training* files."""
@@ -97,6 +117,12 @@ def load_tokenizer_codec(path: str | None, work: Path, fit_files: list[str], see
     from audiotok.testing import random_encodec, save_encodec_checkpoint
 
     saved = work / "codec"
+    stamp = {"seed": seed, "seconds": seconds, "files": fit_files}
+    desc = (f"RANDOM-weight EnCodec encoder, residual codebooks fitted by k-means on the first {seconds:g} s of "
+            f"{len(fit_files)} training files (no official weights offline)")
+    done = saved / "fit.json"
+    if done.is_file() and json.loads(done.read_text()) == stamp:  # a rerun reuses the fitted codec (and its cache)
+        return load_codec(spec.codec, saved / ENCODEC_CHECKPOINTS[spec.codec], "cpu"), desc
     m = random_encodec(spec.codec, seed=seed)
     lat = []
     with torch.inference_mode():
@@ -118,8 +144,7 @@ def load_tokenizer_codec(path: str | None, work: Path, fit_files: list[str], see
         with torch.inference_mode():
             residual = residual - cb.decode(cb.encode(residual))
     ck = save_encodec_checkpoint(m, saved)
-    desc = (f"RANDOM-weight EnCodec encoder, residual codebooks fitted by k-means on the first {seconds:g} s of "
-            f"{len(fit_files)} training files (no official weights offline)")
+    done.write_text(json.dumps(stamp))
     return load_codec(spec.codec, ck, "cpu"), desc
 
 
@@ -179,7 +204,7 @@ def summarise(runs: list[dict]) -> dict:
     acc = np.mean([[f["accuracy"] for f in r["files"]] for r in runs], axis=0)
     seconds = sum(f["duration"] for f in runs[0]["files"])
     nll = float(nats.sum() / tokens.sum())
-    per_seed = [corpus_summary([{**f, "frames": f["tokens"]} for f in r["files"]])["nll"] for r in runs]
+    per_seed = [sum(f["total_nats"] for f in r["files"]) / sum(f["tokens"] for f in r["files"]) for r in runs]
     return {"ids": ids, "tokens": tokens, "nats": nats, "nll": nll, "perplexity": math.exp(nll),
             "accuracy": float((acc * tokens).sum() / tokens.sum()), "bits_per_second": float(nats.sum() / math.log(2) / seconds),
             "nll_per_seed": per_seed}
@@ -190,6 +215,8 @@ def main() -> None:
     ap.add_argument("--corpus", required=True, help="a folder written by benchmarks/make_corpus.py")
     ap.add_argument("--domains", default="speech,music")
     ap.add_argument("--minutes", type=float, default=None, help="minutes per domain to use (default: all)")
+    ap.add_argument("--clip-seconds", type=float, default=None,
+                    help="use only the first S seconds of every file (a smaller run with as many files)")
     ap.add_argument("--size", default="micro", choices=["micro", "tiny", "small", "large"])
     ap.add_argument("--arms", default=DEFAULT_ARMS, help=f"comma list of {', '.join(ARMS)}")
     ap.add_argument("--fusions", default=",".join(f for f in FUSIONS),
@@ -220,8 +247,12 @@ def main() -> None:
     n_q = n_codebooks(codec.name, args.bandwidth)
     tokenizer = tokenizer_info(codec, args.bandwidth, list(range(n_q)))
     t0 = time.perf_counter()
+    cache = work / "cache"
+    if args.clip_seconds:
+        corpus = clip_files(corpus, args.clip_seconds, work / f"clips-{args.clip_seconds:g}s")
+        cache = work / f"cache-{args.clip_seconds:g}s"
     all_files = [f for d in domains for s in SHARES for f in corpus[d][s]]
-    examples = featurise(all_files, codec, tokenizer, work / "cache")
+    examples = featurise(all_files, codec, tokenizer, cache)
     t_feat = time.perf_counter() - t0
     data = {d: {s: [examples[rel] for rel, _, _ in corpus[d][s] if rel in examples] for s in SHARES} for d in domains}
     log(f"tokenizer: {codec_desc}; {len(examples)} files tokenised + featurised in {t_feat:.0f} s")
@@ -233,6 +264,7 @@ def main() -> None:
     results = {"command": " ".join(sys.argv), "tokenizer": codec_desc, "tokenizer_info": tokenizer, "size": args.size,
                "seeds": seeds, "max_steps": args.max_steps, "eval_every": args.eval_every, "patience": args.patience,
                "batch_size": args.batch_size, "context": args.context, "lr": args.lr, "minutes": args.minutes,
+               "clip_seconds": args.clip_seconds,
                "splits": {d: {s: {"files": len(data[d][s]), "tokens": int(sum(len(e.tokens) for e in data[d][s]))}
                               for s in SHARES} for d in domains},
                "featurise_s": t_feat}
@@ -264,6 +296,8 @@ def main() -> None:
             for seed in seeds:
                 r = run_arm(arm, args.size, fusion, n_q, seed, data[d], tokenizer, args, work)
                 runs[d].setdefault(arm, []).append(r)
+                with open(work / "runs.jsonl", "a") as f:  # every finished run, in case the process is stopped
+                    f.write(json.dumps({"domain": d, **r}) + "\n")
                 nll = sum(f["total_nats"] for f in r["files"]) / sum(f["tokens"] for f in r["files"])
                 log(f"{d} {arm} seed {seed}: test nll {nll:.4f}, val {r['val_nll']:.4f}, best step {r['best_step']} "
                     f"of {r['stopped_at']} ({r['train_seconds']:.0f} s)")

@@ -108,9 +108,15 @@ def encoded_15(cli, hub_cache, tmp_path, monkeypatch):
 
 def test_train_lm_reads_encode_folders_of_any_bandwidth(cli, encoded_15, tmp_path):
     common = ["--steps", "2", "--batch-size", "2", "--context", "16", "--device", "cpu", "--workers", "0", "--quiet"]
-    r = cli("train", "lm", encoded_15, "--arch", "token-gpt", "-o", tmp_path / "t.pt", *common)
+    r = cli("train", "lm", encoded_15, "--arch", "token-gpt", "-o", tmp_path / "t.pt", "--patience", "1",
+            "--eval-every", "1", *common)
     assert r.code == 0, r
-    assert load_checkpoint(tmp_path / "t.pt").tokenizer["codebooks"] == [0]
+    ck = load_checkpoint(tmp_path / "t.pt")
+    assert ck.tokenizer["codebooks"] == [0] and ck.training["early_stopping"]["patience"] == 1
+    assert ck.training["eval_every"] == 1 and len(ck.training["history"]) >= 1
+    r = cli("train", "lm", encoded_15, "--arch", "token-gpt", "-o", tmp_path / "t.pt", "--resume", "--patience", "2",
+            *common)
+    assert r.code == 2 and "--patience keeps the best weights in memory and cannot --resume" in r.err
     r = cli("train", "lm", encoded_15, "--arch", "info-control", "-b", "1.5", "-o", tmp_path / "i.pt", *common)
     assert r.code == 0, r
     ck = load_checkpoint(tmp_path / "i.pt")
