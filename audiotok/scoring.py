@@ -91,11 +91,11 @@ class WindowScorer:
     def _windows(self, prepared, results) -> None:
         """Fixed-length windows (stride context/2), ``rows`` windows per model call."""
         sc, L = self.scorer, self.scorer.context
-        K = len(sc.codebooks)
         jobs = [(i, w) for i, (_, _, tgt) in enumerate(prepared) for w in window_spans(tgt.shape[1], L, sc.stride)]
+        n_in = prepared[0][0].shape[0] if prepared else 1  # input rows (codebooks the model reads)
         for g in range(0, len(jobs), self.rows):
             group = jobs[g:g + self.rows]
-            tokens = torch.zeros(self.rows, K, L, dtype=torch.long)
+            tokens = torch.zeros(self.rows, n_in, L, dtype=torch.long)
             mel = torch.zeros(self.rows, L, 80) if sc.uses_mel else None
             offsets = torch.zeros(self.rows, dtype=torch.long)
             for r, (i, w) in enumerate(group):

@@ -7,21 +7,12 @@ import torch
 
 from audiotok.errors import WeightsError
 from audiotok.models.encodec_lm import load_encodec_lm
-from audiotok.models.gpt import SIZES, GPTConfig, build_gpt, count_params
+from audiotok.models.gpt import GPTConfig, build_gpt
 from audiotok.models.lm import load_checkpoint, save_checkpoint
 from audiotok.testing import random_encodec_lm, save_encodec_lm_checkpoint
 
 TOKENIZER = {"codec": "encodec_24khz", "sample_rate": 24000, "frame_rate": 75, "bandwidth": 6.0, "n_q": 8,
              "codebooks": [0], "codec_checkpoint": "encodec_24khz-d7cc33bc.th", "codec_sha256": "ab" * 8}
-EXPECTED = {"small": 3.2e6, "tiny": 1.1e6, "micro": 0.25e6}
-
-
-@pytest.mark.parametrize("size", list(SIZES))
-def test_sizes_match_the_spec_and_token_gpt_is_within_a_few_percent(size):
-    hybrid = count_params(build_gpt(GPTConfig.make("whisper-gpt", size)))
-    tokens = count_params(build_gpt(GPTConfig.make("token-gpt", size)))
-    assert abs(hybrid - EXPECTED[size]) / EXPECTED[size] < 0.06
-    assert abs(tokens - hybrid) / hybrid < 0.02
 
 
 def _saved(tmp_path, arch="whisper-gpt"):

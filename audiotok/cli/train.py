@@ -1,4 +1,4 @@
-"""``audiotok train lm`` (Whisper-GPT or the token-only GPT) and ``audiotok train mae`` (EnCodecMAE)."""
+"""``audiotok train lm`` (Whisper-GPT, the token-only GPT or the information control) and ``audiotok train mae`` (EnCodecMAE)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ app.add_typer(train_app, name="train")
 def train_lm(
     inputs: list[str] = cli.INPUTS,
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write (atomically, at every epoch)."),
-    arch: str = typer.Option("whisper-gpt", "--arch", help="whisper-gpt or token-gpt."),
-    size: str = typer.Option("micro", "--size", help="micro (~0.25M), tiny (~1.1M) or small (~3.2M parameters)."),
+    arch: str = typer.Option("whisper-gpt", "--arch", help="whisper-gpt, token-gpt or info-control (all codebooks in)."),
+    size: str = typer.Option("micro", "--size", help="micro (~0.25M), tiny (~1.1M), small (~3.2M) or large (~32M parameters)."),
     steps: int = typer.Option(1000, "--steps", min=1, help="Optimiser steps in total."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Crops per step and process."),
     context: int = typer.Option(256, "--context", min=2, help="Positions per crop (and per scoring window)."),
@@ -29,6 +29,9 @@ def train_lm(
     seed: int = typer.Option(0, "--seed", help="Seed for the split, initialisation, crops and dropout."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.9, help="Files held out for validation."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
+    patience: int = typer.Option(None, "--patience", min=1,
+                                 help="Early stopping: stop after this many validations without a better NLL (keeps the best weights)."),
+    eval_every: int = typer.Option(None, "--eval-every", min=1, help="Steps between validations (default: one epoch)."),
     codec_checkpoint: Path = typer.Option(None, "--codec-checkpoint", help="EnCodec weights that tokenise (default: official)."),
     bandwidth: float = typer.Option(6.0, "--bandwidth", "-b", help="Tokenizer kbps (the model uses codebook 0)."),
     cache: Path = typer.Option(None, "--cache", help="Feature cache folder (default: OUT.cache beside the checkpoint)."),
@@ -44,13 +47,14 @@ def train_lm(
 
     from ..distributed import current_share
     from ..models.codec import load_codec, resolve_device
+    from ..registry import get_codec
     from ..models.gpt import ARCHS, SIZES
     from ..models.lm import tokenizer_info
-    from ..registry import DEFAULT_CODEC, get_codec
+    from ..models.lm_tokenizer import tokenizer_spec
     from ..train.lm import TrainConfig, train
 
     if arch not in ARCHS:
-        raise UsageError(f"--arch {arch!r} is not valid; choose whisper-gpt or token-gpt")
+        raise UsageError(f"--arch {arch!r} is not valid; choose one of {', '.join(ARCHS)}")
     if size not in SIZES:
         raise UsageError(f"--size {size!r} is not valid; choose one of {', '.join(SIZES)}")
     if out.suffix.lower() in (".wav", ".flac", ".npz", ".npy") or out.is_dir():
@@ -59,7 +63,10 @@ def train_lm(
         raise UsageError(f"--resume: there is no checkpoint at {out} yet; run without --resume first")
     if not resume and out.exists():
         raise UsageError(f"{out} exists; pass --resume to continue it or choose another -o")
-    bandwidth = get_codec(DEFAULT_CODEC).check_bandwidth(bandwidth)
+    if resume and patience is not None:
+        raise UsageError("--patience keeps the best weights in memory and cannot --resume; run it in one go")
+    spec = tokenizer_spec()
+    bandwidth = get_codec(spec.codec).check_bandwidth(bandwidth)
     share = current_share()
     dev = resolve_device(device)
     if share.world > 1:
@@ -67,15 +74,17 @@ def train_lm(
 
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         torch.set_num_threads(max(1, torch.get_num_threads() // share.world))
-    codec = load_codec(DEFAULT_CODEC, codec_checkpoint, dev)
-    tokenizer = tokenizer_info(codec, bandwidth, [0])
+    codec = load_codec(spec.codec, codec_checkpoint, dev)
+    n_in = get_codec(spec.codec).n_codebooks(bandwidth) if arch == "info-control" else 1
+    tokenizer = tokenizer_info(codec, bandwidth, list(range(n_in)))
     examples, failed = _collect(inputs, ext, codec, tokenizer, arch, cache or out.with_name(out.name + ".cache"),
                                 dev, batch_seconds, workers, quiet, share)
     if not examples:
         raise UsageError("no usable training input (every input failed; see the messages above)")
-    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_fraction=val_fraction)
+    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_fraction=val_fraction,
+                       patience=patience, eval_every=eval_every)
     train(arch, size, examples, tokenizer, out, tcfg, context=context, device=dev, resume=resume,
-          log=cli.eprint, progress=not quiet)
+          log=cli.eprint, progress=not quiet, model_options={"n_codebooks": n_in})
     if share.rank == 0:
         cli.eprint(f"checkpoint: {out}")
     raise typer.Exit(1 if failed else 0)
@@ -98,7 +107,7 @@ def _collect(inputs, ext, codec, tokenizer, arch, cache_root: Path, dev, batch_s
     audio_src = [s for s in sources if not s.path.lower().endswith(".npz")]
     code_src = [s for s in sources if s.path.lower().endswith(".npz")]
     failed: list[tuple[str, str]] = []
-    job = CacheJob(cache_dir(cache_root, tokenizer))
+    job = CacheJob(cache_dir(cache_root, tokenizer), tokenizer["codec"])
     if audio_src:
         mine = shard(audio_src, share.rank, share.world)  # each rank caches its share
         adapter = LMFeatures(CodecEncoder(codec, tokenizer["bandwidth"], dev), with_mel=True)
@@ -114,7 +123,7 @@ def _collect(inputs, ext, codec, tokenizer, arch, cache_root: Path, dev, batch_s
     examples = []
     for s in audio_src:
         if s.error is None and job.is_done(s):
-            examples.append(read_cached(job.target(s), s.rel))
+            examples.append(read_cached(job.target(s), s.rel, tokenizer))
     for s in code_src:
         try:
             if s.error:

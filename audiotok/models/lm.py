@@ -15,15 +15,18 @@ import numpy as np
 import torch
 
 from ..errors import UsageError, WeightsError
-from ..features import MEL_BINS, SILENCE_LOG_MEL
 from ..registry import get_codec
 from ..sinks import atomic_write
 from ..weights import file_sha256, load_torch_file
-from .gpt import ARCHS, BOS, GPTConfig, build_gpt, count_params
+from .gpt import ARCHS, BOS, GPTConfig, aligned_mel, build_gpt, count_params
+from .lm_tokenizer import tokenizer_spec
 
 MODELS = (*ARCHS, "encodec-lm")
 CHECKPOINT_FORMAT = "audiotok-lm"
-CHECKPOINT_VERSION = 1
+# 1: whisper-gpt squeezed its token embedding to d - d_s (loads as fusion "legacy");
+# 2: fusion, mel_lag and n_codebooks in the config, info-control and the large size.
+CHECKPOINT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _TOKENIZER_KEYS = ("codec", "sample_rate", "frame_rate", "bandwidth", "codebooks", "codec_sha256")
 
 
@@ -34,14 +37,14 @@ def file_digest(path: str | os.PathLike, n: int = 16) -> str:
 
 def tokenizer_info(codec, bandwidth: float, codebooks: list[int]) -> dict:
     """The tokenizer settings of a loaded ``encodec`` codec (from ``models.codec.load_codec``)."""
-    spec = get_codec(codec.name)
+    spec = tokenizer_spec(codec.name)
     path = getattr(codec, "checkpoint_path", None)
     return {
-        "codec": spec.name,
+        "codec": spec.codec,
         "sample_rate": spec.sample_rate,
         "frame_rate": spec.frame_rate,
         "bandwidth": float(bandwidth),
-        "n_q": spec.n_codebooks(bandwidth),
+        "n_q": get_codec(spec.codec).n_codebooks(bandwidth),
         "codebooks": [int(c) for c in codebooks],
         "codec_checkpoint": os.path.basename(path) if path else None,
         "codec_sha256": file_digest(path) if path else None,
@@ -78,7 +81,8 @@ class LMCheckpoint:
 
     @property
     def identity(self) -> dict:
-        return {"arch": self.config.arch, "size": self.config.size, "params": count_params(self.model),
+        return {"arch": self.config.arch, "size": self.config.size, "fusion": self.config.fusion,
+                "mel_lag": self.config.mel_lag, "params": count_params(self.model),
                 "checkpoint": self.path, "sha256": file_digest(self.path) if self.path else None,
                 "step": int(self.training.get("step", 0))}
 
@@ -110,7 +114,7 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, tokenizer:
     blob = load_torch_file(path, "audiotok LM checkpoint")
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{path} is not an audiotok LM checkpoint (write one with `audiotok train lm`)")
-    cfg = GPTConfig(**blob["config"])
+    cfg = config_from_checkpoint(path, blob)
     if arch is not None and cfg.arch != arch:
         raise WeightsError(f"checkpoint {path} holds a {cfg.arch} model, not {arch}; pass --model {cfg.arch}")
     if tokenizer is not None:
@@ -121,6 +125,24 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, tokenizer:
                         blob.get("optimizer"), blob.get("scheduler"), blob.get("extra"))
 
 
+def config_from_checkpoint(path, blob: dict) -> GPTConfig:
+    """The model config of a checkpoint of any readable version; refuse the others by name."""
+    version = blob.get("version")
+    if version not in READABLE_VERSIONS:
+        raise WeightsError(f"checkpoint {path} has format version {version}, but this audiotok reads versions "
+                           f"{', '.join(map(str, READABLE_VERSIONS))}; use the audiotok release that wrote it "
+                           "or train the model again")
+    conf = dict(blob["config"])
+    if version == 1:
+        conf["fusion"] = "legacy"  # v1 concatenated a d - d_s token embedding with a unit-scale branch
+    known = set(GPTConfig.__dataclass_fields__)
+    unknown = sorted(set(conf) - known)
+    if unknown:
+        raise WeightsError(f"checkpoint {path} (version {version}) has unknown config fields {unknown}; "
+                           "it was not written by this audiotok")
+    return GPTConfig(**conf)
+
+
 def read_tokenizer(path: str | os.PathLike) -> dict:
     """Only the tokenizer settings of a checkpoint (to tokenise before the model is built)."""
     return load_checkpoint(path).tokenizer
@@ -128,7 +150,7 @@ def read_tokenizer(path: str | os.PathLike) -> dict:
 
 # --- scorers -----------------------------------------------------------------------------------
 class GPTScorer:
-    """Scores codebook 0 with Whisper-GPT or the token-only GPT."""
+    """Scores codebook 0 with Whisper-GPT, the token-only GPT or the information control."""
 
     def __init__(self, ckpt: LMCheckpoint, device: torch.device):
         self.ckpt = ckpt
@@ -139,26 +161,31 @@ class GPTScorer:
         self.stride = self.context // 2
         self.codebooks = [0]
         self.uses_mel = self.model.uses_mel
+        self.n_in = ckpt.config.n_codebooks
+        self.mel_lag = ckpt.config.mel_lag
         self.tokenizer = ckpt.tokenizer
         self.identity = {"model": self.name, **ckpt.identity}
 
     def inputs(self, codes: np.ndarray, mel: np.ndarray | None):
-        """``([1, T] input tokens, [T, 80] input mel or None, [1, T] targets)``."""
-        c = torch.as_tensor(np.asarray(codes[0], dtype=np.int64))
-        tokens = torch.cat([torch.tensor([BOS]), c[:-1]])[None]
+        """``([K, T] input tokens, [T, 80] input mel or None, [1, T] targets)``; K is 1 except for
+        the information control (every codebook)."""
+        codes = np.asarray(codes)
+        if codes.shape[0] < self.n_in:
+            raise ValueError(f"{self.name} needs {self.n_in} codebooks, the tokens have {codes.shape[0]}")
+        c = torch.as_tensor(codes[: self.n_in].astype(np.int64))
+        tokens = torch.cat([torch.full((self.n_in, 1), BOS), c[:, :-1]], dim=1)
         m = None
         if self.uses_mel:
             if mel is None:
                 raise ValueError("whisper-gpt needs the mel of the audio")
-            mt = torch.as_tensor(mel, dtype=torch.float32)
-            m = torch.cat([torch.full((1, MEL_BINS), SILENCE_LOG_MEL), mt[:-1]])
-        return tokens, m, c[None]
+            m = aligned_mel(mel, self.mel_lag)
+        return tokens, m, c[:1]
 
     @torch.inference_mode()
     def logits(self, tokens: torch.Tensor, mel: torch.Tensor | None, offsets: torch.Tensor) -> torch.Tensor:
-        """``tokens [R, 1, L]``, ``mel [R, L, 80]`` -> logits ``[R, L, 1, 1024]``."""
+        """``tokens [R, K, L]``, ``mel [R, L, 80]`` -> logits ``[R, L, 1, 1024]``."""
         m = mel.to(self.device) if mel is not None else None
-        return self.model(tokens[:, 0].to(self.device), m)[:, :, None]
+        return self.model(tokens.to(self.device), m)[:, :, None]
 
 
 class EncodecLMScorer:
@@ -208,17 +235,14 @@ def load_scorer(model: str, checkpoint, codec, bandwidth: float | None, device: 
     if model not in MODELS:
         raise UsageError(f"--model {model!r} is not valid; choose one of {', '.join(MODELS)}")
     if model == "encodec-lm":
-        from .codec import check_bandwidth
         from .encodec_lm import load_encodec_lm
 
-        bw = check_bandwidth(codec.name, 6.0 if bandwidth is None else bandwidth)
-        from .codec import n_codebooks
-
-        tok = tokenizer_info(codec, bw, list(range(n_codebooks(codec.name, bw))))
+        bw = get_codec(codec.name).check_bandwidth(6.0 if bandwidth is None else bandwidth)
+        tok = tokenizer_info(codec, bw, list(range(get_codec(codec.name).n_codebooks(bw))))
         return EncodecLMScorer(load_encodec_lm(codec.name, checkpoint), tok, device)
     if checkpoint is None:
         raise UsageError(f"--model {model} needs --checkpoint (a file written by `audiotok train lm`)")
     stored = read_tokenizer(checkpoint)
     bw = stored["bandwidth"] if bandwidth is None else float(bandwidth)
-    tok = tokenizer_info(codec, bw, [0])
+    tok = tokenizer_info(codec, bw, list(stored.get("codebooks") or [0]))
     return GPTScorer(load_checkpoint(checkpoint, model, tok, device), device)

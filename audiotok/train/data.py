@@ -13,22 +13,21 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..models.lm_tokenizer import tokenizer_spec
 from ..sources import Source
 from .lm import Example
 
-SAMPLE_RATE = 24000
-
 
 class CacheJob:
-    """Pipeline job: decode audio at 24 kHz mono, write (coarse tokens, mel) to the cache."""
+    """Pipeline job: decode audio at the tokenizer's rate (mono), write (codes, mel) to the cache."""
 
-    def __init__(self, cache: Path):
+    def __init__(self, cache: Path, codec: str | None = None):
         from .. import audio
         from ..sinks import OutputTree
 
         self.tree = OutputTree(cache, ".npz")
         self.probe = audio.probe
-        self.load = functools.partial(audio.read, sample_rate=SAMPLE_RATE, channels=1)
+        self.load = functools.partial(audio.read, sample_rate=tokenizer_spec(codec).sample_rate, channels=1)
 
     def target(self, source: Source) -> Path:
         return self.tree.target(source)
@@ -38,7 +37,7 @@ class CacheJob:
 
     def finish(self, source: Source, info, item) -> dict:
         def write(f, it):
-            np.savez(f, tokens=it.codes[0].astype(np.int16), mel=it.mel.astype(np.float32),
+            np.savez(f, tokens=it.codes[0].astype(np.int16), codes=it.codes.astype(np.int16), mel=it.mel.astype(np.float32),
                      n_samples=np.array(it.n_samples), source=np.array(source.display))
 
         return {"output": str(self.tree.write(source, write, item)), "frames": int(item.codes.shape[1])}
@@ -48,14 +47,20 @@ def cache_dir(root: Path, tokenizer: dict) -> Path:
     return root / f"{tokenizer['codec']}-{tokenizer['bandwidth']:g}kbps-{tokenizer['codec_sha256'][:12]}"
 
 
-def read_cached(path: Path, ident: str) -> Example:
+def read_cached(path: Path, ident: str, tokenizer: dict) -> Example:
+    """A cached input: coarse tokens, every codebook (older caches hold codebook 0 only; the
+    information control then says so) and the raw mel."""
     with np.load(path) as z:
         n = int(z["n_samples"])
-        return Example(ident, z["tokens"].astype(np.int16), z["mel"].astype(np.float32), n / SAMPLE_RATE)
+        codes = z["codes"].astype(np.int16) if "codes" in z.files else None
+        return Example(ident, z["tokens"].astype(np.int16), z["mel"].astype(np.float32), n / tokenizer["sample_rate"],
+                       codes)
 
 
 def read_encoded(path: str, need_mel: bool, tokenizer: dict) -> Example:
-    """An ``encode`` output (``.npz`` with codes and metadata); the mel comes from its source audio."""
+    """An ``encode`` output (``.npz`` with codes and metadata) of any bandwidth: the coarse models
+    use codebook 0, the information control the tokenizer's codebooks (the file must hold at least
+    those). The mel comes from the source audio recorded in the file."""
     from ..audio import read
     from ..codes import read_codes
     from ..features import causal_log_mel
@@ -63,6 +68,11 @@ def read_encoded(path: str, need_mel: bool, tokenizer: dict) -> Example:
     c = read_codes(path)
     if c.model != tokenizer["codec"]:
         raise InputError(f"holds {c.model} codes but the model is trained on {tokenizer['codec']} tokens")
+    need = len(tokenizer["codebooks"])
+    have = int(c.item.codes.shape[0])
+    if have < need:
+        raise InputError(f"holds {have} codebook(s) but the model reads {need} "
+                         f"(--bandwidth {tokenizer['bandwidth']:g}); encode at that bandwidth or more")
     mel = None
     if need_mel:
         with np.load(path, allow_pickle=False) as z:
@@ -70,8 +80,9 @@ def read_encoded(path: str, need_mel: bool, tokenizer: dict) -> Example:
         if not src or not Path(src).is_file():
             raise InputError(f"has no readable source audio ({src}) for the mel slices whisper-gpt needs; "
                              "train on the audio itself or use --arch token-gpt")
-        audio, _ = read(src, sample_rate=SAMPLE_RATE, channels=1)
+        audio, _ = read(src, sample_rate=tokenizer["sample_rate"], channels=1)
         mel = causal_log_mel(audio[0]).numpy()
         if mel.shape[0] != c.item.codes.shape[1]:
             raise InputError(f"has {c.item.codes.shape[1]} frames but its source audio gives {mel.shape[0]}")
-    return Example(path, c.item.codes[0].astype(np.int16), mel, c.item.n_samples / SAMPLE_RATE)
+    return Example(path, c.item.codes[0].astype(np.int16), mel, c.item.n_samples / tokenizer["sample_rate"],
+                   c.item.codes[:need].astype(np.int16))

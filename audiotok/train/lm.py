@@ -21,19 +21,30 @@ import torch
 import torch.nn.functional as F
 
 from ..features import MEL_BINS, SILENCE_LOG_MEL
-from ..models.gpt import BOS, GPTConfig, build_gpt
+from ..models.gpt import BOS, GPTConfig, aligned_mel, build_gpt
 from ..models.lm import GPTScorer, LMCheckpoint, load_checkpoint, save_checkpoint
 from ..scoring import WindowScorer, corpus_summary, file_scores
 
 
 @dataclass
 class Example:
-    """One file: coarse tokens ``[T]`` and raw log-mel ``[T, 80]`` (None for token-only training)."""
+    """One file: coarse tokens ``[T]``, raw log-mel ``[T, 80]`` (None for token-only training) and,
+    for the information control, every codebook ``[n_q, T]``."""
 
     id: str
     tokens: np.ndarray
     mel: np.ndarray | None
     duration: float
+    codes: np.ndarray | None = None
+
+    def input_codes(self, n: int) -> np.ndarray:
+        """The first ``n`` codebooks ``[n, T]`` (codebook 0 alone needs only ``tokens``)."""
+        if n == 1:
+            return self.tokens[None]
+        if self.codes is None or self.codes.shape[0] < n:
+            have = 1 if self.codes is None else self.codes.shape[0]
+            raise ValueError(f"{self.id} has {have} codebook(s); the information control needs {n}")
+        return self.codes[:n]
 
 
 @dataclass
@@ -48,6 +59,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     seed: int = 0
     val_fraction: float = 0.1
+    patience: int | None = None  # early stopping: validations without improvement before stopping
+    eval_every: int | None = None  # steps between validations (default: one epoch)
     extra: dict = field(default_factory=dict)
 
     def warmup_steps(self) -> int:
@@ -82,36 +95,38 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 class CropSampler:
-    """Random crops of ``context + 1`` positions, files drawn in proportion to their length."""
+    """Random crops of ``context + 1`` positions, files drawn in proportion to their length.
 
-    def __init__(self, examples: list[Example], context: int, uses_mel: bool):
-        self.context, self.uses_mel = context, uses_mel
+    Tokens are ``[B, L]`` (``[B, K, L]`` when the model reads ``n_in`` > 1 codebooks); the mel of
+    input position i is ``aligned_mel(mel, mel_lag)[i]``, the alignment the scorer uses."""
+
+    def __init__(self, examples: list[Example], context: int, uses_mel: bool, mel_lag: int = 1, n_in: int = 1):
+        self.context, self.uses_mel, self.n_in = context, uses_mel, n_in
         self.seqs = []
         for e in examples:
-            tok = np.concatenate([[BOS], e.tokens.astype(np.int64)])
-            mel = None
-            if uses_mel:
-                mel = np.concatenate([np.full((1, MEL_BINS), SILENCE_LOG_MEL, np.float32), e.mel.astype(np.float32)])
+            codes = e.input_codes(n_in).astype(np.int64)
+            tok = np.concatenate([np.full((n_in, 1), BOS), codes], axis=1)
+            mel = aligned_mel(e.mel, mel_lag).numpy() if uses_mel else None
             self.seqs.append((tok, mel))
-        lengths = np.array([len(t) - 1 for t, _ in self.seqs], dtype=np.float64)
+        lengths = np.array([t.shape[1] - 1 for t, _ in self.seqs], dtype=np.float64)
         self.weights = torch.from_numpy(lengths / lengths.sum())
 
     def sample(self, batch: int, gen: torch.Generator):
         L = self.context
-        tokens = torch.full((batch, L), BOS, dtype=torch.long)
+        tokens = torch.full((batch, self.n_in, L), BOS, dtype=torch.long)
         targets = torch.full((batch, L), -100, dtype=torch.long)
         mel = torch.full((batch, L, MEL_BINS), SILENCE_LOG_MEL) if self.uses_mel else None
         files = torch.multinomial(self.weights, batch, replacement=True, generator=gen).tolist()
         for b, f in enumerate(files):
             tok, m = self.seqs[f]
-            span = min(L + 1, len(tok))
-            start = int(torch.randint(0, len(tok) - span + 1, (1,), generator=gen))
+            span = min(L + 1, tok.shape[1])
+            start = int(torch.randint(0, tok.shape[1] - span + 1, (1,), generator=gen))
             n = span - 1
-            tokens[b, :n] = torch.from_numpy(tok[start:start + n])
-            targets[b, :n] = torch.from_numpy(tok[start + 1:start + span])
+            tokens[b, :, :n] = torch.from_numpy(tok[:, start:start + n])
+            targets[b, :n] = torch.from_numpy(tok[0, start + 1:start + span])
             if mel is not None:
                 mel[b, :n] = torch.from_numpy(m[start:start + n])
-        return tokens, mel, targets
+        return (tokens[:, 0] if self.n_in == 1 else tokens), mel, targets
 
 
 def evaluate(model: torch.nn.Module, cfg: GPTConfig, tokenizer: dict, examples: list[Example],
@@ -120,13 +135,19 @@ def evaluate(model: torch.nn.Module, cfg: GPTConfig, tokenizer: dict, examples: 
     if not examples:
         return {}
     was_training = model.training
-    scorer = GPTScorer(LMCheckpoint(model, cfg, tokenizer, {}), device)
-    items = [(e.tokens[None], e.mel) for e in examples]
-    scores = WindowScorer(scorer, rows=8).score(items)
-    records = [{"status": "ok", "duration": e.duration, **file_scores(fs, e.duration, 75)}
-               for e, fs in zip(examples, scores)]
+    records = score_examples(model, cfg, tokenizer, examples, device)
     model.train(was_training)
     return corpus_summary(records)
+
+
+def score_examples(model: torch.nn.Module, cfg: GPTConfig, tokenizer: dict, examples: list[Example],
+                   device: torch.device, rows: int = 8) -> list[dict]:
+    """Per-file score records of ``examples`` (``audiotok score``'s windows and fields)."""
+    scorer = GPTScorer(LMCheckpoint(model, cfg, tokenizer, {}), device)
+    items = [(e.input_codes(cfg.n_codebooks), e.mel) for e in examples]
+    scores = WindowScorer(scorer, rows=rows).score(items)
+    return [{"status": "ok", "id": e.id, "duration": e.duration,
+             **file_scores(fs, e.duration, tokenizer["frame_rate"])} for e, fs in zip(examples, scores)]
 
 
 def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
@@ -135,11 +156,16 @@ def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
 
 def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: str | os.PathLike,
           tcfg: TrainConfig, context: int = 256, device: torch.device | None = None, resume: bool = False,
-          log: Callable[[str], None] = print, progress: bool = True, stop_after: int | None = None) -> LMCheckpoint:
+          log: Callable[[str], None] = print, progress: bool = True, stop_after: int | None = None,
+          model_options: dict | None = None, val_examples: list[Example] | None = None) -> LMCheckpoint:
     """Train (or resume) a model and write its checkpoint to ``out``; returns the final checkpoint.
 
     ``stop_after``: leave after that many steps of this run, with a checkpoint to ``resume`` from
-    (time-sliced jobs); the schedule still runs to ``tcfg.steps``."""
+    (time-sliced jobs); the schedule still runs to ``tcfg.steps``. ``model_options``: extra
+    ``GPTConfig.make`` arguments (``fusion``, ``mel_lag``, ``n_codebooks``). ``val_examples``: a
+    validation set chosen by the caller (then ``tcfg.val_fraction`` is not used). With
+    ``tcfg.patience``, training stops after that many validations without a better validation NLL,
+    and the checkpoint holds the weights of the best validation."""
     from ..distributed import current_share
 
     share = current_share()
@@ -150,13 +176,17 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
 
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    ids = [e.id for e in examples]
-    train_ids, val_ids = split_by_file(ids, tcfg.val_fraction, tcfg.seed)
-    by_id = {e.id: e for e in examples}
-    train_set = [by_id[i] for i in train_ids]
-    val_set = [by_id[i] for i in val_ids]
+    if val_examples is None:
+        ids = [e.id for e in examples]
+        train_ids, val_ids = split_by_file(ids, tcfg.val_fraction, tcfg.seed)
+        by_id = {e.id: e for e in examples}
+        train_set = [by_id[i] for i in train_ids]
+        val_set = [by_id[i] for i in val_ids]
+    else:
+        train_set, val_set = list(examples), list(val_examples)
+        train_ids, val_ids = [e.id for e in train_set], [e.id for e in val_set]
 
-    cfg = GPTConfig.make(arch, size, context=context)
+    cfg = GPTConfig.make(arch, size, context=context, **(model_options or {}))
     torch.manual_seed(tcfg.seed)
     model = build_gpt(cfg)
     start_step, history = 0, []
@@ -194,12 +224,22 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    sampler = CropSampler(train_set, context, model.uses_mel)
+    for e in (*train_set, *val_set):
+        try:
+            e.input_codes(cfg.n_codebooks)
+        except ValueError as exc:
+            from ..errors import UsageError
+
+            raise UsageError(f"{exc}; give encode outputs or audio at that bandwidth (delete an older feature "
+                             "cache so that it is rebuilt with every codebook)") from None
+    sampler = CropSampler(train_set, context, model.uses_mel, cfg.mel_lag, cfg.n_codebooks)
     train_tokens = sum(len(e.tokens) for e in train_set)
     steps_per_epoch = max(1, math.ceil(train_tokens / (tcfg.batch_size * share.world * context)))
+    eval_every = tcfg.eval_every or steps_per_epoch
     training = {"step": start_step, "steps": tcfg.steps, "train_config": asdict(tcfg), "context": context,
                 "world_size": share.world, "train_files": train_ids, "val_files": val_ids,
-                "steps_per_epoch": steps_per_epoch, "history": history}
+                "steps_per_epoch": steps_per_epoch, "eval_every": eval_every, "history": history}
+    stopper = _EarlyStop(tcfg.patience if val_set else None)
 
     def save(step: int) -> None:
         if share.rank == 0:
@@ -239,26 +279,41 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
             bar.update(step + 1, nats / max(1, count), lr_at(step, tcfg))
             last = step + 1 == tcfg.steps
             stop = stop_after is not None and step + 1 - start_step >= stop_after
-            if (step + 1) % steps_per_epoch == 0 or last or stop:
+            if (step + 1) % eval_every == 0 or last or stop:
                 epoch = math.ceil((step + 1) / steps_per_epoch)
                 entry = {"epoch": epoch, "step": step + 1, "train_nll": nats / max(1, count)}
+                early = False
                 if share.rank == 0:
                     val = evaluate(model, cfg, tokenizer, val_set, device)
                     if val:
                         entry.update(val_nll=val["nll"], val_accuracy=val["accuracy"], val_perplexity=val["perplexity"])
+                        early = stopper.update(val["nll"], step + 1, model)
                     history.append(entry)
                     msg = f"epoch {epoch} (step {step + 1}/{tcfg.steps}): train nll {entry['train_nll']:.4f}"
                     if val:
                         msg += f", val nll {val['nll']:.4f} (ppl {val['perplexity']:.2f}, acc {val['accuracy']:.3f})"
                     bar.log(msg)
-                    save(step + 1)
+                    if not early:
+                        save(step + 1)
                 nats, count = 0.0, 0
                 if ddp:
                     import torch.distributed as dist
 
+                    flag = torch.tensor([float(early)])
+                    dist.broadcast(flag, 0)
+                    early = bool(flag.item())
                     dist.barrier()
+                if early:
+                    break
             if stop:
                 break
+    if stopper.best_state is not None and share.rank == 0:
+        model.load_state_dict(stopper.best_state)
+        training["early_stopping"] = {"best_step": stopper.best_step, "best_val_nll": stopper.best,
+                                      "stopped_at": step + 1, "patience": tcfg.patience}
+        bar.log(f"early stopping: validation NLL best at step {stopper.best_step} ({stopper.best:.4f}); "
+                "the checkpoint holds those weights")
+        save(step + 1)
     if start_step >= tcfg.steps:
         save(start_step)
     if ddp:
@@ -267,6 +322,25 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
         dist.barrier()
     model.eval()
     return LMCheckpoint(model, cfg, tokenizer, training, str(out))
+
+
+class _EarlyStop:
+    """Tracks the best validation NLL and its weights; ``update`` says when to stop."""
+
+    def __init__(self, patience: int | None):
+        self.patience = patience
+        self.best, self.best_step, self.bad = math.inf, 0, 0
+        self.best_state: dict | None = None
+
+    def update(self, val_nll: float, step: int, model: torch.nn.Module) -> bool:
+        if self.patience is None:
+            return False
+        if val_nll < self.best:
+            self.best, self.best_step, self.bad = val_nll, step, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
 
 
 class _Bar:
