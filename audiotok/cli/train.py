@@ -47,10 +47,10 @@ def train_lm(
 
     from ..distributed import current_share
     from ..models.codec import load_codec, resolve_device
-    from ..registry import get_codec
     from ..models.gpt import ARCHS, SIZES
     from ..models.lm import tokenizer_info
     from ..models.lm_tokenizer import tokenizer_spec
+    from ..registry import get_codec
     from ..train.lm import TrainConfig, train
 
     if arch not in ARCHS:
