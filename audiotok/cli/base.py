@@ -73,7 +73,7 @@ def collect_sources(inputs: list[str], ext: str, shard_opt: str | None, out: Pat
     """Discover, sort, check the outputs ``OUT/<rel>.<suffix>`` (when given; see
     ``sinks.claim_targets``) and take this process's share. Returns (sources, share)."""
     from ..distributed import current_share
-    from ..sinks import OutputTree, claim_targets
+    from ..sinks import OutputTree, claim_targets, prepare_output_dir
 
     exts = normalise_extensions([ext])
     if not exts:
@@ -82,6 +82,8 @@ def collect_sources(inputs: list[str], ext: str, shard_opt: str | None, out: Pat
     sources = discover(inputs, exts)
     if not sources:
         raise UsageError("no input files found; check the paths and --ext")
+    if out is not None:
+        prepare_output_dir(out)  # an existing file or a read-only folder fails before any work
     if out is not None and suffix is not None:
         sources = claim_targets(sources, OutputTree(out, suffix))
     return shard(sources, share.rank, share.world), share
@@ -90,10 +92,11 @@ def collect_sources(inputs: list[str], ext: str, shard_opt: str | None, out: Pat
 def run_job(sources, share, job, adapter, opts: RunOptions, unit: str = "audio") -> int:
     """Run the pipeline with manifest, JSON lines, progress and the final report; return the exit code."""
     from .. import pipeline
+    from ..interrupts import interrupt_exit_code, termination_as_interrupt
     from ..progress import Progress
-    from ..sinks import JsonLines, Manifest, manifest_part_name, merge_manifest_parts
+    from ..sinks import JsonLines, Manifest, manifest_part_name, merge_manifest_parts, prepare_run_output
 
-    opts.out.mkdir(parents=True, exist_ok=True)
+    prepare_run_output(opts.out)
     manifest = Manifest(opts.out / manifest_part_name(share.rank, share.world))
     stdout = JsonLines() if opts.jsonl else None
 
@@ -104,20 +107,21 @@ def run_job(sources, share, job, adapter, opts: RunOptions, unit: str = "audio")
 
     progress = Progress(enabled=not opts.quiet, unit=unit)
     try:
-        with progress:
+        with progress, termination_as_interrupt():
             summary = pipeline.run(
                 sources, job, adapter,
                 batch_seconds=opts.batch_seconds, workers=opts.workers, overwrite=opts.overwrite,
                 record_sink=record, progress=progress,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         eprint("interrupted: finished outputs are on disk and listed in the manifest; rerun the same command to continue")
-        return 130
+        return interrupt_exit_code(exc)
     finally:  # also when building the model fails (no GPU, damaged weights): the lines so far stay
         manifest.close()
-    merge_manifest_parts(opts.out, share.rank, share.world)
+    if manifest.failure is None:
+        merge_manifest_parts(opts.out, share.rank, share.world)
     report(summary, opts.quiet)
-    return summary.exit_code
+    return pipeline.final_status(summary, manifest, eprint)
 
 
 def report(summary, quiet: bool) -> None:
@@ -125,6 +129,8 @@ def report(summary, quiet: bool) -> None:
         speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
         eprint(f"{summary.ok} done, {summary.skipped} skipped, {len(summary.failed)} failed; "
                f"{summary.audio_seconds / 3600:.3f} h of audio in {summary.wall_seconds:.1f} s ({speed:.1f}x real time)")
+    for src, warning in getattr(summary, "warnings", []):
+        eprint(f"warning: {display_path(src.path)} {warning}")
     if summary.failed:
         eprint(f"{len(summary.failed)} input(s) failed:")
         for o in summary.failed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 from pathlib import Path
 
 import typer
@@ -101,16 +102,18 @@ class DecodeJob:
     def probe(self, path: str):
         from ..audio import AudioInfo
         from ..codes import read_codes
-        from ..models.encodec_spec import SAMPLE_RATES
+        from ..models.encodec_spec import CHANNELS, SAMPLE_RATES
 
         c = read_codes(path)
-        return AudioInfo(SAMPLE_RATES[c.model], 0, c.item.n_samples)
+        return AudioInfo(SAMPLE_RATES[c.model], CHANNELS[c.model], c.item.n_samples)
 
     def finish(self, source, info, wav) -> dict:
         import soundfile as sf
 
-        def write(f, data):
-            sf.write(f, data.T.clip(-1.0, 1.0), info.sample_rate, format=self.fmt.upper(), subtype="PCM_16")
+        def write(f, data):  # encoded in memory first: a full disk is an OSError of f.write, not a libsndfile assertion
+            buf = io.BytesIO()
+            sf.write(buf, data.T.clip(-1.0, 1.0), info.sample_rate, format=self.fmt.upper(), subtype="PCM_16")
+            f.write(buf.getbuffer())
 
         path = self.tree.write(source, write, wav)
         return {"output": str(path), "n_samples": int(wav.shape[1]), "out_sample_rate": info.sample_rate,
@@ -120,10 +123,10 @@ class DecodeJob:
 def _load_codes(path: str):
     from ..audio import AudioInfo
     from ..codes import read_codes
-    from ..models.encodec_spec import SAMPLE_RATES
+    from ..models.encodec_spec import CHANNELS, SAMPLE_RATES
 
     c = read_codes(path)
-    return (c.model, c.item), AudioInfo(SAMPLE_RATES[c.model], 0, c.item.n_samples)
+    return (c.model, c.item), AudioInfo(SAMPLE_RATES[c.model], CHANNELS[c.model], c.item.n_samples)
 
 
 class _ModelRouter:

@@ -118,13 +118,15 @@ def _read_done(path: Path | None) -> tuple[dict[str, set], dict[tuple[str, str],
     previous: dict[tuple[str, str], dict] = {}
     if path is None or not path.is_file():
         return done, previous
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut by a killed run
-            if rec.get("status") == "ok" and "lm" in rec:
+                continue  # a line cut by a killed run, or a damaged file: not a finished record
+            if not isinstance(rec, dict) or not isinstance(rec.get("lm"), dict) or "input" not in rec:
+                continue
+            if rec.get("status") == "ok":
                 done.setdefault(rec["input"], set()).add(rec["lm"].get("sha256"))
                 previous[(rec["input"], rec["lm"].get("sha256"))] = rec
     return done, previous
@@ -166,7 +168,9 @@ def score(
         if p is not None and p.is_dir():
             raise UsageError(f"{p} is a directory; -o and --summary take a file path (e.g. scores.jsonl)")
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
+        from ..sinks import prepare_output_dir
+
+        prepare_output_dir(output.parent, "the folder of -o")
     sources, _share = cli.collect_sources(inputs, ext, None)
     dev = resolve_device(device)
     gpt_tok = [read_tokenizer(c) for m, c in pairs if m != "encodec-lm"]
@@ -179,7 +183,9 @@ def score(
     done, previous = _read_done(output) if not overwrite else ({}, {})
     job = ScoreJob(scorers, frames, plot, done)
 
-    out_stream = open(output, "a", encoding="utf-8") if output is not None else None
+    from ..sinks import open_append
+
+    out_stream = open_append(output) if output is not None else None
     sink = JsonLines(out_stream) if out_stream is not None else JsonLines()
     all_records: list[dict] = []
     manifest = None
@@ -210,13 +216,15 @@ def score(
             emit(line)
 
     progress = Progress(enabled=not quiet)
+    from ..interrupts import interrupt_exit_code, termination_as_interrupt
+
     try:
-        with progress:
+        with progress, termination_as_interrupt():
             summary = pipeline.run(sources, job, adapter, batch_seconds=batch_seconds, workers=workers,
                                    overwrite=overwrite, record_sink=record, progress=progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         cli.eprint("interrupted: finished records are in the output; rerun the same command to continue")
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupt_exit_code(exc)) from None
     finally:
         if out_stream is not None:
             out_stream.close()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError, WeightsError
-from ..weights import resolve_encodec
+from ..weights import check_finite, resolve_encodec
 from .encodec_spec import (  # noqa: F401  (re-exported: the adapters' vocabulary)
     BANDWIDTHS,
     CHANNELS,
@@ -65,6 +65,9 @@ def load_codec(model: str, checkpoint=None, device: str | torch.device = "cpu"):
         raise WeightsError(f"could not read checkpoint {path} ({type(exc).__name__}); the file is damaged") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"checkpoint {path} does not hold {model} weights (it holds a {type(state).__name__})")
+    check_finite(state, path)
     with warnings.catch_warnings(), _no_random_init():
         warnings.simplefilter("ignore")
         build = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import UsageError, WeightsError
 from ..features import MEL_BINS, SILENCE_LOG_MEL
+from ..weights import check_finite
 from .gpt import ARCHS, BOS, GPTConfig, build_gpt, count_params
 
 MODELS = (*ARCHS, "encodec-lm")
@@ -123,15 +124,50 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, tokenizer:
                            "or not an audiotok LM checkpoint") from None
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{path} is not an audiotok LM checkpoint (write one with `audiotok train lm`)")
-    cfg = GPTConfig(**blob["config"])
+    cfg = _config(path, blob)
     if arch is not None and cfg.arch != arch:
         raise WeightsError(f"checkpoint {path} holds a {cfg.arch} model, not {arch}; pass --model {cfg.arch}")
+    if not isinstance(blob.get("tokenizer"), dict) or not isinstance(blob.get("state_dict"), dict):
+        raise WeightsError(f"{path} lacks its tokenizer or state_dict; the checkpoint is damaged")
     if tokenizer is not None:
         check_tokenizer(path, blob["tokenizer"], tokenizer)
-    model = build_gpt(cfg)
-    model.load_state_dict(blob["state_dict"], strict=True)
+    check_finite(blob["state_dict"], path)
+    try:
+        model = build_gpt(cfg)
+        model.load_state_dict(blob["state_dict"], strict=True)
+    except Exception as exc:
+        raise WeightsError(f"checkpoint {path} does not load into the {cfg.arch} model its config describes "
+                           f"({_first_line(exc)}); the file is damaged") from None
     return LMCheckpoint(model.to(device), cfg, blob["tokenizer"], blob.get("training") or {}, str(path),
                         blob.get("optimizer"), blob.get("scheduler"), blob.get("extra"))
+
+
+def _config(path, blob: dict) -> GPTConfig:
+    """The checkpoint's model config, checked enough that building the model cannot crash."""
+    raw = blob.get("config")
+    if not isinstance(raw, dict):
+        raise WeightsError(f"{path} has no model config; the checkpoint is damaged")
+    try:
+        cfg = GPTConfig(**raw)
+    except TypeError as exc:
+        raise WeightsError(f"{path} has a model config audiotok cannot read ({exc}); the checkpoint is damaged") from None
+    for name in ("dim", "layers", "heads", "ff", "spec_dim", "spec_layers", "spec_heads", "spec_ff", "context",
+                 "n_mels", "vocab"):
+        value = getattr(cfg, name)
+        if type(value) is not int or value < (0 if name == "spec_layers" else 1):
+            raise WeightsError(f"{path} has {name} = {value!r} in its model config, which is not a positive "
+                               "whole number; the checkpoint is damaged")
+    if cfg.dim % cfg.heads or (cfg.spec_heads and cfg.spec_dim % cfg.spec_heads):
+        raise WeightsError(f"{path} has a model config whose width does not divide into its heads; "
+                           "the checkpoint is damaged")
+    if cfg.arch not in MODELS or cfg.arch == "encodec-lm":
+        raise WeightsError(f"{path} holds an unknown arch {cfg.arch!r}; the checkpoint is damaged")
+    return cfg
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 def read_tokenizer(path: str | os.PathLike) -> dict:
