@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,8 +167,10 @@ def _config(path, blob: dict) -> GPTConfig:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+    """The gist of a loader's exception in one line (``load_state_dict`` puts it on line two)."""
+    text = re.sub(r"^Error\(s\) in loading state_dict for \w+:", "", str(exc).strip())
+    text = " ".join(text.split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def read_tokenizer(path: str | os.PathLike) -> dict:

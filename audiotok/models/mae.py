@@ -472,8 +472,10 @@ def build_model(ckpt: LoadedCheckpoint) -> EncodecMAE:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+    """The gist of a loader's exception in one line (``load_state_dict`` puts it on line two)."""
+    text = re.sub(r"^Error\(s\) in loading state_dict for \w+:", "", str(exc).strip())
+    text = " ".join(text.split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def load_mae(path: str | Path) -> EncodecMAE:
