@@ -89,7 +89,7 @@ def final_status(summary: Summary, manifest: Any, say: Callable[[str], None]) ->
     lost = getattr(manifest, "lost", 0)
     if summary.output_trouble or lost:
         what = summary.output_trouble or manifest.failure
-        extra = f"; {lost} manifest line(s) could not be written" if lost else ""
+        extra = f"; {lost} record line(s) could not be written" if lost else ""
         say(f"audiotok: error: the output folder could not take more data ({what}){extra}; outputs "
             "that were finished are complete; free space or choose another -o, then rerun the same command")
         return 1

@@ -24,7 +24,9 @@ Writer = Callable[[IO[bytes], Any], None]
 
 
 NAME_MAX = 255  # bytes per name on common file systems (ext4, xfs, btrfs, tmpfs, NFS)
-_TMP_RE = re.compile(rb"^\..*\.tmp-(\d+)(?:-[0-9a-f]{8})?$", re.DOTALL)
+# ours: .NAME.tmp-PID-8HEX; earlier versions wrote .NAME.tmp-PID (only names of outputs we write)
+_TMP_RE = re.compile(rb"^\..+\.tmp-(\d+)-[0-9a-f]{8}$|^\..+\.(?:npz|npy|ecdc|wav|flac|png|json|jsonl|pt)\.tmp-(\d+)$",
+                     re.DOTALL)
 _FILE_MODE = 0o666  # before the umask, like open(); mkstemp's 0o600 would hide outputs in shared folders
 
 
@@ -96,7 +98,7 @@ def remove_stale_temps(root: str | os.PathLike) -> int:
                     stack.append(entry.path)
                     continue
                 m = _TMP_RE.match(entry.name)
-                if m and entry.is_file(follow_symlinks=False) and not _pid_alive(int(m.group(1))):
+                if m and entry.is_file(follow_symlinks=False) and not _pid_alive(int(m.group(1) or m.group(2))):
                     os.unlink(entry.path)
                     removed += 1
             except OSError:
@@ -296,10 +298,17 @@ class JsonLines:
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stdout
+        self.failure: str | None = None  # the first write that failed (disk full, reader gone)
+        self.lost = 0
 
     def emit(self, record: dict) -> None:
-        self.stream.write(_json_line(record))
-        self.stream.flush()
+        try:
+            self.stream.write(_json_line(record))
+            self.stream.flush()
+        except (OSError, ValueError) as exc:  # the run goes on; the caller reports it at the end
+            self.lost += 1
+            if self.failure is None:
+                self.failure = getattr(exc, "strerror", None) or str(exc)
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, dict]:

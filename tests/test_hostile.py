@@ -136,11 +136,11 @@ def test_stale_temp_files_of_dead_runs_are_removed_live_ones_kept(tmp_path):
     (tmp_path / "d").mkdir()
     stale = [tmp_path / f".a.npz.tmp-{dead_pid}", tmp_path / "d" / f".b.npz.tmp-{dead_pid}-0123abcd"]
     live = tmp_path / f".c.npz.tmp-{os.getpid()}-0123abcd"
-    other = tmp_path / ".notes.tmp-x"
-    for p in (*stale, live, other):
+    others = [tmp_path / ".notes.tmp-x", tmp_path / f".backup.tmp-{dead_pid}"]  # not names audiotok writes
+    for p in (*stale, live, *others):
         p.write_bytes(b"x")
     assert remove_stale_temps(tmp_path) == 2
-    assert [p.exists() for p in stale] == [False, False] and live.exists() and other.exists()
+    assert [p.exists() for p in stale] == [False, False] and live.exists() and all(p.exists() for p in others)
 
 
 # --- 2. --stack rows and paths ---------------------------------------------------------------
@@ -486,6 +486,9 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, hub_cache):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "interrupted: finished outputs are on disk" in err and "Traceback" not in err
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    deadline = time.monotonic() + 60  # the resource tracker exits once it sees its pipe close
+    while time.monotonic() < deadline and any(_alive(c) for c in children):
+        time.sleep(0.2)
     assert not [c for c in children if _alive(c)]
     for _name, rec in _records(out).items():  # what is listed as finished is complete
         assert rec["status"] == "ok" and _codes(Path(rec["output"])).shape[0] == 8
@@ -707,3 +710,37 @@ def test_a_lying_flac_header_neither_inflates_progress_nor_memory(tmp_path):
     with pytest.raises(InputError) as err:  # libsndfile cannot seek to the declared end
         audio.read(str(path))
     assert str(err.value).startswith("cannot be decoded as audio (") and "too large" not in str(err.value)
+
+
+def test_embed_stack_with_names_that_break_lines(cli, tmp_path, clean):
+    import shutil
+
+    from audiotok.stack import read_stack
+    from tests.conftest import shared_path
+
+    ckpt = shared_path("fixtures", "encodecmae", "tiny_mel_st.pt")
+    inp = tmp_path / "in"
+    inp.mkdir()
+    names = [b"new\nline.wav", b"tab\there.wav", b"caf\xe9.wav", b"plain.wav"]
+    for i, name in enumerate(names):
+        shutil.copy(clean[0] / ("a.wav" if i % 2 else "b.wav"), os.path.join(os.fsencode(inp), name))
+    out = tmp_path / "emb"
+    r = cli("embed", inp, "-o", out, "-m", ckpt, "-q", "--stack", tmp_path / "feats.npy")
+    assert r.code == 0, r
+    matrix, paths = read_stack(tmp_path / "feats.npy")
+    assert matrix.shape[0] == len(paths) == 4
+    assert sorted(os.fsencode(os.path.basename(p)) for p in paths) == sorted(names)
+    for row, p in zip(matrix, paths):
+        emb = out / (os.path.basename(p)[:-4] + ".npz")
+        with np.load(emb) as z:
+            np.testing.assert_array_equal(row, z["embedding"])
+
+
+def test_a_damaged_score_output_file_is_read_past(cli, tmp_path, clean):
+    scores = tmp_path / "scores.jsonl"
+    scores.write_bytes(b"\xff\xfe garbage\n[1, 2]\n{\"input\": 5, \"lm\": 3}\n{\"status\": \"ok\"\n")
+    r = cli("score", clean[0] / "b.wav", "--model", "encodec-lm", "--device", "cpu", "--workers", "0", "-q",
+            "-o", scores)
+    assert r.code == 0, r
+    last = json.loads(scores.read_bytes().splitlines()[-1])
+    assert last["status"] == "ok" and last["input"] == str(clean[0] / "b.wav") and np.isfinite(last["nll"])

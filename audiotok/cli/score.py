@@ -246,4 +246,4 @@ def score(
         body = json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2).encode()
         atomic_write(summary_path, lambda f: f.write(body))
     cli.report(summary, quiet)
-    raise typer.Exit(summary.exit_code)
+    raise typer.Exit(pipeline.final_status(summary, sink if sink.lost else manifest, cli.eprint))

@@ -102,13 +102,9 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: GPT
         if "mel_mean" in state else None,
         "optimizer": optimizer, "scheduler": scheduler, "extra": extra or {},
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from ..sinks import atomic_write
+
+    atomic_write(path, lambda f: torch.save(blob, f))  # exclusive temp file, renamed: never through a link
     return path
 
 
