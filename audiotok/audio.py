@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import math
+import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,7 @@ class AudioInfo:
     sample_rate: int
     channels: int
     frames: int
+    peak: float | None = None  # largest |sample| of the decoded file (None: not decoded yet)
 
     @property
     def duration(self) -> float:
@@ -28,8 +31,12 @@ class AudioInfo:
 
 
 def _open(path: str):
+    from .sources import NotRegularFile, open_regular
+
     try:
-        return open(path, "rb")
+        return open_regular(path)
+    except NotRegularFile as exc:
+        raise InputError(str(exc)) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise InputError("is a symbolic link loop; fix or remove the link") from None
@@ -39,14 +46,29 @@ def _open(path: str):
             raise InputError("is a directory, not an audio file") from None
         if exc.errno == errno.EACCES:
             raise InputError("cannot be read: permission denied") from None
+        if exc.errno == errno.ENXIO:
+            raise InputError("is a socket or device, not a regular file; it was skipped") from None
         raise InputError(f"cannot be opened ({exc.strerror})") from None
 
 
 def _sf_error(exc: Exception) -> InputError:
-    text = str(exc)
+    # libsndfile names the Python file object ("Error opening <_io.BufferedReader name=...>: ");
+    # the caller names the file, so only the reason is kept.
+    text = re.sub(r"^Error (opening|reading) <[^>]*>:\s*", "", str(exc).strip())
+    text = re.sub(r"\s*\(possibly a pipe\?\)", "", text)  # the input is never a pipe here
     if "Format not recognised" in text or "unknown format" in text.lower():
         return InputError("is not an audio file soundfile can read (format not recognised)")
-    return InputError(f"cannot be decoded as audio ({text.strip() or type(exc).__name__})")
+    return InputError(f"cannot be decoded as audio ({text.strip() or type(exc).__name__}); the file is damaged "
+                      "or not audio")
+
+
+FRAMES_PER_BYTE = 1024  # more than any real file (FLAC of digital silence: ~300): beyond it a header lies
+
+
+def plausible_frames(frames: int, file_bytes: int) -> int:
+    """A header's frame count, capped at what ``file_bytes`` of data can hold (a lying header
+    must not set progress totals or preallocate memory)."""
+    return max(0, min(int(frames), int(file_bytes) * FRAMES_PER_BYTE))
 
 
 def probe(path: str) -> AudioInfo:
@@ -57,13 +79,14 @@ def probe(path: str) -> AudioInfo:
         if f.read(1) == b"":
             raise InputError("is empty (0 bytes)")
         f.seek(0)
+        size = os.fstat(f.fileno()).st_size
         try:
             info = sf.info(f)
         except Exception as exc:  # libsndfile raises several types
             raise _sf_error(exc) from None
     if info.frames <= 0 or info.channels <= 0:
         raise InputError("contains no audio samples")
-    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
+    return AudioInfo(int(info.samplerate), int(info.channels), plausible_frames(info.frames, size))
 
 
 def mix_channels(x: np.ndarray, channels: int) -> np.ndarray:
@@ -132,6 +155,7 @@ def read(path: str, sample_rate: int | None = None, channels: int | None = None)
         if f.read(1) == b"":
             raise InputError("is empty (0 bytes)")
         f.seek(0)
+        size = os.fstat(f.fileno()).st_size
         try:
             snd = sf.SoundFile(f)
         except Exception as exc:  # libsndfile raises several types
@@ -146,8 +170,9 @@ def read(path: str, sample_rate: int | None = None, channels: int | None = None)
                 import soxr
 
                 stream = soxr.ResampleStream(sr, target, mix_ch, dtype="float32", quality="HQ")
-            out = _Output(mix_ch, n_samples_at(max(int(snd.frames), 0), sr, target))
+            out = _Output(mix_ch, n_samples_at(plausible_frames(snd.frames, size), sr, target))
             frames = n_nan = n_inf = 0
+            peak = 0.0
             while True:
                 try:
                     block = snd.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
@@ -162,6 +187,8 @@ def read(path: str, sample_rate: int | None = None, channels: int | None = None)
                     if last:
                         break
                     continue  # keep counting; nothing more is converted
+                if not last and block.size:
+                    peak = max(peak, float(np.abs(block).max()))
                 mixed = mix_channels(block.T, mix_ch).T if not last else block[:, :mix_ch]
                 if stream is not None:
                     mixed = stream.resample_chunk(np.ascontiguousarray(mixed), last=last)
@@ -179,7 +206,7 @@ def read(path: str, sample_rate: int | None = None, channels: int | None = None)
     x = out.result()
     if mix_ch != out_ch:
         x = np.repeat(x, out_ch, axis=0)
-    return x, AudioInfo(sr, in_ch, frames)
+    return x, AudioInfo(sr, in_ch, frames, peak)
 
 
 def n_samples_at(frames: int, sr: int, target_sr: int) -> int:

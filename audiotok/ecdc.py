@@ -35,6 +35,8 @@ _MAX_JSON = 1 << 16  # the real header is ~60 bytes; anything huge is garbage
 _READ_CHUNK = 1 << 20
 BITS = 10
 CARD = 1 << BITS
+MAX_SECONDS = 7 * 24 * 3600  # longest audio a header may declare (a week); larger is corrupt or crafted
+_LM_BLOCK = 4096  # frames decoded into one block: memory grows with the codes actually in the stream
 
 
 # The codecs the format can hold (``CodecSpec.ecdc``): their rates, channels, codebooks,
@@ -249,6 +251,11 @@ def read_ecdc_header(fileobj: IO[bytes]) -> dict:
         raise InputError(f"the .ecdc header gives {nc!r} codebooks; {name} has 1 to {spec.n_q}")
     if not isinstance(use_lm, bool):
         raise InputError(f"the .ecdc header gives lm={use_lm!r}; it must be true or false")
+    # Plainly packed codes are read against the data (a length the data lacks is "truncated");
+    # LM-coded ones can be very compact, so their declared length is bounded instead.
+    if use_lm and al > MAX_SECONDS * spec.sample_rate:
+        raise InputError(f"the .ecdc header gives audio length {al} samples ({al / spec.sample_rate / 3600:.0f} h), "
+                         f"more than the {MAX_SECONDS // 3600} h one file may hold; the file is corrupt or crafted")
     return meta
 
 
@@ -287,8 +294,14 @@ def _lm_decode_segment(fileobj: IO[bytes], nc: int, frames: int, lm) -> np.ndarr
     decoder = ArithmeticDecoder(fileobj)
     states, offset = None, 0
     prev = torch.zeros(1, nc, 1, dtype=torch.long, device=device)
-    out = np.zeros((nc, frames), dtype=np.int64)
+    blocks: list[np.ndarray] = []
+    out = np.zeros((nc, 0), dtype=np.int64)
     for t in range(frames):
+        if t % _LM_BLOCK == 0:
+            if out.shape[1]:
+                blocks.append(out)
+            out = np.zeros((nc, min(_LM_BLOCK, frames - t)), dtype=np.int64)
+        j = t % _LM_BLOCK
         with torch.no_grad():
             probas, states, offset = lm(prev, states, offset)
         for q in range(nc):
@@ -301,9 +314,10 @@ def _lm_decode_segment(fileobj: IO[bytes], nc: int, frames: int, lm) -> np.ndarr
                 ) from None
             if code is None:
                 raise InputError("the .ecdc stream ends before all codes were read; the file is truncated")
-            out[q, t] = code
-        prev = torch.from_numpy(1 + out[:, t]).view(1, nc, 1).to(device)
-    return out
+            out[q, j] = code
+        prev = torch.from_numpy(1 + out[:, j]).view(1, nc, 1).to(device)
+    blocks.append(out)
+    return np.concatenate(blocks, axis=1) if len(blocks) > 1 else out
 
 
 def default_lm_loader(model_name: str, checkpoint=None):
@@ -314,16 +328,18 @@ def default_lm_loader(model_name: str, checkpoint=None):
     from encodec.model import LMModel
 
     from .errors import WeightsError
-    from .weights import load_torch_file, resolve_encodec
+    from .weights import check_finite, load_torch_file, resolve_encodec
 
     spec = MODELS[model_name]
     path = resolve_encodec(spec.lm_name, checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lm = LMModel(spec.n_q, CARD, num_layers=5, dim=200, past_context=int(3.5 * spec.frame_rate))
+    state = load_torch_file(path, "EnCodec LM checkpoint")
     try:
-        lm.load_state_dict(load_torch_file(path, "EnCodec LM checkpoint"), strict=True)
+        lm.load_state_dict(state, strict=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"checkpoint {path} does not hold the {spec.lm_name} weights ({first})") from None
+    check_finite(state, path)
     return lm.eval()

@@ -19,3 +19,7 @@ class InputError(AudiotokError):
     """One input file cannot be used (unreadable, not audio, empty, non-finite samples...).
 
     The run records it for that file and goes on with the others."""
+
+
+class OutputError(AudiotokError):
+    """An output cannot be written (read-only or full folder, a link leading elsewhere)."""

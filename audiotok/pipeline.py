@@ -32,6 +32,7 @@ holds about ``batch_seconds`` of audio (one input longer than that forms its own
 from __future__ import annotations
 
 import concurrent.futures as cf
+import errno
 import multiprocessing as mp
 import sys
 import time
@@ -61,6 +62,8 @@ class Summary:
     failed: list[Outcome] = field(default_factory=list)
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
+    output_trouble: str | None = None  # the first "disk full / read-only" error of an output write
+    warnings: list[tuple[Source, str]] = field(default_factory=list)  # inputs that are ok but suspicious
 
     @property
     def exit_code(self) -> int:
@@ -79,6 +82,52 @@ def _load_one(load: Callable, path: str):
         return InputError(f"could not be decoded ({type(exc).__name__}: {exc})")
 
 
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def final_status(summary: Summary, manifest: Any, say: Callable[[str], None]) -> int:
+    """The run's exit status, after one closing sentence when outputs or the manifest could not
+    be written (disk full, read-only): what happened, that finished work is kept, what to do."""
+    lost = getattr(manifest, "lost", 0)
+    if summary.output_trouble or lost:
+        what = summary.output_trouble or manifest.failure
+        extra = f"; {lost} record line(s) could not be written" if lost else ""
+        say(f"audiotok: error: the output folder could not take more data ({what}){extra}; outputs "
+            "that were finished are complete; free space or choose another -o, then rerun the same command")
+        return 1
+    return summary.exit_code
+
+
+def _worker_init(parent: int) -> None:
+    """Decode workers die with the main process, even when it is killed with SIGKILL: Linux's
+    parent-death signal, and on every system a thread that exits when the parent is gone. Ctrl-C
+    and SIGTERM are the main process's to handle (it shuts the workers down)."""
+    import os
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, name="audiotok-parent-watch", daemon=True).start()
+
+
 class Loader:
     """Decode inputs in worker processes (or one background thread when ``workers == 0``),
     keeping a bounded number in flight and yielding results in submission order."""
@@ -87,11 +136,16 @@ class Loader:
         self.load = load
         self.workers = workers
         self.window = max(2, 2 * workers + 2)
-        if workers > 0:
-            ctx = mp.get_context("spawn")
-            self.pool: cf.Executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-        else:
-            self.pool = cf.ThreadPoolExecutor(max_workers=1)
+        self.pool: cf.Executor = self._new_pool()
+
+    def _new_pool(self) -> cf.Executor:
+        if self.workers <= 0:
+            return cf.ThreadPoolExecutor(max_workers=1)
+        import os
+
+        ctx = mp.get_context("spawn")
+        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                      initializer=_worker_init, initargs=(os.getpid(),))
 
     def imap(self, items: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
         """Results in order. The first ``window`` inputs are submitted at once, before the first
@@ -124,11 +178,21 @@ class Loader:
 
     def _restart(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-        ctx = mp.get_context("spawn")
-        self.pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        self.pool = self._new_pool()
+
+    def terminate(self) -> None:
+        """Stop the workers now (interrupted run): a decode in progress is not waited for."""
+        for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+            try:
+                proc.kill()
+            except (OSError, AttributeError):
+                pass
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        except cf.process.BrokenProcessPool:
+            pass
 
 
 def run(
@@ -185,6 +249,12 @@ def run(
         except AudiotokError as exc:
             fail(i, str(exc))
             continue
+        except MemoryError:
+            fail(i, "is too large to read in memory")
+            continue
+        except Exception as exc:  # a reader bug on a malformed file is this input's error, not the run's end
+            fail(i, f"could not be read ({_message(exc)})")
+            continue
         todo.append(i)
     if progress is not None:
         progress.set_total(len(sources), sum(infos[i].duration for i in todo))
@@ -192,21 +262,39 @@ def run(
     # 2. longest first (memory problems show at once; batches of similar lengths)
     todo.sort(key=lambda i: (-infos[i].duration, i))
 
+    handed: set[int] = set()  # given to the adapter, no outcome yet
+
     def deliver(results) -> None:
         for key, res in results:
+            if key not in handed:
+                continue
+            handed.discard(key)
             src = sources[key]
             if isinstance(res, Exception):
                 fail(key, _message(res))
                 continue
             try:
+                bad = nonfinite(res)
+                if bad:
+                    raise InputError(f"gave {bad} values from the model; the weights are damaged or the input "
+                                     "is extreme (nothing was written)")
                 rec = job.finish(src, infos[key], res)
             except AudiotokError as exc:
                 fail(key, str(exc))
                 continue
             except OSError as exc:
+                if exc.errno in _STORAGE_ERRNOS and summary.output_trouble is None:
+                    summary.output_trouble = exc.strerror or str(exc)
                 fail(key, f"output could not be written ({exc.strerror or exc})")
                 continue
+            except Exception as exc:  # e.g. a writer library's assertion on a full disk
+                fail(key, f"output could not be written ({_message(exc)})")
+                continue
             rec = {"input": src.path, "status": "ok", **_info_fields(infos[key]), **rec}
+            warning = _level_warning(infos[key])
+            if warning:
+                rec["warning"] = warning
+                summary.warnings.append((src, warning))
             summary.audio_seconds += infos[key].duration
             emit(key, Outcome(src, "ok", rec))
 
@@ -226,31 +314,100 @@ def run(
             batch.append((key, payload))
             batch_sec += info.duration
             if batch_sec >= batch_seconds:
-                deliver(_run_batch(adapter, batch))
+                handed.update(k for k, _ in batch)
+                deliver(_run_batch(adapter, batch, handed))
                 batch, batch_sec = [], 0.0
         if batch:
-            deliver(_run_batch(adapter, batch))
+            handed.update(k for k, _ in batch)
+            deliver(_run_batch(adapter, batch, handed))
         if todo:
-            deliver(adapter.flush())
+            deliver(_guarded(adapter.flush, handed))
+        for key in sorted(handed):  # every input gets a record, even one an adapter lost
+            fail(key, "got no result from the model (a model step failed while it was held); rerun to retry")
+        handed.clear()
+    except BaseException:
+        loader.terminate()
+        raise
     finally:
         loader.close()
     summary.wall_seconds = time.perf_counter() - t0
     return summary
 
 
-def _run_batch(adapter: Adapter, batch: list[tuple[int, Any]]):
+def _run_batch(adapter: Adapter, batch: list[tuple[int, Any]], handed: set[int]):
+    """``adapter.run(batch)``; when it raises, the batch's inputs are retried one by one (after
+    ``adapter.reset()``), so one input that breaks the model fails alone. Inputs the reset
+    dropped (held from earlier calls) fail with the step's message."""
     try:
         return adapter.run(batch)
     except AudiotokError as exc:
         return [(k, exc) for k, _ in batch]
-    except RuntimeError as exc:  # e.g. out of memory on the device: fail these, keep going
-        adapter.reset()
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return [(k, InputError(f"model step failed ({msg})")) for k, _ in batch]
+    except Exception as exc:  # out of memory on the device, a library assertion on odd input...
+        error = _step_error(exc)
+    adapter.reset()
+    ours = {k for k, _ in batch}
+    out: list = [(k, error) for k in sorted(handed - ours)]
+    if len(batch) == 1:
+        return [*out, (batch[0][0], error)]
+    for item in batch:
+        out.extend(_run_batch(adapter, [item], {item[0]}))
+    return out
+
+
+def _guarded(call: Callable, handed: set[int]):
+    try:
+        return call()
+    except AudiotokError as exc:
+        return [(k, exc) for k in sorted(handed)]
+    except Exception as exc:
+        error = _step_error(exc)
+        call.__self__.reset()
+        return [(k, error) for k in sorted(handed)]
+
+
+def _step_error(exc: BaseException) -> InputError:
+    if isinstance(exc, MemoryError):
+        return InputError("is too large to process in memory")
+    msg = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InputError(f"model step failed ({type(exc).__name__}: {msg})")
+
+
+def nonfinite(result: Any, depth: int = 3) -> str | None:
+    """``"NaN"`` / ``"infinite"`` when a float array in ``result`` is not finite, looking through
+    dataclass fields, lists and tuples up to ``depth`` levels; else None."""
+    import dataclasses
+
+    import numpy as np
+
+    if isinstance(result, np.ndarray):
+        if result.dtype.kind == "f" and result.size and not np.isfinite(result).all():
+            return "NaN" if np.isnan(result).any() else "infinite"
+        return None
+    if depth == 0:
+        return None
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        parts = [getattr(result, f.name) for f in dataclasses.fields(result)]
+    elif isinstance(result, (list, tuple)):
+        parts = list(result)
+    else:
+        return None
+    for part in parts:
+        bad = nonfinite(part, depth - 1)
+        if bad:
+            return bad
+    return None
 
 
 def _message(exc: Exception) -> str:
     return str(exc) if isinstance(exc, AudiotokError) else f"{type(exc).__name__}: {exc}"
+
+
+def _level_warning(info: AudioInfo) -> str | None:
+    peak = getattr(info, "peak", None)
+    if peak is not None and peak > 1.0:
+        return (f"peaks at {peak:.3g}, above full scale (1.0); it was used as it is, so scale it down "
+                "if that is not intended")
+    return None
 
 
 def _info_fields(info: AudioInfo) -> dict:

@@ -5,26 +5,61 @@ leaves a file that looks finished."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import secrets
+import stat
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import UsageError
+from .errors import OutputError, UsageError
 from .sources import Source, display_path
 
 Writer = Callable[[IO[bytes], Any], None]
 
 
+NAME_MAX = 255  # bytes per name on common file systems (ext4, xfs, btrfs, tmpfs, NFS)
+# ours: .NAME.tmp-PID-8HEX; earlier versions wrote .NAME.tmp-PID (only names of outputs we write)
+_TMP_RE = re.compile(rb"^\..+\.tmp-(\d+)-[0-9a-f]{8}$|^\..+\.(?:npz|npy|ecdc|wav|flac|png|json|jsonl|pt)\.tmp-(\d+)$",
+                     re.DOTALL)
+_FILE_MODE = 0o666  # before the umask, like open(); mkstemp's 0o600 would hide outputs in shared folders
+
+
+def temp_name(name: str, pid: int | None = None) -> str:
+    """``.NAME.tmp-PID-RANDOM``, with NAME cut (at a byte) so the whole stays within ``NAME_MAX``."""
+    tail = f".tmp-{os.getpid() if pid is None else pid}-{secrets.token_hex(4)}".encode()
+    raw = os.fsencode(name)[: NAME_MAX - 1 - len(tail)]
+    return os.fsdecode(b"." + raw + tail)
+
+
+def create_exclusive(path: Path) -> int:
+    """A new file at ``path`` opened for writing; never through a link, never an existing file."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    return os.open(path, flags, _FILE_MODE)
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through ``write(fileobj)`` into a temp file beside ``path``, fsync, then rename."""
+    """Write through ``write(fileobj)`` into a new temp file beside ``path``, fsync, then rename.
+
+    The temp file is created exclusively under a random name (a link planted there cannot redirect
+    the write); the rename replaces a link at ``path`` itself, never what it points to."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    for _ in range(100):
+        tmp = path.with_name(temp_name(path.name))
+        try:
+            fd = create_exclusive(tmp)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 32 random bits
+        raise OSError(errno.EEXIST, "no free temporary name", str(path.parent))
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -34,22 +69,119 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.unlink(tmp)
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(root: str | os.PathLike) -> int:
+    """Remove the temp files that runs killed on this machine left under ``root`` (their process is
+    gone); a live run's temp files are kept. Links are not followed. Returns how many were removed."""
+    removed = 0
+    stack = [os.fsencode(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                    continue
+                m = _TMP_RE.match(entry.name)
+                if m and entry.is_file(follow_symlinks=False) and not _pid_alive(int(m.group(1) or m.group(2))):
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue
+    return removed
+
+
+def prepare_output_dir(out: str | os.PathLike, what: str = "-o") -> Path:
+    """Create the output folder (or check it) and prove it is writable; a user-caused problem is one
+    sentence (exit 1), never a traceback."""
+    out = Path(out)
+    shown = display_path(str(out))
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{what} {shown} is an existing file, not a folder; choose a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / temp_name("write-check")
+        os.close(create_exclusive(probe))
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {what} {shown} ({exc.strerror or exc}); choose a writable folder") from None
+    return out
+
+
+def prepare_run_output(out: str | os.PathLike) -> Path:
+    """The output folder of a run: created and writable, stale temp files of killed runs removed."""
+    out = prepare_output_dir(out)
+    remove_stale_temps(out)
+    return out
+
+
+def open_append(path: Path):
+    """Open ``path`` for appending text, refusing to follow a link planted at that name."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, _FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputError(f"{display_path(str(path))} is a symbolic link; audiotok does not write through "
+                              "links in its output folder; remove the link and rerun") from None
+        raise OutputError(f"cannot write {display_path(str(path))} ({exc.strerror or exc}); "
+                          "choose a writable output folder") from None
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 class OutputTree:
     """``OUT/<rel with suffix replaced>`` for each source."""
 
     def __init__(self, root: str | os.PathLike, suffix: str):
         self.root = Path(root)
         self.suffix = suffix if suffix.startswith(".") else "." + suffix
+        self._checked: set[Path] = set()
 
     def target(self, source: Source) -> Path:
         rel = Path(source.rel)
         return self.root / rel.with_suffix(self.suffix) if rel.suffix else self.root / (rel.name + self.suffix)
 
     def done(self, source: Source) -> bool:
-        return self.target(source).is_file()
+        """A regular file (not a link) is at the target."""
+        try:
+            return stat.S_ISREG(os.lstat(self.target(source)).st_mode)
+        except OSError:
+            return False
+
+    def check_inside(self, path: Path) -> None:
+        """Refuse a target whose folder is (or passes through) a link leading outside the output root."""
+        folder = path.parent
+        if folder in self._checked:
+            return
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(folder)
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            raise OutputError(f"the output folder {display_path(str(folder))} is a link leading outside "
+                              f"{display_path(str(self.root))} (to {display_path(real)}); remove the link or choose another -o")
+        self._checked.add(folder)
 
     def write(self, source: Source, writer: Writer, result: Any) -> Path:
         path = self.target(source)
+        if len(os.fsencode(path.name)) > NAME_MAX:
+            raise OutputError(f"the output name {display_path(path.name)} is longer than {NAME_MAX} bytes; "
+                              "rename the input")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.check_inside(path)
         atomic_write(path, lambda f: writer(f, result))
         return path
 
@@ -89,19 +221,38 @@ def _json_line(record: dict) -> str:
 
 class Manifest:
     """Append-only JSONL, one line per input per run, flushed line by line (the last line per
-    input wins). Under torchrun or ``--shard``, each rank appends to its own part file."""
+    input wins). Under torchrun or ``--shard``, each rank appends to its own part file.
+
+    A write that fails (disk full, file system gone read-only) does not end the run: the error is
+    kept in ``failure`` and the run reports it at the end; outputs already written stay."""
 
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "a", encoding="utf-8")
+        self._f = open_append(path)
+        self.failure: str | None = None
+        self.lost = 0
+        self._cut = False  # a failed write may have left part of a line: start the next on a new line
 
     def append(self, record: dict) -> None:
-        self._f.write(_json_line(record))
-        self._f.flush()
+        line = ("\n" if self._cut else "") + _json_line(record)
+        try:
+            self._f.write(line)
+            self._f.flush()
+            self._cut = False
+        except (OSError, ValueError) as exc:  # ValueError: the file could not be reopened after a failure
+            self.lost += 1
+            self._cut = True
+            if self.failure is None:
+                self.failure = getattr(exc, "strerror", None) or str(exc)
+            with contextlib.suppress(OSError):  # drop what is buffered, so no line is written twice
+                self._f.close()
+            with contextlib.suppress(OutputError):
+                self._f = open_append(self.path)
 
     def close(self) -> None:
-        self._f.close()
+        with contextlib.suppress(OSError):
+            self._f.close()
 
 
 def manifest_part_name(rank: int, world: int) -> str:
@@ -125,7 +276,7 @@ def merge_manifest_parts(out_dir: Path, rank: int, world: int) -> bool:
     except FileExistsError:
         return False
     try:
-        with open(out_dir / "manifest.jsonl", "a", encoding="utf-8") as merged:
+        with open_append(out_dir / "manifest.jsonl") as merged:
             for k in range(world):
                 part = out_dir / f"manifest.rank-{k}.jsonl"
                 if part.exists():
@@ -147,22 +298,35 @@ class JsonLines:
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stdout
+        self.failure: str | None = None  # the first write that failed (disk full, reader gone)
+        self.lost = 0
 
     def emit(self, record: dict) -> None:
-        self.stream.write(_json_line(record))
-        self.stream.flush()
+        try:
+            self.stream.write(_json_line(record))
+            self.stream.flush()
+        except (OSError, ValueError) as exc:  # the run goes on; the caller reports it at the end
+            self.lost += 1
+            if self.failure is None:
+                self.failure = getattr(exc, "strerror", None) or str(exc)
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, dict]:
     """The last record per input of a manifest file."""
     out: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             line = line.strip()
-            if line:
+            if not line:
+                continue
+            try:
                 rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a killed run or a full disk
+            if isinstance(rec, dict) and "input" in rec:
                 out[rec["input"]] = rec
     return out
 
 
-__all__ = ["OutputTree", "Manifest", "JsonLines", "atomic_write", "merge_manifest_parts", "display_path"]
+__all__ = ["OutputTree", "Manifest", "JsonLines", "atomic_write", "merge_manifest_parts", "display_path",
+           "prepare_output_dir", "remove_stale_temps", "temp_name", "open_append"]

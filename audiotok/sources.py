@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -48,11 +49,50 @@ def _has_ext(name: str, exts: Sequence[str]) -> bool:
     return name.rsplit(".", 1)[-1].lower() in exts if "." in name else False
 
 
-def _walk(root: str, exts: Sequence[str]) -> list[str]:
-    """Recursive listing that follows directory symlinks but never loops."""
+def file_kind_error(mode: int) -> str | None:
+    """Why a file of this ``st_mode`` is not read (FIFOs, devices and sockets would block or never
+    end), or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not an audio file"
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return f"is {kind}, not a regular file; it was skipped without being opened"
+
+
+def open_regular(path: str):
+    """Open ``path`` for reading only if it is a regular file: opened non-blocking (a FIFO cannot
+    hang the run) and checked with ``fstat`` before anything is read. Raises OSError as ``open``
+    does, or ``NotRegularFile`` with the reason."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        why = file_kind_error(os.fstat(fd).st_mode)
+        if why:
+            raise NotRegularFile(why)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class NotRegularFile(Exception):
+    """Raised by :func:`open_regular`; the message says what the file is."""
+
+
+def _walk(root: str, exts: Sequence[str], problems: list[tuple[str, str]] | None = None) -> list[str]:
+    """Recursive listing that follows directory symlinks but never loops. Folders that cannot be
+    listed are added to ``problems`` as (folder, reason)."""
     found: list[str] = []
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def onerror(exc: OSError) -> None:
+        if problems is not None and exc.filename is not None:
+            problems.append((os.fsdecode(exc.filename), exc.strerror or str(exc)))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
         try:
             st = os.stat(dirpath)
         except OSError:
@@ -104,10 +144,14 @@ def discover(inputs: Sequence[str], exts: Sequence[str] = AUDIO_EXTENSIONS, stdi
             expanded.extend(read_stdin_paths(stdin))
         else:
             expanded.append(item)
+    problems: list[tuple[str, str]] = []
     for item in expanded:
         if os.path.isdir(item):
-            for p in _walk(item, exts):
+            for p in _walk(item, exts, problems):
                 entries.append((p, item, None))
+            entries.extend((d, item, f"is a folder that cannot be read ({why}); its files were not processed")
+                           for d, why in problems)
+            problems.clear()
         elif os.path.lexists(item):
             entries.append((item, os.path.dirname(item) or ".", None))
         elif _MAGIC & set(item):
@@ -115,7 +159,10 @@ def discover(inputs: Sequence[str], exts: Sequence[str] = AUDIO_EXTENSIONS, stdi
             root = _glob_root(item)
             for m in matches:
                 if os.path.isdir(m):
-                    entries.extend((p, root, None) for p in _walk(m, exts))
+                    entries.extend((p, root, None) for p in _walk(m, exts, problems))
+                    entries.extend((d, root, f"is a folder that cannot be read ({why}); its files were not processed")
+                                   for d, why in problems)
+                    problems.clear()
                 elif _has_ext(m, exts):
                     entries.append((m, root, None))
             if not matches:
@@ -132,8 +179,18 @@ def discover(inputs: Sequence[str], exts: Sequence[str] = AUDIO_EXTENSIONS, stdi
         rel = os.path.relpath(absolute, common)
         if rel.startswith(".."):
             rel = os.path.basename(absolute)
+        if err is None:
+            err = _kind_error(path)
         by_key.setdefault(absolute, Source(path=path, rel=rel, error=err))
     return sorted(by_key.values(), key=lambda s: os.fsencode(s.rel))
+
+
+def _kind_error(path: str) -> str | None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing, a link loop, no permission: the reader says which, with the file's name
+    return None if stat.S_ISDIR(mode) else file_kind_error(mode)
 
 
 def shard(sources: Sequence[Source], rank: int, world: int) -> list[Source]:

@@ -185,3 +185,23 @@ def resolve_encodecmae(name_or_path: str | os.PathLike) -> Path:
         f"unknown EnCodecMAE model {text!r}; give a checkpoint path or one of "
         f"{', '.join(ENCODECMAE_V2_NAMES + ENCODECMAE_V1_NAMES)}"
     )
+
+
+def check_finite(state, path) -> None:
+    """Refuse a checkpoint with a NaN or infinite value in any floating-point tensor (a model built
+    from it gives all-zero codes, constant audio or NaN scores while reporting success).
+    ``state`` is a mapping of names to tensors (nested mappings are searched too)."""
+    stack = [("", state)]
+    while stack:
+        prefix, obj = stack.pop()
+        if isinstance(obj, dict):
+            stack.extend((f"{prefix}{k}.", v) for k, v in obj.items())
+            continue
+        if getattr(obj, "is_floating_point", None) and obj.is_floating_point() and obj.numel():
+            import torch
+
+            if not bool(torch.isfinite(obj).all()):
+                name = prefix[:-1]
+                kind = "NaN" if bool(torch.isnan(obj).any()) else "infinite"
+                raise WeightsError(f"checkpoint {path} holds {kind} values in {name}, so every result would be "
+                                   "garbage; the file is damaged: download or train it again")

@@ -155,7 +155,7 @@ def test_rerun_skips_overwrite_redoes_and_stack(run, tmp_path, ckpt, clips):
     recs = [json.loads(x) for x in stdout.splitlines()]
     assert len(recs) == 5 and all(r["status"] == "ok" for r in recs)
     matrix = np.load(stack)
-    paths = (tmp_path / "all.paths.txt").read_text().splitlines()
+    paths = [json.loads(line)["input"] for line in (tmp_path / "all.paths.jsonl").read_text().splitlines()]
     assert matrix.shape == (5, 64) and matrix.dtype == np.float32
     from audiotok.sources import AUDIO_EXTENSIONS, discover
 

@@ -5,13 +5,16 @@ Each command module registers itself on the shared Typer ``app``; see ``base.py`
 
 import importlib
 
-from .base import app, entry, main
+from ..interrupts import quiet_startup
 
-for _name in ("codec", "embed", "score", "train", "probe"):
-    try:
-        importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _exc:  # a command module not written yet
-        if _exc.name != f"{__name__}.{_name}":
-            raise
+with quiet_startup():
+    from .base import app, entry, main
+
+    for _name in ("codec", "embed", "score", "train", "probe"):
+        try:
+            importlib.import_module(f"{__name__}.{_name}")
+        except ModuleNotFoundError as _exc:  # a command module not written yet
+            if _exc.name != f"{__name__}.{_name}":
+                raise
 
 __all__ = ["app", "entry", "main"]

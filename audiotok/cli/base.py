@@ -63,17 +63,19 @@ THREADS = typer.Option(None, "--threads", min=1,
 def finish(summary, quiet: bool) -> None:
     """The closing report on stderr, then exit with the run's status (0 ok, 1 some inputs failed)."""
     report(summary, quiet)
-    raise typer.Exit(summary.exit_code)
+    raise typer.Exit(getattr(summary, "status", summary.exit_code))
 
 
 def run(fn, *args, **kwargs):
     """Call a library function; Ctrl-C (or SIGTERM) becomes the 'rerun to continue' message and
     exit status 130 (finished outputs are on disk and in the manifest)."""
+    from ..interrupts import interrupt_exit_code
+
     try:
         return fn(*args, **kwargs)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         eprint("interrupted: finished outputs are on disk and listed in the manifest; rerun the same command to continue")
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupt_exit_code(exc)) from None
 
 
 

@@ -23,7 +23,7 @@ def embed(
     overlap: float = typer.Option(0.0, "--overlap", help="Seconds of overlap between chunks (each frame still comes out once)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16 for the network."),
     fmt: str = typer.Option("npz", "--format", "-f", help="npz (array + timestamps + metadata) or npy (bare array)."),
-    stack: Path = typer.Option(None, "--stack", help="Also write FILE.npy [N, D] of pooled embeddings and FILE.paths.txt."),
+    stack: Path = typer.Option(None, "--stack", help="Also write FILE.npy [N, D] of pooled embeddings and FILE.paths.jsonl (the input of each row)."),
     ext: str = cli.EXT,
     device: str = cli.DEVICE,
     threads: int = cli.THREADS,

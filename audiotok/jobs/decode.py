@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from ..devices import check_device, check_threads
@@ -49,8 +50,10 @@ class DecodeJob:
     def finish(self, source, info, wav) -> dict:
         import soundfile as sf
 
-        def write(f, data):
-            sf.write(f, data.T.clip(-1.0, 1.0), info.sample_rate, format=self.fmt.upper(), subtype="PCM_16")
+        def write(f, data):  # encoded in memory first: a full disk is an OSError of f.write, not a libsndfile assertion
+            buf = io.BytesIO()
+            sf.write(buf, data.T.clip(-1.0, 1.0), info.sample_rate, format=self.fmt.upper(), subtype="PCM_16")
+            f.write(buf.getbuffer())
 
         path = self.tree.write(source, write, wav)
         return {"output": str(path), "n_samples": int(wav.shape[1]), "out_sample_rate": info.sample_rate,

@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import functools
-import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -91,38 +89,11 @@ def _stored_meta(path: Path) -> dict | None:
         return None
 
 
-def read_embedding(path: str | os.PathLike) -> np.ndarray:
-    """The embedding array of an ``embed`` output file (.npy or .npz)."""
-    data = np.load(path, allow_pickle=False)
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            return data["embedding"]
-    return data
-
-
 def write_stack(stack: Path, sources, job: EmbedJob) -> int:
-    """``stack`` = ``[N, D]`` pooled embeddings of every finished input (in input order) and
-    ``<stem>.paths.txt`` with their paths, one per line. Returns N."""
-    from ..sinks import atomic_write
+    """``--stack``: see ``audiotok.stack`` (the ``[N, D]`` matrix + ``FILE.paths.jsonl``)."""
+    from ..stack import write_stack as write
 
-    rows, paths = [], []
-    for src in sources:
-        target = job.target(src)
-        if src.error or not target.is_file():
-            continue
-        row = read_embedding(target).reshape(-1)
-        if rows and row.shape != rows[0].shape:
-            raise UsageError(f"{target} holds an embedding of {row.shape[0]} values, not {rows[0].shape[0]} like the others "
-                             "(made with other options); rerun with --overwrite")
-        rows.append(row)
-        paths.append(os.fsencode(src.path))
-    matrix = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
-    stem = stack.with_suffix("") if stack.suffix == ".npy" else stack
-    buf = io.BytesIO()
-    np.save(buf, matrix)
-    atomic_write(stem.with_name(stem.name + ".npy"), lambda f: f.write(buf.getvalue()))
-    atomic_write(stem.with_name(stem.name + ".paths.txt"), lambda f: f.write(b"".join(p + b"\n" for p in paths)))
-    return len(rows)
+    return write(stack, [(s.path, job.target(s)) for s in sources if not s.error])
 
 
 def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", layer: int | str = -1,

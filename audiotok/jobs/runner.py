@@ -45,7 +45,7 @@ def collect_sources(inputs, ext: str | Sequence[str] | None, shard_opt: str | No
     """Discover, sort, check the outputs ``OUT/<rel>.<suffix>`` (when given; see
     ``sinks.claim_targets``) and take this process's share. Returns (sources, share)."""
     from ..distributed import current_share
-    from ..sinks import OutputTree, claim_targets
+    from ..sinks import OutputTree, claim_targets, prepare_output_dir
 
     if ext is None:
         ext = AUDIO_EXTENSIONS
@@ -56,6 +56,8 @@ def collect_sources(inputs, ext: str | Sequence[str] | None, shard_opt: str | No
     sources = discover(as_inputs(inputs), exts)
     if not sources:
         raise UsageError("no input files found; check the paths and --ext")
+    if out is not None:
+        prepare_output_dir(out)  # an existing file or a read-only folder fails before any work
     if out is not None and suffix is not None:
         sources = claim_targets(sources, OutputTree(out, suffix))
     return shard(sources, share.rank, share.world), share
@@ -64,15 +66,18 @@ def collect_sources(inputs, ext: str | Sequence[str] | None, shard_opt: str | No
 def run_job(sources, share, job, adapter, out: Path | None, opts: RunOptions, unit: str = "audio",
             record: Callable[[Any], None] | None = None):
     """Run the pipeline: manifest under ``out`` (when given), JSON lines, progress; returns the
-    ``pipeline.Summary``. ``record`` replaces the default per-outcome sink (manifest + JSON lines).
-    A KeyboardInterrupt propagates once the manifest is closed (finished outputs stay listed)."""
+    ``pipeline.Summary``, whose ``status`` is the exit status (0, or 1 when inputs failed or the
+    output folder could not take more data; ``messages`` then say so). ``record`` replaces the
+    default per-outcome sink (manifest + JSON lines). A KeyboardInterrupt (or SIGTERM, as
+    ``interrupts.Terminated``) propagates once the manifest is closed (finished outputs stay listed)."""
     from .. import pipeline
+    from ..interrupts import termination_as_interrupt
     from ..progress import Progress
-    from ..sinks import JsonLines, Manifest, manifest_part_name, merge_manifest_parts
+    from ..sinks import JsonLines, Manifest, manifest_part_name, merge_manifest_parts, prepare_run_output
 
     manifest = None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        prepare_run_output(out)
         manifest = Manifest(out / manifest_part_name(share.rank, share.world))
     stream = None
     if opts.jsonl:
@@ -86,7 +91,7 @@ def run_job(sources, share, job, adapter, out: Path | None, opts: RunOptions, un
 
     progress = Progress(enabled=opts.progress, unit=unit)
     try:
-        with progress:
+        with progress, termination_as_interrupt():
             summary = pipeline.run(
                 sources, job, adapter,
                 batch_seconds=opts.batch_seconds, workers=opts.workers, overwrite=opts.overwrite,
@@ -95,9 +100,19 @@ def run_job(sources, share, job, adapter, out: Path | None, opts: RunOptions, un
     finally:  # also when building the model fails (no GPU, damaged weights): the lines so far stay
         if manifest is not None:
             manifest.close()
-    if out is not None:
+    if manifest is not None and manifest.failure is None:
         merge_manifest_parts(out, share.rank, share.world)
+    settle(summary, manifest)
     return summary
+
+
+def settle(summary, record_file) -> None:
+    """``summary.status`` and ``summary.messages``: exit 1 with one sentence when outputs or the
+    record file (manifest, score output) could not be written."""
+    from .. import pipeline
+
+    summary.messages = []
+    summary.status = pipeline.final_status(summary, record_file, summary.messages.append)
 
 
 def report(summary, quiet: bool) -> None:
@@ -106,10 +121,14 @@ def report(summary, quiet: bool) -> None:
         speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
         eprint(f"{summary.ok} done, {summary.skipped} skipped, {len(summary.failed)} failed; "
                f"{summary.audio_seconds / 3600:.3f} h of audio in {summary.wall_seconds:.1f} s ({speed:.1f}x real time)")
+    for src, warning in getattr(summary, "warnings", []):
+        eprint(f"warning: {display_path(src.path)} {warning}")
     if summary.failed:
         eprint(f"{len(summary.failed)} input(s) failed:")
         for o in summary.failed:
             eprint(f"  {display_path(o.source.path)}: {o.error}")
+    for message in getattr(summary, "messages", []):
+        eprint(message)
 
 
 def eprint(*args: Any) -> None:

@@ -123,13 +123,15 @@ def _read_done(path: Path | None) -> tuple[dict[str, set], dict[tuple[str, str],
     previous: dict[tuple[str, str], dict] = {}
     if path is None or not path.is_file():
         return done, previous
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut by a killed run
-            if rec.get("status") == "ok" and "lm" in rec:
+                continue  # a line cut by a killed run, or a damaged file: not a finished record
+            if not isinstance(rec, dict) or not isinstance(rec.get("lm"), dict) or "input" not in rec:
+                continue
+            if rec.get("status") == "ok":
                 done.setdefault(rec["input"], set()).add(rec["lm"].get("sha256"))
                 previous[(rec["input"], rec["lm"].get("sha256"))] = rec
     return done, previous
@@ -166,7 +168,9 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
     opts = RunOptions(batch_seconds, workers, overwrite, False, progress, shard).check()
     pairs = pair_models(models, checkpoints)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
+        from ..sinks import prepare_output_dir
+
+        prepare_output_dir(output.parent, "the folder of -o")
     sources, share = collect_sources(inputs, ext, shard)
     if share.world > 1 and output is not None:  # each share appends to its own part of the records
         output = output.with_name(f"{output.stem}.shard-{share.rank}-of-{share.world}{output.suffix}")
@@ -191,7 +195,9 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
     done, previous = _read_done(output) if not overwrite else ({}, {})
     job = ScoreJob(scorers, frames, plot, done)
 
-    out_stream = open(output, "a", encoding="utf-8") if output is not None else None
+    from ..sinks import open_append
+
+    out_stream = open_append(output) if output is not None else None
     sink = JsonLines(out_stream if out_stream is not None else (stream or sys.stdout))
     all_records: list[dict] = []
     manifest = None
@@ -228,6 +234,9 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
             out_stream.close()
         if manifest is not None:
             manifest.close()
+    from .runner import settle
+
+    settle(summary, sink if sink.lost else manifest)
     corpus = []
     for s in scorers:
         recs = [r for r in all_records if r["lm"]["sha256"] == s.identity["sha256"] and r["model"] == s.name]

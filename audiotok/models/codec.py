@@ -21,7 +21,7 @@ from ..codes import EncodedItem
 from ..devices import resolve_device  # noqa: F401  (re-exported)
 from ..errors import WeightsError
 from ..registry import CodecSpec, get_codec
-from ..weights import load_torch_file, resolve_encodec
+from ..weights import check_finite, load_torch_file, resolve_encodec
 from .inference import for_inference
 
 
@@ -34,6 +34,9 @@ def load_codec(model: str, checkpoint=None, device: str | torch.device = "cpu"):
     state = load_torch_file(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"checkpoint {path} does not hold {spec.name} weights (it holds a {type(state).__name__})")
+    check_finite(state, path)
     build = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
              "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[spec.name]
     with warnings.catch_warnings(), torch.device("meta"):
@@ -45,16 +48,9 @@ def load_codec(model: str, checkpoint=None, device: str | torch.device = "cpu"):
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200]
         raise WeightsError(f"checkpoint {path} does not hold {spec.name} weights ({first})") from None
-    _check_finite(m, path)
     m.name = spec.name
     m.checkpoint_path = str(path)
     return m.to(device).eval()
-
-
-def _check_finite(module: torch.nn.Module, path) -> None:
-    for name, t in module.state_dict().items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise WeightsError(f"checkpoint {path} holds NaN or infinite values (in {name}); the file is damaged")
 
 
 class EncodecCodec:

@@ -14,7 +14,7 @@ import warnings
 import torch
 
 from ..errors import WeightsError
-from ..weights import load_torch_file, resolve_encodec
+from ..weights import check_finite, load_torch_file, resolve_encodec
 
 LM_NAMES = {"encodec_24khz": "encodec_lm_24khz"}
 FRAME_RATE = 75
@@ -38,6 +38,7 @@ def load_encodec_lm(codec: str = "encodec_24khz", checkpoint=None):
     state = load_torch_file(path, "EnCodec LM checkpoint")
     if not isinstance(state, dict) or not any(k.startswith("emb.") for k in state):
         raise WeightsError(f"checkpoint {path} does not hold EnCodec LM weights (no emb.* tensors)")
+    check_finite(state, path)
     n_q = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"emb\.(\d+)\.", k)))
     lm = build_lm(n_q)
     try:

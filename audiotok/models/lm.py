@@ -8,6 +8,7 @@ targets, and maps fixed-shape windows of inputs to logits; ``audiotok.scoring`` 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from ..errors import UsageError, WeightsError
 from ..registry import get_codec
 from ..sinks import atomic_write
-from ..weights import file_sha256, load_torch_file
+from ..weights import check_finite, file_sha256, load_torch_file
 from .gpt import ARCHS, BOS, GPTConfig, aligned_mel, build_gpt, count_params
 from .lm_tokenizer import tokenizer_spec
 
@@ -101,7 +102,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: GPT
         if "mel_mean" in state else None,
         "optimizer": optimizer, "scheduler": scheduler, "extra": extra or {},
     }
-    atomic_write(path, lambda f: torch.save(blob, f))
+    atomic_write(path, lambda f: torch.save(blob, f))  # exclusive temp file, renamed: never through a link
     return path
 
 
@@ -117,10 +118,17 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, tokenizer:
     cfg = config_from_checkpoint(path, blob)
     if arch is not None and cfg.arch != arch:
         raise WeightsError(f"checkpoint {path} holds a {cfg.arch} model, not {arch}; pass --model {cfg.arch}")
+    if not isinstance(blob.get("tokenizer"), dict) or not isinstance(blob.get("state_dict"), dict):
+        raise WeightsError(f"{path} lacks its tokenizer or state_dict; the checkpoint is damaged")
     if tokenizer is not None:
         check_tokenizer(path, blob["tokenizer"], tokenizer)
-    model = build_gpt(cfg)
-    model.load_state_dict(blob["state_dict"], strict=True)
+    check_finite(blob["state_dict"], path)
+    try:
+        model = build_gpt(cfg)
+        model.load_state_dict(blob["state_dict"], strict=True)
+    except Exception as exc:
+        raise WeightsError(f"checkpoint {path} does not load into the {cfg.arch} model its config describes "
+                           f"({_first_line(exc)}); the file is damaged") from None
     return LMCheckpoint(model.to(device), cfg, blob["tokenizer"], blob.get("training") or {}, str(path),
                         blob.get("optimizer"), blob.get("scheduler"), blob.get("extra"))
 
@@ -132,6 +140,8 @@ def config_from_checkpoint(path, blob: dict) -> GPTConfig:
         raise WeightsError(f"checkpoint {path} has format version {version}, but this audiotok reads versions "
                            f"{', '.join(map(str, READABLE_VERSIONS))}; use the audiotok release that wrote it "
                            "or train the model again")
+    if not isinstance(blob.get("config"), dict):
+        raise WeightsError(f"{path} has no model config; the checkpoint is damaged")
     conf = dict(blob["config"])
     if version == 1:
         conf["fusion"] = "legacy"  # v1 concatenated a d - d_s token embedding with a unit-scale branch
@@ -140,7 +150,34 @@ def config_from_checkpoint(path, blob: dict) -> GPTConfig:
     if unknown:
         raise WeightsError(f"checkpoint {path} (version {version}) has unknown config fields {unknown}; "
                            "it was not written by this audiotok")
-    return GPTConfig(**conf)
+    return _checked_config(path, conf)
+
+
+def _checked_config(path, raw: dict) -> GPTConfig:
+    """The checkpoint's model config, checked enough that building the model cannot crash."""
+    try:
+        cfg = GPTConfig(**raw)
+    except TypeError as exc:
+        raise WeightsError(f"{path} has a model config audiotok cannot read ({exc}); the checkpoint is damaged") from None
+    for name in ("dim", "layers", "heads", "ff", "spec_dim", "spec_layers", "spec_heads", "spec_ff", "context",
+                 "n_mels", "vocab"):
+        value = getattr(cfg, name)
+        if type(value) is not int or value < (0 if name == "spec_layers" else 1):
+            raise WeightsError(f"{path} has {name} = {value!r} in its model config, which is not a positive "
+                               "whole number; the checkpoint is damaged")
+    if cfg.dim % cfg.heads or (cfg.spec_heads and cfg.spec_dim % cfg.spec_heads):
+        raise WeightsError(f"{path} has a model config whose width does not divide into its heads; "
+                           "the checkpoint is damaged")
+    if cfg.arch not in MODELS or cfg.arch == "encodec-lm":
+        raise WeightsError(f"{path} holds an unknown arch {cfg.arch!r}; the checkpoint is damaged")
+    return cfg
+
+
+def _first_line(exc: BaseException) -> str:
+    """The gist of a loader's exception in one line (``load_state_dict`` puts it on line two)."""
+    text = re.sub(r"^Error\(s\) in loading state_dict for \w+:", "", str(exc).strip())
+    text = " ".join(text.split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def read_tokenizer(path: str | os.PathLike) -> dict:

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import UsageError, WeightsError
 from ..features import FBANK_FRAME_MS, FBANK_NORM, FBANK_SHIFT_MS, fbank_geometry, kaldi_fbank
+from ..weights import check_finite
 from .inference import for_inference
 
 SAMPLE_RATE = 24000
@@ -421,11 +422,15 @@ def build_model(ckpt: LoadedCheckpoint) -> EncodecMAE:
     (decoder, head, targets, the decoder-side projection); every parameter must be present; the
     per-layer copies of the shared feed-forward must be identical."""
     state = ckpt.state
+    check_finite(state, ckpt.path)
     try:
         cfg = config_from_checkpoint(state, ckpt.config_text)
+        model = EncodecMAE(cfg)
     except WeightsError as exc:
         raise WeightsError(f"{ckpt.path}: {exc}") from None
-    model = EncodecMAE(cfg)
+    except Exception as exc:  # a config value the network cannot be built with (0 heads, a string...)
+        raise WeightsError(f"{ckpt.path}: its config does not describe a buildable EnCodecMAE model "
+                           f"({_first_line(exc)}); the checkpoint is damaged") from None
     ours = model.state_dict()
     loaded: dict[str, torch.Tensor] = {}
     unknown = []
@@ -455,10 +460,20 @@ def build_model(ckpt: LoadedCheckpoint) -> EncodecMAE:
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise WeightsError(f"{ckpt.path}: tensor for {missing[0]}{more} is missing; the checkpoint is incomplete")
-    model.load_state_dict(loaded, strict=True)
+    try:
+        model.load_state_dict(loaded, strict=True)
+    except Exception as exc:
+        raise WeightsError(f"{ckpt.path}: the tensors do not load into the model ({_first_line(exc)})") from None
     if model.codec_encoder is not None:
         for_inference(model.codec_encoder)
     return model.eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The gist of a loader's exception in one line (``load_state_dict`` puts it on line two)."""
+    text = re.sub(r"^Error\(s\) in loading state_dict for \w+:", "", str(exc).strip())
+    text = " ".join(text.split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def load_mae(path: str | Path) -> EncodecMAE:
