@@ -156,7 +156,7 @@ def run(
         record_sink(outcome)
         if progress is not None:
             info = infos.get(i)
-            progress.advance(info.duration if info and outcome.status == "ok" else 0.0, outcome)
+            progress.advance(info.duration if info and outcome.status == "ok" else 0.0, outcome, key=i)
 
     def fail(i: int, message: str) -> None:
         src = sources[i]
@@ -212,6 +212,7 @@ def run(
         loaded = loader.imap([(i, sources[i].path) for i in todo])
         if todo and callable(adapter) and not hasattr(adapter, "run"):
             adapter = adapter()  # build the model while the first inputs decode (never if all are done)
+        attach_progress(adapter, progress, infos)
         batch: list[tuple[int, Any]] = []
         batch_sec = 0.0
         for key, res in loaded:
@@ -233,6 +234,20 @@ def run(
         loader.close()
     summary.wall_seconds = time.perf_counter() - t0
     return summary
+
+
+def attach_progress(adapter: Any, progress: Any, infos: dict[int, AudioInfo]) -> None:
+    """Let an adapter that reports work within an input (an ``on_progress`` attribute, called as
+    ``on_progress(key, done, total)`` in any unit) move ``progress`` by that input's audio seconds."""
+    if progress is None or not hasattr(adapter, "on_progress") or not hasattr(progress, "update_file"):
+        return
+
+    def report(key, done: float, total: float) -> None:
+        info = infos.get(key)
+        if info is not None and total > 0:
+            progress.update_file(key, info.duration * min(1.0, done / total))
+
+    adapter.on_progress = report
 
 
 def _run_batch(adapter: Any, batch: list[tuple[int, Any]]):

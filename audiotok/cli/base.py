@@ -55,6 +55,8 @@ OVERWRITE = typer.Option(False, "--overwrite", help="Redo inputs whose output al
 JSONL = typer.Option(False, "--jsonl", help="Print one JSON object per input on stdout.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar (errors are still listed).")
 SHARD = typer.Option(None, "--shard", help="Take share K of N of the sorted inputs (job arrays), e.g. 0/4.")
+LOG_EVERY = typer.Option(10.0, "--log-every", min=0.0, metavar="SECONDS",
+                         help="When stderr is not a terminal: a progress line every SECONDS (0: none).")
 
 
 @dataclass
@@ -66,6 +68,7 @@ class RunOptions:
     jsonl: bool = False
     quiet: bool = False
     shard: str | None = None
+    log_every: float = 10.0
 
 
 def collect_sources(inputs: list[str], ext: str, shard_opt: str | None, out: Path | None = None,
@@ -102,7 +105,7 @@ def run_job(sources, share, job, adapter, opts: RunOptions, unit: str = "audio")
         if stdout is not None:
             stdout.emit(outcome.record)
 
-    progress = Progress(enabled=not opts.quiet, unit=unit)
+    progress = Progress(enabled=not opts.quiet, unit=unit, log_every=opts.log_every, label=_label(job))
     try:
         with progress:
             summary = pipeline.run(
@@ -118,6 +121,12 @@ def run_job(sources, share, job, adapter, opts: RunOptions, unit: str = "audio")
     merge_manifest_parts(opts.out, share.rank, share.world)
     report(summary, opts.quiet)
     return summary.exit_code
+
+
+def _label(job: Any) -> str:
+    """The word progress lines start with: the job's ``label``, else its class name (EncodeJob: encode)."""
+    name = type(job).__name__
+    return getattr(job, "label", None) or (name[:-3] if name.endswith("Job") else name).lower()
 
 
 def report(summary, quiet: bool) -> None:

@@ -59,6 +59,7 @@ def encode(
     jsonl: bool = cli.JSONL,
     quiet: bool = cli.QUIET,
     shard: str = cli.SHARD,
+    log_every: float = cli.LOG_EVERY,
 ) -> None:
     """Encode audio files into EnCodec codes, mirroring the input tree under OUT."""
     from ..codes import check_format
@@ -78,7 +79,7 @@ def encode(
         return CodecEncoder(load_codec(model, weights, dev), bandwidth, dev)
 
     job = EncodeJob(out, fmt, model, bandwidth)
-    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard)
+    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard, log_every=log_every)
     raise typer.Exit(cli.run_job(sources, share, job, adapter, opts))
 
 
@@ -129,6 +130,8 @@ def _load_codes(path: str):
 class _ModelRouter:
     """Decode adapter over both models: loads each codec on first use."""
 
+    on_progress = None  # handed to each decoder (progress within a file)
+
     def __init__(self, checkpoint, device):
         self.checkpoint, self.device, self.decoders = checkpoint, device, {}
 
@@ -142,6 +145,7 @@ class _ModelRouter:
         for model, items in groups.items():
             if model not in self.decoders:
                 self.decoders[model] = CodecDecoder(load_codec(model, self.checkpoint, self.device), self.device)
+            self.decoders[model].on_progress = self.on_progress
             out.extend(self.decoders[model].run(items))
         return out
 
@@ -160,6 +164,7 @@ def decode(
     jsonl: bool = cli.JSONL,
     quiet: bool = cli.QUIET,
     shard: str = cli.SHARD,
+    log_every: float = cli.LOG_EVERY,
 ) -> None:
     """Decode .npz / .npy / .ecdc codes back to audio, trimmed to the original length."""
     from ..models.codec import resolve_device
@@ -169,5 +174,5 @@ def decode(
     sources, share = cli.collect_sources(inputs, ext, shard, out, fmt)
     dev = resolve_device(device)
     job = DecodeJob(out, fmt)
-    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard)
+    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard, log_every=log_every)
     raise typer.Exit(cli.run_job(sources, share, job, _ModelRouter(checkpoint, dev), opts))

@@ -104,6 +104,7 @@ def embed(
     jsonl: bool = cli.JSONL,
     quiet: bool = cli.QUIET,
     shard: str = cli.SHARD,
+    log_every: float = cli.LOG_EVERY,
 ) -> None:
     """Embed audio files with EnCodecMAE, mirroring the input tree under OUT."""
     from ..embedder import MaeAdapter, check_options
@@ -128,7 +129,7 @@ def embed(
     meta = {"model": model, "layer": str(layer_value), "pooling": pool, "frame_rate": net.cfg.frame_rate,
             "sample_rate": adapter.sample_rate, "chunk_seconds": chunk_seconds, "overlap": overlap, "dtype": dtype}
     job = EmbedJob(out, fmt, meta)
-    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard)
+    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard, log_every=log_every)
     code = cli.run_job(sources, share, job, adapter, opts)
     if stack is not None and code != 130:
         n = write_stack(stack, sources, job)

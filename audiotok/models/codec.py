@@ -115,6 +115,7 @@ class CodecEncoder:
     per device and never depend on the batch the engine hands over."""
 
     SHORT = 2560  # 24 kHz inputs shorter than this (8 frames) are encoded whole, as the official model does
+    on_progress = None  # set by the pipeline: on_progress(key, samples_done, samples_total) within an input
 
     def __init__(self, model, bandwidth: float, device: torch.device, slots: int | None = None,
                  window: int | None = None):
@@ -149,7 +150,7 @@ class CodecEncoder:
         out = []
         for key, audio in batch:
             if self.name == "encodec_48khz":
-                out.append((key, self._encode_segments(audio)))
+                out.append((key, self._encode_segments(audio, key)))
             elif audio.shape[-1] < self.SHORT:
                 out.append((key, self._encode_whole(audio)))
             else:
@@ -232,11 +233,13 @@ class CodecEncoder:
                 item = EncodedItem(np.ascontiguousarray(np.concatenate(slot.codes, axis=1)[:, :frames]), None, n)
                 done.append((slot.key, item))
                 self.active[r] = None
+            elif self.on_progress is not None:
+                self.on_progress(slot.key, slot.pos, slot.audio.shape[0])
         return done
 
     # --- 48 kHz -----------------------------------------------------------------------
     @torch.inference_mode()
-    def _encode_segments(self, audio: np.ndarray) -> EncodedItem:
+    def _encode_segments(self, audio: np.ndarray, key=None) -> EncodedItem:
         spans = segment_spans(self.name, audio.shape[-1])
         x = torch.from_numpy(np.ascontiguousarray(audio))
         full = [i for i, (_, n) in enumerate(spans) if n == SEGMENT[self.name][0]]
@@ -252,6 +255,8 @@ class CodecEncoder:
             c, s = self._encode_frames(seg.to(self.device))
             for j, i in enumerate(idx):
                 codes[i], scales[i] = c[:, j], s[j]
+            if self.on_progress is not None:
+                self.on_progress(key, g + len(idx), len(spans))
         for i, (off, n) in enumerate(spans):
             if codes[i] is None:
                 c, s = self._encode_frames(x[None, :, off:off + n].to(self.device))
@@ -275,6 +280,7 @@ class CodecDecoder:
     memory does not grow with the file's length. 48 kHz: the official per-segment decode."""
 
     SHORT = 8  # frames: shorter codes are decoded whole, as the official model does
+    on_progress = None  # set by the pipeline: on_progress(key, frames_done, frames_total) within an input
 
     def __init__(self, model, device: torch.device, window: int | None = None):
         self.model = model
@@ -289,7 +295,7 @@ class CodecDecoder:
             self.stream = StreamingDecoder(model.decoder)
 
     @torch.inference_mode()
-    def decode(self, item: EncodedItem) -> np.ndarray:
+    def decode(self, item: EncodedItem, key=None) -> np.ndarray:
         n_q = item.codes.shape[0]
         if n_q > self.model.quantizer.n_q:
             raise WeightsError(f"the codes have {n_q} codebooks but {self.name} has {self.model.quantizer.n_q}")
@@ -301,7 +307,7 @@ class CodecDecoder:
                 f"(expected {sum(counts)})"
             )
         if self.name == "encodec_24khz" and codes.shape[1] >= self.SHORT:
-            return self._stream(codes, item.n_samples)
+            return self._stream(codes, item.n_samples, key)
         frames = []
         start = 0
         for i, n in enumerate(counts):
@@ -313,7 +319,7 @@ class CodecDecoder:
         wav = self.model.decode(frames)[0, :, :item.n_samples]
         return wav.float().cpu().numpy()
 
-    def _stream(self, codes: torch.Tensor, n_samples: int) -> np.ndarray:
+    def _stream(self, codes: torch.Tensor, n_samples: int, key=None) -> np.ndarray:
         W, hop, T = self.window, self.stream.hop, codes.shape[1]
         out = np.empty((1, n_samples), dtype=np.float32)
         state = self.stream.init_state(1, device=self.device)
@@ -327,13 +333,15 @@ class CodecDecoder:
             n = min(W * hop, n_samples - lo)
             if n > 0:
                 out[:, lo:lo + n] = wav[0, :, :n].float().cpu().numpy()
+            if self.on_progress is not None:
+                self.on_progress(key, min(T, start + W), T)
         return out
 
     def run(self, batch):
         out = []
         for key, item in batch:
             try:
-                out.append((key, self.decode(item)))
+                out.append((key, self.decode(item, key)))
             except (ValueError, WeightsError) as exc:
                 from ..errors import InputError
 
