@@ -55,6 +55,14 @@ OVERWRITE = typer.Option(False, "--overwrite", help="Redo inputs whose output al
 JSONL = typer.Option(False, "--jsonl", help="Print one JSON object per input on stdout.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar (errors are still listed).")
 SHARD = typer.Option(None, "--shard", help="Take share K of N of the sorted inputs (job arrays), e.g. 0/4.")
+INPUTS_OR_MANIFEST = typer.Argument(None, help="Files, directories (recursive), glob patterns, or - to read paths "
+                                    "from stdin (or none, with --manifest).", show_default=False)
+MANIFEST = typer.Option(None, "--manifest", metavar="FILE.jsonl|csv",
+                        help="Inputs listed in a JSONL or CSV file: path, optional offset and duration (s).")
+EXCLUDE = typer.Option(None, "--exclude", metavar="GLOB", help="Leave out inputs matching GLOB (repeatable).")
+DRY_RUN = typer.Option(False, "--dry-run", help="List what would be done, skipped and refused; write nothing.")
+KEEP_EXT = typer.Option(False, "--keep-ext", help="Keep the input extension in output names (a.wav -> a.wav.npz).")
+SHARD_MB = typer.Option(64.0, "--shard-mb", min=0.001, help="--format parquet: MB of arrays per shard.")
 LOG_EVERY = typer.Option(10.0, "--log-every", min=0.0, metavar="SECONDS",
                          help="When stderr is not a terminal: a progress line every SECONDS (0: none).")
 
@@ -71,22 +79,33 @@ class RunOptions:
     log_every: float = 10.0
 
 
-def collect_sources(inputs: list[str], ext: str, shard_opt: str | None, out: Path | None = None,
-                    suffix: str | None = None):
-    """Discover, sort, check the outputs ``OUT/<rel>.<suffix>`` (when given; see
+def collect_sources(inputs: list[str] | None, ext: str, shard_opt: str | None, out: Path | None = None,
+                    suffix: str | None = None, *, manifest: Path | None = None, exclude: list[str] | None = None,
+                    keep_ext: bool = False, excluded: list | None = None):
+    """Discover (paths and/or ``--manifest`` entries), drop ``--exclude`` matches (appended to
+    ``excluded`` when given), sort, check the outputs ``OUT/<rel>.<suffix>`` (when given; see
     ``sinks.claim_targets``) and take this process's share. Returns (sources, share)."""
     from ..distributed import current_share
     from ..sinks import OutputTree, claim_targets
+    from ..sources import exclude as drop_excluded
+    from ..sources import read_manifest_inputs
 
     exts = normalise_extensions([ext])
     if not exts:
         raise UsageError("--ext lists no extension")
     share = current_share(shard_opt)
-    sources = discover(inputs, exts)
+    if not inputs and manifest is None:
+        raise UsageError("give input paths (or - for paths on stdin) or --manifest FILE")
+    sources = discover(inputs, exts) if inputs else []
+    if manifest is not None:
+        sources = sorted(sources + read_manifest_inputs(manifest), key=lambda s: os.fsencode(s.rel))
+    sources, dropped = drop_excluded(sources, exclude or [])
+    if excluded is not None:
+        excluded.extend(dropped)
     if not sources:
-        raise UsageError("no input files found; check the paths and --ext")
+        raise UsageError("no input files found; check the paths, --ext and --exclude")
     if out is not None and suffix is not None:
-        sources = claim_targets(sources, OutputTree(out, suffix))
+        sources = claim_targets(sources, OutputTree(out, suffix, keep_ext=keep_ext))
     return shard(sources, share.rank, share.world), share
 
 
@@ -118,9 +137,49 @@ def run_job(sources, share, job, adapter, opts: RunOptions, unit: str = "audio")
         return 130
     finally:  # also when building the model fails (no GPU, damaged weights): the lines so far stay
         manifest.close()
+        if hasattr(job, "close"):
+            job.close()  # e.g. the last Parquet shard (also after Ctrl-C: finished rows are kept)
     merge_manifest_parts(opts.out, share.rank, share.world)
     report(summary, opts.quiet)
     return summary.exit_code
+
+
+def dry_run(sources, job, opts: RunOptions, excluded=()) -> int:
+    """``--dry-run``: one line (or, with ``--jsonl``, one JSON object) per input on stdout saying
+    what a run would do, a summary on stderr; nothing is written. Exit 1 when inputs would be refused."""
+    from .. import pipeline
+    from ..sinks import JsonLines
+
+    records = pipeline.plan(sources, job, overwrite=opts.overwrite)
+    records += [{"input": s.path, **pipeline.segment_fields(s), "status": "excluded"} for s in excluded]
+    stdout = JsonLines() if opts.jsonl else None
+    words = {"todo": "todo", "skipped": "skip", "error": "refuse", "excluded": "exclude"}
+    for rec in records:
+        if stdout is not None:
+            stdout.emit({**rec, "input": display_path(rec["input"])})
+            continue
+        name = display_path(rec["input"])
+        if "offset" in rec:
+            end = "end" if rec["segment_duration"] is None else f"{rec['offset'] + rec['segment_duration']:g} s"
+            name += f" [{rec['offset']:g} s - {end}]"
+        line = f"{words[rec['status']]:8s}{name}"
+        if rec["status"] == "todo":
+            line += f" -> {display_path(rec['output'])} ({rec['duration']:.3f} s)" if rec.get("output") else \
+                f" ({rec['duration']:.3f} s)"
+        elif rec["status"] == "skipped":
+            line += f" ({display_path(rec['output'])} exists)" if rec.get("output") else ""
+        elif rec["status"] == "error":
+            line += f": {rec['error']}"
+        sys.stdout.write(line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
+    sys.stdout.flush()
+    count = {k: sum(r["status"] == k for r in records) for k in words}
+    seconds = sum(r.get("duration", 0.0) for r in records if r["status"] == "todo")
+    from ..progress import format_amount, pick_unit
+
+    unit, per = pick_unit(seconds)
+    eprint(f"dry run: {count['todo']} to do ({format_amount(seconds, per)} {unit} of audio), {count['skipped']} skipped, "
+           f"{count['error']} refused, {count['excluded']} excluded; nothing was written")
+    return 1 if count["error"] else 0
 
 
 def _label(job: Any) -> str:
@@ -132,8 +191,12 @@ def _label(job: Any) -> str:
 def report(summary, quiet: bool) -> None:
     if not quiet:
         speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
+        from ..progress import format_amount, pick_unit
+
+        unit, per = pick_unit(summary.audio_seconds)
         eprint(f"{summary.ok} done, {summary.skipped} skipped, {len(summary.failed)} failed; "
-               f"{summary.audio_seconds / 3600:.3f} h of audio in {summary.wall_seconds:.1f} s ({speed:.1f}x real time)")
+               f"{format_amount(summary.audio_seconds, per)} {unit} of audio in {summary.wall_seconds:.1f} s "
+               f"({speed:.1f}x real time)")
     if summary.failed:
         eprint(f"{len(summary.failed)} input(s) failed:")
         for o in summary.failed:

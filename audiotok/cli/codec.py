@@ -16,12 +16,12 @@ from .base import app
 class EncodeJob:
     """What encode does with each input: decode audio at the model rate, write codes."""
 
-    def __init__(self, out: Path, fmt: str, model: str, bandwidth: float):
+    def __init__(self, out: Path, fmt: str, model: str, bandwidth: float, keep_ext: bool = False):
         from .. import audio
         from ..models.encodec_spec import CHANNELS, SAMPLE_RATES
         from ..sinks import OutputTree
 
-        self.tree = OutputTree(out, "." + fmt)
+        self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
         self.fmt, self.model, self.bandwidth = fmt, model, bandwidth
         self.probe = audio.probe
         self.load = functools.partial(audio.read, sample_rate=SAMPLE_RATES[model], channels=CHANNELS[model])
@@ -44,13 +44,19 @@ class EncodeJob:
 
 @app.command()
 def encode(
-    inputs: list[str] = cli.INPUTS,
+    inputs: list[str] = cli.INPUTS_OR_MANIFEST,
     out: Path = cli.OUT,
     model: str = typer.Option("encodec_24khz", "--model", "-m", help="encodec_24khz or encodec_48khz."),
     bandwidth: float = typer.Option(6.0, "--bandwidth", "-b",
                                     help="kbps: 1.5, 3, 6, 12, 24 (24 kHz) or 3, 6, 12, 24 (48 kHz)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="EnCodec weights file (default: official, torch hub cache)."),
-    fmt: str = typer.Option("npz", "--format", "-f", help="npz (codes + metadata), npy (bare codes, 24 kHz) or ecdc."),
+    fmt: str = typer.Option("npz", "--format", "-f",
+                            help="npz (codes + metadata), npy (bare codes, 24 kHz), ecdc or parquet (dataset shards)."),
+    manifest: Path = cli.MANIFEST,
+    exclude: list[str] = cli.EXCLUDE,
+    dry_run: bool = cli.DRY_RUN,
+    keep_ext: bool = cli.KEEP_EXT,
+    shard_mb: float = cli.SHARD_MB,
     ext: str = cli.EXT,
     device: str = cli.DEVICE,
     batch_seconds: float = cli.BATCH_SECONDS,
@@ -67,9 +73,20 @@ def encode(
     from ..weights import resolve_encodec
 
     bandwidth = check_bandwidth(model, bandwidth)
-    check_format(fmt, model)
+    parquet = fmt == "parquet"
+    if not parquet:
+        check_format(fmt, model)
     check_device(device)
-    sources, share = cli.collect_sources(inputs, ext, shard, out, fmt)
+    sources, share = cli.collect_sources(inputs, ext, shard, out, None if parquet else fmt, manifest=manifest,
+                                         exclude=exclude, keep_ext=keep_ext, excluded=(excluded := []))
+    job = EncodeJob(out, "npz" if parquet else fmt, model, bandwidth, keep_ext)
+    if parquet:
+        from ..datasets import parquet_job
+
+        job = parquet_job(job, out, "codes", {"model": model, "bandwidth": bandwidth}, share, overwrite, shard_mb)
+    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard, log_every=log_every)
+    if dry_run:
+        raise typer.Exit(cli.dry_run(sources, job, opts, excluded))
     weights = resolve_encodec(model, checkpoint)  # missing weights fail before any work
 
     def adapter():  # built by the pipeline once decoding has started (torch loads meanwhile)
@@ -78,18 +95,16 @@ def encode(
         dev = resolve_device(device)
         return CodecEncoder(load_codec(model, weights, dev), bandwidth, dev)
 
-    job = EncodeJob(out, fmt, model, bandwidth)
-    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard, log_every=log_every)
     raise typer.Exit(cli.run_job(sources, share, job, adapter, opts))
 
 
 class DecodeJob:
     """What decode does with each codes file: read it, write audio at the model's rate."""
 
-    def __init__(self, out: Path, fmt: str):
+    def __init__(self, out: Path, fmt: str, keep_ext: bool = False):
         from ..sinks import OutputTree
 
-        self.tree = OutputTree(out, "." + fmt)
+        self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
         self.fmt = fmt
         self.load = _load_codes
 
@@ -157,6 +172,9 @@ def decode(
     fmt: str = typer.Option("wav", "--format", "-f", help="wav or flac (16-bit PCM at the model's rate)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="EnCodec weights file (default: official, torch hub cache)."),
     ext: str = typer.Option(",".join(CODE_EXTENSIONS), "--ext", help="Extensions to take from directories."),
+    exclude: list[str] = cli.EXCLUDE,
+    dry_run: bool = cli.DRY_RUN,
+    keep_ext: bool = cli.KEEP_EXT,
     device: str = cli.DEVICE,
     batch_seconds: float = cli.BATCH_SECONDS,
     workers: int = typer.Option(0, "--workers", min=0, help="Reader processes (0: one background thread)."),
@@ -171,8 +189,11 @@ def decode(
 
     if fmt not in ("wav", "flac"):
         raise UsageError(f"--format {fmt!r} is not valid for decode; choose wav or flac")
-    sources, share = cli.collect_sources(inputs, ext, shard, out, fmt)
-    dev = resolve_device(device)
-    job = DecodeJob(out, fmt)
+    sources, share = cli.collect_sources(inputs, ext, shard, out, fmt, exclude=exclude, keep_ext=keep_ext,
+                                         excluded=(excluded := []))
+    job = DecodeJob(out, fmt, keep_ext)
     opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard, log_every=log_every)
+    if dry_run:
+        raise typer.Exit(cli.dry_run(sources, job, opts, excluded))
+    dev = resolve_device(device)
     raise typer.Exit(cli.run_job(sources, share, job, _ModelRouter(checkpoint, dev), opts))

@@ -14,18 +14,18 @@ from ..errors import UsageError
 from . import base as cli
 from .base import app
 
-FORMATS = ("npz", "npy")
+FORMATS = ("npz", "npy", "parquet")
 
 
 class EmbedJob:
     """What embed does with each input: decode to 24 kHz mono, write the embedding."""
 
-    def __init__(self, out: Path, fmt: str, meta: dict):
+    def __init__(self, out: Path, fmt: str, meta: dict, keep_ext: bool = False):
         from .. import audio
         from ..models.mae import SAMPLE_RATE
         from ..sinks import OutputTree
 
-        self.tree = OutputTree(out, "." + fmt)
+        self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
         self.fmt, self.meta = fmt, meta
         self.probe = audio.probe
         self.load = functools.partial(audio.read, sample_rate=SAMPLE_RATE, channels=1)
@@ -85,7 +85,7 @@ def write_stack(stack: Path, sources, job: EmbedJob) -> int:
 
 @app.command()
 def embed(
-    inputs: list[str] = cli.INPUTS,
+    inputs: list[str] = cli.INPUTS_OR_MANIFEST,
     out: Path = cli.OUT,
     model: str = typer.Option("mel256-ec-base_st", "--model", "-m",
                               help="Checkpoint path (v2 .pt or v1 folder) or released name (Hugging Face cache)."),
@@ -94,8 +94,14 @@ def embed(
     chunk_seconds: float = typer.Option(4.0, "--chunk-seconds", help="Chunk length in seconds (the models were trained on 4)."),
     overlap: float = typer.Option(0.0, "--overlap", help="Seconds of overlap between chunks (each frame still comes out once)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16 for the network."),
-    fmt: str = typer.Option("npz", "--format", "-f", help="npz (array + timestamps + metadata) or npy (bare array)."),
+    fmt: str = typer.Option("npz", "--format", "-f",
+                            help="npz (array + timestamps + metadata), npy (bare array) or parquet (dataset shards)."),
     stack: Path = typer.Option(None, "--stack", help="Also write FILE.npy [N, D] of pooled embeddings and FILE.paths.txt."),
+    manifest: Path = cli.MANIFEST,
+    exclude: list[str] = cli.EXCLUDE,
+    dry_run: bool = cli.DRY_RUN,
+    keep_ext: bool = cli.KEEP_EXT,
+    shard_mb: float = cli.SHARD_MB,
     ext: str = cli.EXT,
     device: str = cli.DEVICE,
     batch_seconds: float = cli.BATCH_SECONDS,
@@ -114,10 +120,21 @@ def embed(
 
     check_options(pool, dtype, chunk_seconds, overlap)
     if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r} is not valid for embed; choose npz or npy")
+        raise UsageError(f"--format {fmt!r} is not valid for embed; choose npz, npy or parquet")
+    if stack is not None and fmt == "parquet":
+        raise UsageError("--stack reads per-file outputs; use --format npz or npy with it (Parquet rows already form one table)")
     if stack is not None and pool == "none":
         raise UsageError("--stack needs pooled embeddings; use --pool mean, max or meanstd")
-    sources, share = cli.collect_sources(inputs, ext, shard, out, fmt)
+    sources, share = cli.collect_sources(inputs, ext, shard, out, None if fmt == "parquet" else fmt, manifest=manifest,
+                                         exclude=exclude, keep_ext=keep_ext, excluded=(excluded := []))
+    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard, log_every=log_every)
+    if dry_run:  # before loading the model; Parquet settings are not all known yet, so not compared
+        job = EmbedJob(out, fmt, {}, keep_ext)
+        if fmt == "parquet":
+            from ..datasets import parquet_job
+
+            job = parquet_job(job, out, "embedding", {}, share, overwrite, shard_mb, check_settings=False)
+        raise typer.Exit(cli.dry_run(sources, job, opts, excluded))
     if stack is not None and share.world > 1:
         raise UsageError("--stack needs every input in one process; drop --shard/torchrun or stack the outputs afterwards")
     dev = resolve_device(device)
@@ -128,8 +145,12 @@ def embed(
                          chunk_seconds=chunk_seconds, overlap=overlap)
     meta = {"model": model, "layer": str(layer_value), "pooling": pool, "frame_rate": net.cfg.frame_rate,
             "sample_rate": adapter.sample_rate, "chunk_seconds": chunk_seconds, "overlap": overlap, "dtype": dtype}
-    job = EmbedJob(out, fmt, meta)
-    opts = cli.RunOptions(out, batch_seconds, workers, overwrite, jsonl, quiet, shard, log_every=log_every)
+    job = EmbedJob(out, fmt, meta, keep_ext)
+    if fmt == "parquet":
+        from ..datasets import parquet_job
+
+        settings = {("model_sample_rate" if k == "sample_rate" else k): v for k, v in meta.items()}
+        job = parquet_job(job, out, "embedding", settings, share, overwrite, shard_mb)
     code = cli.run_job(sources, share, job, adapter, opts)
     if stack is not None and code != 130:
         n = write_stack(stack, sources, job)
