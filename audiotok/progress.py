@@ -22,6 +22,11 @@ from .sources import display_path
 DEFAULT_LOG_EVERY = 10.0  # seconds between log lines when stderr is not a terminal
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 file``, ``2 files``, ``0 files`` (``many``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
 def pick_unit(total_seconds: float) -> tuple[str, float]:
     """``(name, seconds per unit)`` for amounts of audio up to ``total_seconds``: seconds below
     2 minutes, minutes below 2 hours, hours above."""
@@ -129,7 +134,7 @@ class Progress:
         total = max(self.audio_total, done)
         wall = max(1e-9, self.clock() - self.t0)
         name, per = pick_unit(total)
-        parts = [f"{self.files_done}/{self.files_total} files",
+        parts = [f"{self.files_done}/{plural(self.files_total, 'file')}",
                  f"{format_amount(done, per)}/{format_amount(total, per)} {name} of audio"
                  + (f" ({100.0 * done / total:.0f}%)" if total > 0 else "")]
         speed = done / wall

@@ -90,7 +90,7 @@ def test_log_lines_when_stderr_is_not_a_terminal():
         assert seen.wait(30), "no log lines were printed"
     lines = stream.getvalue().splitlines()
     assert len(lines) >= 2
-    assert all(line.startswith("encode: 0/1 files, 1.50/30.0 min of audio (5%)") for line in lines), lines
+    assert all(line.startswith("encode: 0/1 file, 1.50/30.0 min of audio (5%)") for line in lines), lines
 
 
 def test_no_log_lines_with_log_every_zero_or_disabled():

@@ -189,6 +189,8 @@ def _label(job: Any) -> str:
 
 
 def report(summary, quiet: bool) -> None:
+    from ..progress import plural
+
     if not quiet:
         speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
         from ..progress import format_amount, pick_unit
@@ -198,7 +200,7 @@ def report(summary, quiet: bool) -> None:
                f"{format_amount(summary.audio_seconds, per)} {unit} of audio in {summary.wall_seconds:.1f} s "
                f"({speed:.1f}x real time)")
     if summary.failed:
-        eprint(f"{len(summary.failed)} input(s) failed:")
+        eprint(f"{plural(len(summary.failed), 'input')} failed:")
         for o in summary.failed:
             eprint(f"  {display_path(o.source.path)}: {o.error}")
 
