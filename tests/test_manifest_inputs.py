@@ -156,6 +156,10 @@ def test_keep_ext_keeps_same_stem_inputs_apart(cli, corpus, tmp_path):
     assert r.code == 0, r
     with np.load(tmp_path / "k" / "a.wav.npz") as a, np.load(tmp_path / "k" / "a.flac.npz") as b:
         assert a["codes"].shape == (8, 75) and b["codes"].shape == (8, 113)
+    r = cli("decode", tmp_path / "k", "-o", tmp_path / "d", "--keep-ext", "--dry-run", "--exclude", "a.flac*")
+    assert r.code == 0 and not (tmp_path / "d").exists()
+    assert r.out.splitlines() == [f"todo    {tmp_path}/k/a.wav.npz -> {tmp_path}/d/a.wav.npz.wav (1.000 s)",
+                                  f"exclude {tmp_path}/k/a.flac.npz"]
     r = cli("decode", tmp_path / "k", "-o", tmp_path / "d", "-q", "--keep-ext")
     assert r.code == 0, r
     assert sorted(p.name for p in (tmp_path / "d").glob("*.wav")) == ["a.flac.npz.wav", "a.wav.npz.wav"]
@@ -191,3 +195,21 @@ def test_dry_run_needs_no_weights(cli, corpus, tmp_path, monkeypatch):
     assert r.code == 0 and r.out.startswith("todo ")
     r = cli("encode", corpus / "a.wav", "-o", tmp_path / "o")
     assert r.code == 1 and "is not in the torch hub cache" in r.err
+
+
+def test_embed_manifest_segment_equals_embedding_the_cut_audio(cli, corpus, tmp_path):
+    from .conftest import shared_path
+
+    ckpt = shared_path("fixtures", "encodecmae", "tiny_mel_st.pt")
+    m = _jsonl(tmp_path / "m.jsonl", [{"path": str(corpus / "talks/long.wav"), "offset": 0.5, "duration": 1.25}])
+    r = cli("embed", "--manifest", m, "-o", tmp_path / "e", "-m", ckpt, "-q", "--pool", "none")
+    assert r.code == 0, r
+    whole, _ = audio.read(str(corpus / "talks/long.wav"))
+    cut = tmp_path / "cut" / "long_0.500-1.750.wav"
+    cut.parent.mkdir()
+    sf.write(str(cut), whole[0, 12000:42000], 24000, subtype="FLOAT")
+    assert cli("embed", cut, "-o", tmp_path / "e2", "-m", ckpt, "-q", "--pool", "none").code == 0
+    with np.load(tmp_path / "e" / "long_0.500-1.750.npz") as a, np.load(tmp_path / "e2" / "long_0.500-1.750.npz") as b:
+        np.testing.assert_array_equal(a["embedding"], b["embedding"])
+        np.testing.assert_array_equal(a["timestamps"], b["timestamps"])
+        assert a["embedding"].ndim == 2 and a["embedding"].shape[1] == 64

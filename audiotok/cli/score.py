@@ -209,7 +209,7 @@ def score(
             all_records.append(line)
             emit(line)
 
-    progress = Progress(enabled=not quiet)
+    progress = Progress(enabled=not quiet, label="score")
     try:
         with progress:
             summary = pipeline.run(sources, job, adapter, batch_seconds=batch_seconds, workers=workers,
