@@ -31,7 +31,7 @@ class CodesFile:
 
 def check_format(fmt: str, model: str) -> str:
     if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r} is not valid; choose one of {', '.join(FORMATS)}")
+        raise UsageError(f"--format {fmt!r} is not valid; choose one of {', '.join(FORMATS)} or parquet (dataset shards)")
     if fmt == "npy" and model != "encodec_24khz":
         raise UsageError("--format npy holds bare codes and fits only encodec_24khz; use npz or ecdc for 48 kHz")
     return fmt

@@ -163,6 +163,15 @@ def test_embed_parquet_equals_npz(cli, clips, tmp_path):
     assert df.loc["a.wav", "pooling"] == "none" and df.loc["a.wav", "model_sample_rate"] == 24000
     r = cli("embed", clips, "-o", tmp_path / "pq", "-m", ckpt, "--format", "parquet", "--stack", tmp_path / "s.npy")
     assert r.code == 2 and "--stack reads per-file outputs" in r.err
+    r = cli("embed", clips, "-o", tmp_path / "pq", "-m", ckpt, "--format", "parquet", "--dry-run")
+    assert r.code == 0 and r.out.splitlines() == [
+        f"skip    {clips}/a.wav ({tmp_path}/pq/data/shard-000-00000.parquet exists)",
+        f"skip    {clips}/b/c.flac ({tmp_path}/pq/data/shard-000-00000.parquet exists)"]
+
+
+def test_unknown_format_names_parquet(cli, clips, tmp_path):
+    r = cli("encode", clips, "-o", tmp_path / "o", "--format", "zarr")
+    assert r.code == 2 and "choose one of npz, npy, ecdc or parquet (dataset shards)" in r.err
 
 
 def test_parquet_job_reports_target_shards():

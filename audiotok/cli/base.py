@@ -53,7 +53,7 @@ BATCH_SECONDS = typer.Option(60.0, "--batch-seconds", min=0.1, help="Audio secon
 WORKERS = typer.Option(1, "--workers", min=0, help="Decode/resample processes (0: one background thread).")
 OVERWRITE = typer.Option(False, "--overwrite", help="Redo inputs whose output already exists.")
 JSONL = typer.Option(False, "--jsonl", help="Print one JSON object per input on stdout.")
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar (errors are still listed).")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or progress lines (errors are still listed).")
 SHARD = typer.Option(None, "--shard", help="Take share K of N of the sorted inputs (job arrays), e.g. 0/4.")
 INPUTS_OR_MANIFEST = typer.Argument(None, help="Files, directories (recursive), glob patterns, or - to read paths "
                                     "from stdin (or none, with --manifest).", show_default=False)
