@@ -144,8 +144,27 @@ class _Output:
         return self.data if self.n == self.data.shape[1] else np.ascontiguousarray(self.data[:, :self.n])
 
 
-def read(path: str, sample_rate: int | None = None, channels: int | None = None) -> tuple[np.ndarray, AudioInfo]:
-    """Decode ``path`` to float32 ``[channels, N]`` at ``sample_rate`` (None: keep the file's).
+def segment_frames(frames: int, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> tuple[int, int]:
+    """``(first frame, frame count)`` of the segment ``offset`` .. ``offset + duration`` seconds of a
+    recording of ``frames`` frames (clipped at its end). An offset at or past the end is an
+    ``InputError``."""
+    start = int(round(offset * sample_rate))
+    if start >= frames:
+        raise InputError(f"offset {offset:g} s is past the end of the recording ({frames / sample_rate:.3f} s)")
+    count = frames - start if duration is None else min(frames - start, max(1, int(round(duration * sample_rate))))
+    return start, count
+
+
+def clip_info(info: AudioInfo, offset: float = 0.0, duration: float | None = None) -> AudioInfo:
+    """The header facts of a segment of a recording described by ``info``."""
+    _, count = segment_frames(info.frames, info.sample_rate, offset, duration)
+    return AudioInfo(info.sample_rate, info.channels, count)
+
+
+def read(path: str, sample_rate: int | None = None, channels: int | None = None,
+         offset: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, AudioInfo]:
+    """Decode ``path`` to float32 ``[channels, N]`` at ``sample_rate`` (None: keep the file's);
+    only the segment from ``offset`` seconds for ``duration`` seconds (None: to the end) when given.
 
     Decodes, checks, mixes and resamples ``BLOCK_FRAMES`` at a time into one preallocated output,
     so memory is the output plus a block, whatever the file's channel count and rate."""
@@ -170,12 +189,24 @@ def read(path: str, sample_rate: int | None = None, channels: int | None = None)
                 import soxr
 
                 stream = soxr.ResampleStream(sr, target, mix_ch, dtype="float32", quality="HQ")
-            out = _Output(mix_ch, n_samples_at(plausible_frames(snd.frames, size), sr, target))
+            remaining = None  # frames of the segment still to read (None: read to the end)
+            expected = plausible_frames(snd.frames, size)
+            if offset or duration is not None:
+                start, remaining = segment_frames(expected, sr, offset, duration)
+                expected = remaining
+                try:
+                    snd.seek(start)
+                except Exception as exc:
+                    raise _sf_error(exc) from None
+            out = _Output(mix_ch, n_samples_at(expected, sr, target))
             frames = n_nan = n_inf = 0
             peak = 0.0
             while True:
                 try:
-                    block = snd.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+                    want = BLOCK_FRAMES if remaining is None else min(BLOCK_FRAMES, remaining)
+                    block = snd.read(want, dtype="float32", always_2d=True)
+                    if remaining is not None:
+                        remaining -= block.shape[0]
                 except Exception as exc:
                     raise _sf_error(exc) from None
                 last = block.shape[0] == 0

@@ -46,7 +46,7 @@ NPY_CODEC = "encodec_24khz"
 
 def check_format(fmt: str, model: str) -> str:
     if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r} is not valid; choose one of {', '.join(FORMATS)}")
+        raise UsageError(f"--format {fmt!r} is not valid; choose one of {', '.join(FORMATS)} or parquet (dataset shards)")
     if fmt == "npy" and model != NPY_CODEC:
         raise UsageError(f"--format npy holds bare codes and fits only {NPY_CODEC}; use npz (or ecdc) for {model}")
     if fmt == "ecdc" and not get_codec(model).ecdc:

@@ -109,6 +109,7 @@ class MaeAdapter:
 
     sample_rate = SAMPLE_RATE
     channels = 1
+    on_progress = None  # set by the pipeline: on_progress(key, chunks_done, chunks_total) within an input
 
     def __init__(self, model: EncodecMAE, *, device: str | torch.device = "cpu", layer: int | str = -1,
                  pool: str = "mean", dtype: str = "float32", chunk_seconds: float = 4.0, overlap: float = 0.0,
@@ -203,6 +204,8 @@ class MaeAdapter:
             c.item.stamps[c.index] = centres / SAMPLE_RATE
             if len(c.item.parts) == c.item.chunks:
                 done.append((c.item.key, self._finish(c.item)))
+            elif self.on_progress is not None:
+                self.on_progress(c.item.key, len(c.item.parts), c.item.chunks)
         return done
 
     def _finish(self, item: _Item) -> Embedding:

@@ -222,11 +222,11 @@ def run(
         record_sink(outcome)
         if progress is not None:
             info = infos.get(i)
-            progress.advance(info.duration if info and outcome.status == "ok" else 0.0, outcome)
+            progress.advance(info.duration if info and outcome.status == "ok" else 0.0, outcome, key=i)
 
     def fail(i: int, message: str) -> None:
         src = sources[i]
-        rec = {"input": src.path, "status": "error", "error": message}
+        rec = {"input": src.path, **segment_fields(src), "status": "error", "error": message}
         info = infos.get(i)
         if info is not None:
             rec.update(_info_fields(info))
@@ -241,11 +241,11 @@ def run(
             fail(i, src.error)
             continue
         if not overwrite and job.is_done(src):
-            emit(i, Outcome(src, "skipped", {"input": src.path, "status": "skipped",
+            emit(i, Outcome(src, "skipped", {"input": src.path, **segment_fields(src), "status": "skipped",
                                           "output": str(job.target(src)) if hasattr(job, "target") else None}))
             continue
         try:
-            infos[i] = job.probe(src.path)
+            infos[i] = probe_source(job, src)
         except AudiotokError as exc:
             fail(i, str(exc))
             continue
@@ -290,7 +290,7 @@ def run(
             except Exception as exc:  # e.g. a writer library's assertion on a full disk
                 fail(key, f"output could not be written ({_message(exc)})")
                 continue
-            rec = {"input": src.path, "status": "ok", **_info_fields(infos[key]), **rec}
+            rec = {"input": src.path, **segment_fields(src), "status": "ok", **_info_fields(infos[key]), **rec}
             warning = _level_warning(infos[key])
             if warning:
                 rec["warning"] = warning
@@ -298,11 +298,12 @@ def run(
             summary.audio_seconds += infos[key].duration
             emit(key, Outcome(src, "ok", rec))
 
-    loader = Loader(job.load, workers)
+    loader = Loader(SegmentLoad(job.load), workers)
     try:
-        loaded = loader.imap([(i, sources[i].path) for i in todo])
+        loaded = loader.imap([(i, load_arg(sources[i])) for i in todo])
         if todo and not isinstance(adapter, Adapter):
             adapter = adapter()  # a factory: build the model while the first inputs decode (never if all are done)
+        attach_progress(adapter, progress, infos)
         batch: list[tuple[int, Any]] = []
         batch_sec = 0.0
         for key, res in loaded:
@@ -332,6 +333,62 @@ def run(
         loader.close()
     summary.wall_seconds = time.perf_counter() - t0
     return summary
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    """What the loader is handed for a segment of a recording (picklable)."""
+
+    path: str
+    offset: float
+    duration: float | None
+
+
+def load_arg(src: Source):
+    """The loader's argument for ``src``: its path, or a ``SegmentRef`` for a manifest segment."""
+    return SegmentRef(src.path, src.offset, src.duration) if src.is_segment else src.path
+
+
+class SegmentLoad:
+    """Wraps a job's ``load(path)`` so segments are read as ``load(path, offset=, duration=)``
+    (picklable when ``load`` is)."""
+
+    def __init__(self, load: Callable):
+        self.load = load
+
+    def __call__(self, arg):
+        if isinstance(arg, SegmentRef):
+            return self.load(arg.path, offset=arg.offset, duration=arg.duration)
+        return self.load(arg)
+
+
+def probe_source(job: Any, src: Source) -> AudioInfo:
+    """``job.probe`` of the source's file, clipped to its segment."""
+    info = job.probe(src.path)
+    if not src.is_segment:
+        return info
+    from .audio import clip_info
+
+    return clip_info(info, src.offset, src.duration)
+
+
+def segment_fields(src: Source) -> dict:
+    """Manifest fields naming a segment (none for a whole file)."""
+    return {"offset": src.offset, "segment_duration": src.duration} if src.is_segment else {}
+
+
+def attach_progress(adapter: Any, progress: Any, infos: dict[int, AudioInfo]) -> None:
+    """Let an adapter that reports work within an input (an ``on_progress`` attribute, called as
+    ``on_progress(key, done, total)`` in any unit) move ``progress`` by that input's audio seconds."""
+    if progress is None or not hasattr(adapter, "on_progress") or not hasattr(progress, "update_file"):
+        return
+
+    def report(key, done: float, total: float) -> None:
+        info = infos.get(key)
+        if info is not None and total > 0:
+            progress.update_file(key, info.duration * min(1.0, done / total))
+
+    adapter.on_progress = report
 
 
 def _run_batch(adapter: Adapter, batch: list[tuple[int, Any]], handed: set[int]):
@@ -416,3 +473,27 @@ def _info_fields(info: AudioInfo) -> dict:
 
 def eprint(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
+
+
+def plan(sources: list[Source], job: Any, *, overwrite: bool = False) -> list[dict]:
+    """What ``run`` would do with each source, without decoding audio or building a model: one
+    record per source with ``status`` ``todo`` (with its header ``duration``), ``skipped`` (output
+    exists) or ``error`` (would be refused: missing, unreadable header, duplicate output, segment
+    past the end...), and ``output`` where known."""
+    out = []
+    for src in sources:
+        rec: dict = {"input": src.path, **segment_fields(src)}
+        target = str(job.target(src)) if hasattr(job, "target") and not src.error else None
+        if src.error:
+            rec.update(status="error", error=src.error)
+        elif not overwrite and job.is_done(src):
+            rec.update(status="skipped", output=target)
+        else:
+            try:
+                info = probe_source(job, src)
+            except AudiotokError as exc:
+                rec.update(status="error", error=str(exc))
+            else:
+                rec.update(status="todo", output=target, **_info_fields(info))
+        out.append(rec)
+    return out

@@ -145,16 +145,20 @@ def open_append(path: Path):
 
 
 class OutputTree:
-    """``OUT/<rel with suffix replaced>`` for each source."""
+    """``OUT/<rel with suffix replaced>`` for each source (``keep_ext``: the suffix appended, so
+    ``a.wav`` and ``a.flac`` get ``a.wav.npz`` and ``a.flac.npz``)."""
 
-    def __init__(self, root: str | os.PathLike, suffix: str):
+    def __init__(self, root: str | os.PathLike, suffix: str, keep_ext: bool = False):
         self.root = Path(root)
         self.suffix = suffix if suffix.startswith(".") else "." + suffix
         self._checked: set[Path] = set()
+        self.keep_ext = keep_ext
 
     def target(self, source: Source) -> Path:
         rel = Path(source.rel)
-        return self.root / rel.with_suffix(self.suffix) if rel.suffix else self.root / (rel.name + self.suffix)
+        if not rel.suffix:
+            return self.root / (rel.name + self.suffix)
+        return self.root / (rel.with_name(rel.name + self.suffix) if self.keep_ext else rel.with_suffix(self.suffix))
 
     def done(self, source: Source) -> bool:
         """A regular file (not a link) is at the target."""
@@ -208,7 +212,7 @@ def claim_targets(sources: list[Source], tree: OutputTree) -> list[Source]:
                              f"{inputs[key].display}; choose another -o")
         if key in owner:
             s = dataclasses.replace(s, error=f"has the same output {display_path(str(target))} as "
-                                             f"{owner[key].display}; rename one of them or run them separately")
+                                             f"{owner[key].display}; pass --keep-ext, rename one of them or run them separately")
         else:
             owner[key] = s
         out.append(s)

@@ -145,20 +145,77 @@ ENCODECMAE_V1_NAMES = ("small", "base", "large", "base-st", "large-st")
 
 
 def _hf_file(repo: str, filename: str) -> Path:
-    """``repo``/``filename`` from the Hugging Face cache (downloaded first unless offline)."""
+    """``repo``/``filename`` from the Hugging Face cache (downloaded first unless offline).
+
+    The cache is tried first; on a miss, whether the Hub can be reached at all is checked with
+    one short connection attempt, so a machine without network gets its answer at once instead
+    of after huggingface_hub's retries."""
     from huggingface_hub import hf_hub_download
 
     local_only = offline()
     try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename, local_files_only=local_only))
-    except Exception as exc:  # huggingface_hub raises many types (offline, 404, HTTP, OS)
-        from huggingface_hub.constants import HF_HUB_CACHE
+        return Path(hf_hub_download(repo_id=repo, filename=filename, local_files_only=True))
+    except Exception:  # not cached (huggingface_hub raises several types)
+        pass
+    why = "downloads are off (HF_HUB_OFFLINE or AUDIOTOK_OFFLINE)"
+    if not local_only:
+        host = hub_unreachable()
+        if host is None:
+            try:
+                return Path(hf_hub_download(repo_id=repo, filename=filename))
+            except Exception as exc:  # offline, 404, HTTP, OS errors
+                why = f"the download failed ({type(exc).__name__})"
+        else:
+            why = f"{host} cannot be reached (no network?)"
+    from huggingface_hub.constants import HF_HUB_CACHE
 
-        why = "downloads are off" if local_only else f"the download failed ({type(exc).__name__})"
-        raise WeightsError(
-            f"{filename} of the Hugging Face repo {repo} is not in the cache ({HF_HUB_CACHE}) and {why}; "
-            f"fetch it with `huggingface-cli download {repo} {filename}` or pass a local checkpoint path"
-        ) from None
+    raise WeightsError(
+        f"{filename} of the Hugging Face repo {repo} is not in the cache ({HF_HUB_CACHE}) and {why}; "
+        f"fetch it with `{hf_download_command(repo, filename)}` where there is network, "
+        "or pass a local checkpoint file with --model PATH (load_embedder(PATH) in Python)"
+    )
+
+
+def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """None when a TCP connection to the Hub (or the HTTPS proxy in use) opens within ``timeout``
+    seconds; else the ``host:port`` that could not be reached."""
+    import socket
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(hub_endpoint())
+    proxy = urllib.request.getproxies().get(url.scheme or "https")
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        url = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return f"{host}:{port}"
+    return None
+
+
+def hf_download_command(repo: str, filename: str) -> str:
+    """The download command of the installed huggingface_hub: ``hf download`` (1.0 and later),
+    ``huggingface-cli download`` (older), else a Python one-liner."""
+    from importlib import metadata
+
+    try:
+        scripts = {ep.name for ep in metadata.distribution("huggingface_hub").entry_points
+                   if ep.group == "console_scripts"}
+    except metadata.PackageNotFoundError:
+        scripts = set()
+    if "hf" in scripts:
+        return f"hf download {repo} {filename}"
+    if "huggingface-cli" in scripts:
+        return f"huggingface-cli download {repo} {filename}"
+    return f"python -c \"from huggingface_hub import hf_hub_download; hf_hub_download('{repo}', '{filename}')\""
 
 
 def resolve_encodecmae(name_or_path: str | os.PathLike) -> Path:

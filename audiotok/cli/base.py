@@ -53,6 +53,16 @@ OVERWRITE = typer.Option(False, "--overwrite", help="Redo inputs whose output al
 JSONL = typer.Option(False, "--jsonl", help="Print one JSON object per input on stdout.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar (errors are still listed).")
 SHARD = typer.Option(None, "--shard", help="Take share K of N of the sorted inputs (job arrays), e.g. 0/4.")
+INPUTS_OR_MANIFEST = typer.Argument(None, help="Files, directories (recursive), glob patterns, or - to read paths "
+                                    "from stdin (or none, with --manifest).", show_default=False)
+MANIFEST = typer.Option(None, "--manifest", metavar="FILE.jsonl|csv",
+                        help="Inputs listed in a JSONL or CSV file: path, optional offset and duration (s).")
+EXCLUDE = typer.Option(None, "--exclude", metavar="GLOB", help="Leave out inputs matching GLOB (repeatable).")
+DRY_RUN = typer.Option(False, "--dry-run", help="List what would be done, skipped and refused; write nothing.")
+KEEP_EXT = typer.Option(False, "--keep-ext", help="Keep the input extension in output names (a.wav -> a.wav.npz).")
+SHARD_MB = typer.Option(64.0, "--shard-mb", min=0.001, help="--format parquet: MB of arrays per shard.")
+LOG_EVERY = typer.Option(10.0, "--log-every", min=0.0, metavar="SECONDS",
+                         help="When stderr is not a terminal: a progress line every SECONDS (0: none).")
 
 
 THREADS = typer.Option(None, "--threads", min=1,

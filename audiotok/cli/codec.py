@@ -22,12 +22,18 @@ def _bandwidth_help() -> str:
 
 @app.command()
 def encode(
-    inputs: list[str] = cli.INPUTS,
+    inputs: list[str] = cli.INPUTS_OR_MANIFEST,
     out: Path = cli.OUT,
     model: str = typer.Option(DEFAULT_CODEC, "--model", "-m", help=f"Codec: {', '.join(codec_names())}."),
     bandwidth: float = typer.Option(6.0, "--bandwidth", "-b", help=_bandwidth_help()),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Codec weights file (default: official, torch hub cache)."),
-    fmt: str = typer.Option("npz", "--format", "-f", help="npz (codes + metadata), npy (bare codes, 24 kHz) or ecdc."),
+    fmt: str = typer.Option("npz", "--format", "-f",
+                            help="npz (codes + metadata), npy (bare codes, 24 kHz), ecdc or parquet (dataset shards)."),
+    manifest: Path = cli.MANIFEST,
+    exclude: list[str] = cli.EXCLUDE,
+    dry_run: bool = cli.DRY_RUN,
+    keep_ext: bool = cli.KEEP_EXT,
+    shard_mb: float = cli.SHARD_MB,
     ext: str = cli.EXT,
     device: str = cli.DEVICE,
     threads: int = cli.THREADS,
@@ -37,13 +43,15 @@ def encode(
     jsonl: bool = cli.JSONL,
     quiet: bool = cli.QUIET,
     shard: str = cli.SHARD,
+    log_every: float = cli.LOG_EVERY,
 ) -> None:
     """Encode audio files into codec codes, mirroring the input tree under OUT."""
     from ..jobs.encode import encode_files
 
     summary = cli.run(encode_files, inputs, out, model=model, bandwidth=bandwidth, checkpoint=checkpoint, fmt=fmt,
+                      manifest=manifest, exclude=exclude, dry_run=dry_run, keep_ext=keep_ext, shard_mb=shard_mb,
                       ext=ext, device=device, threads=threads, batch_seconds=batch_seconds, workers=workers,
-                      overwrite=overwrite, jsonl=jsonl, progress=not quiet, shard=shard)
+                      overwrite=overwrite, jsonl=jsonl, progress=not quiet, shard=shard, log_every=log_every)
     cli.finish(summary, quiet)
 
 
@@ -54,6 +62,9 @@ def decode(
     fmt: str = typer.Option("wav", "--format", "-f", help="wav or flac (16-bit PCM at the model's rate)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Codec weights file (default: official, torch hub cache)."),
     ext: str = typer.Option(",".join(CODE_EXTENSIONS), "--ext", help="Extensions to take from directories."),
+    exclude: list[str] = cli.EXCLUDE,
+    dry_run: bool = cli.DRY_RUN,
+    keep_ext: bool = cli.KEEP_EXT,
     device: str = cli.DEVICE,
     threads: int = cli.THREADS,
     batch_seconds: float = cli.BATCH_SECONDS,
@@ -62,11 +73,13 @@ def decode(
     jsonl: bool = cli.JSONL,
     quiet: bool = cli.QUIET,
     shard: str = cli.SHARD,
+    log_every: float = cli.LOG_EVERY,
 ) -> None:
     """Decode .npz / .npy / .ecdc codes back to audio, trimmed to the original length."""
     from ..jobs.decode import decode_files
 
-    summary = cli.run(decode_files, inputs, out, fmt=fmt, checkpoint=checkpoint, ext=ext, device=device,
-                      threads=threads, batch_seconds=batch_seconds, workers=workers, overwrite=overwrite,
-                      jsonl=jsonl, progress=not quiet, shard=shard)
+    summary = cli.run(decode_files, inputs, out, fmt=fmt, checkpoint=checkpoint, exclude=exclude, dry_run=dry_run,
+                      keep_ext=keep_ext, ext=ext, device=device, threads=threads, batch_seconds=batch_seconds,
+                      workers=workers, overwrite=overwrite, jsonl=jsonl, progress=not quiet, shard=shard,
+                      log_every=log_every)
     cli.finish(summary, quiet)

@@ -111,7 +111,7 @@ def _collect(inputs, ext, codec, tokenizer, arch, cache_root: Path, dev, batch_s
     if audio_src:
         mine = shard(audio_src, share.rank, share.world)  # each rank caches its share
         adapter = LMFeatures(CodecEncoder(codec, tokenizer["bandwidth"], dev), with_mel=True)
-        progress = Progress(enabled=not quiet and share.rank == 0)
+        progress = Progress(enabled=not quiet and share.rank == 0, label="tokenise")
         with progress:
             summary = pipeline.run(mine, job, adapter, batch_seconds=batch_seconds, workers=workers,
                                    record_sink=lambda o: None, progress=progress)

@@ -30,10 +30,10 @@ def _load_codes(path: str):
 class DecodeJob:
     """What decode does with each codes file: read it, write audio at the codec's rate."""
 
-    def __init__(self, out: Path, fmt: str):
+    def __init__(self, out: Path, fmt: str, keep_ext: bool = False):
         from ..sinks import OutputTree
 
-        self.tree = OutputTree(out, "." + fmt)
+        self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
         self.fmt = fmt
         self.load = _load_codes
         self.numerics: dict = {}
@@ -63,6 +63,8 @@ class DecodeJob:
 class CodecRouter:
     """Decode adapter over every codec: loads each on first use (a folder may mix models)."""
 
+    on_progress = None  # handed to each decoder (progress within a file)
+
     def __init__(self, checkpoint, device, job: DecodeJob | None = None):
         self.checkpoint, self.device, self.decoders, self.job = checkpoint, device, {}, job
 
@@ -80,6 +82,7 @@ class CodecRouter:
                 self.decoders[model] = spec.load(self.checkpoint, self.device).decoder(self.device)
                 if self.job is not None:
                     self.job.numerics = runtime(self.device)
+            self.decoders[model].on_progress = self.on_progress
             out.extend(self.decoders[model].run(items))
         return out
 
@@ -90,9 +93,10 @@ class CodecRouter:
         pass
 
 
-def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, ext=None, device: str = "auto",
-                 threads: int | None = None, batch_seconds: float = 60.0, workers: int = 0,
-                 overwrite: bool = False, jsonl=False, progress: bool = False, shard: str | None = None):
+def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, exclude=None, dry_run: bool = False,
+                 keep_ext: bool = False, ext=None, device: str = "auto", threads: int | None = None,
+                 batch_seconds: float = 60.0, workers: int = 0, overwrite: bool = False, jsonl=False,
+                 progress: bool = False, shard: str | None = None, log_every: float = 10.0):
     """Decode codes files back to 16-bit WAV/FLAC at the codec's rate, trimmed to the original
     length, mirrored under ``out``; returns the ``pipeline.Summary``."""
     if fmt not in FORMATS:
@@ -100,9 +104,15 @@ def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, 
     check_device(device)
     check_threads(threads)
     out = Path(out)
-    opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard).check()
-    sources, share = collect_sources(inputs, ext or CODE_EXTENSIONS, shard, out, fmt)
-    job = DecodeJob(out, fmt)
+    opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard, log_every).check()
+    excluded: list = []
+    sources, share = collect_sources(inputs, ext or CODE_EXTENSIONS, shard, out, fmt, exclude=exclude,
+                                     keep_ext=keep_ext, excluded=excluded, check_out=not dry_run)
+    job = DecodeJob(out, fmt, keep_ext)
+    if dry_run:
+        from .runner import dry_run as plan
+
+        return plan(sources, job, opts, excluded)
 
     def adapter():
         from ..devices import apply_threads, resolve_device

@@ -16,18 +16,20 @@ from ..devices import check_device, check_threads
 from ..errors import UsageError
 from .runner import RunOptions, collect_sources, refuse_mixed_settings, run_job, settings_mismatch
 
-FORMATS = ("npz", "npy")
+FORMATS = ("npz", "npy", "parquet")
 SETTINGS_KEYS = ("model", "weights_sha256", "layer", "pooling", "chunk_seconds", "overlap", "dtype")
 
 
 class EmbedJob:
     """What embed does with each input: decode to 24 kHz mono, write the embedding."""
 
-    def __init__(self, out: Path, fmt: str, meta: dict):
+    compare_settings = True  # a dry run knows only some settings: it does not compare them
+
+    def __init__(self, out: Path, fmt: str, meta: dict, keep_ext: bool = False):
         from ..models.mae import SAMPLE_RATE
         from ..sinks import OutputTree
 
-        self.tree = OutputTree(out, "." + fmt)
+        self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
         self.fmt, self.meta = fmt, meta
         self.numerics: dict = {}
         self.probe = audio.probe
@@ -39,6 +41,8 @@ class EmbedJob:
     def is_done(self, source) -> bool:
         if not self.tree.done(source):
             return False
+        if not self.compare_settings:
+            return True
         target = self.tree.target(source)
         differs = settings_mismatch(_stored_meta(target), self.meta, SETTINGS_KEYS)
         if differs is None and self.fmt == "npy":
@@ -98,26 +102,43 @@ def write_stack(stack: Path, sources, job: EmbedJob) -> int:
 
 def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", layer: int | str = -1,
                 pool: str = "mean", chunk_seconds: float = 4.0, overlap: float = 0.0, dtype: str = "float32",
-                fmt: str = "npz", stack: str | Path | None = None, ext=None, device: str = "auto",
-                threads: int | None = None, batch_seconds: float = 60.0, workers: int = 1,
-                overwrite: bool = False, jsonl=False, progress: bool = False, shard: str | None = None):
-    """Embed every input with EnCodecMAE under ``out``; returns the ``pipeline.Summary`` (with
-    ``stacked``: the number of rows written to ``stack``, when asked)."""
+                fmt: str = "npz", stack: str | Path | None = None, manifest: str | Path | None = None,
+                exclude=None, dry_run: bool = False, keep_ext: bool = False, shard_mb: float = 64.0, ext=None,
+                device: str = "auto", threads: int | None = None, batch_seconds: float = 60.0, workers: int = 1,
+                overwrite: bool = False, jsonl=False, progress: bool = False, shard: str | None = None,
+                log_every: float = 10.0):
+    """Embed every input with EnCodecMAE under ``out`` (per-file ``.npz``/``.npy``, or Parquet
+    shards with ``fmt="parquet"``); returns the ``pipeline.Summary`` (with ``stacked``: the number
+    of rows written to ``stack``, when asked)."""
     from .embed_options import check_layer_spelling, check_options
 
     check_options(pool, dtype, chunk_seconds, overlap)
     check_layer_spelling(layer)
     if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r} is not valid for embed; choose npz or npy")
+        raise UsageError(f"--format {fmt!r} is not valid for embed; choose npz, npy or parquet")
     if stack is not None and pool == "none":
         raise UsageError("--stack needs pooled embeddings; use --pool mean, max or meanstd")
+    if stack is not None and fmt == "parquet":
+        raise UsageError("--stack reads per-file outputs; use --format npz or npy with it (Parquet rows already form one table)")
     check_device(device)
     check_threads(threads)
     out = Path(out)
-    opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard).check()
-    sources, share = collect_sources(inputs, ext, shard, out, fmt)
+    parquet = fmt == "parquet"
+    opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard, log_every).check()
+    excluded: list = []
+    sources, share = collect_sources(inputs, ext, shard, out, None if parquet else fmt, manifest=manifest,
+                                     exclude=exclude, keep_ext=keep_ext, excluded=excluded, check_out=not dry_run)
     if stack is not None and share.world > 1:
         raise UsageError("--stack needs every input in one process; drop --shard/torchrun or stack the outputs afterwards")
+    if dry_run:  # before loading the model; Parquet settings are not all known yet, so not compared
+        from ..datasets import parquet_job
+        from .runner import dry_run as plan
+
+        job = EmbedJob(out, "npz" if parquet else fmt, {"pooling": pool, "layer": str(layer)}, keep_ext)
+        job.compare_settings = False
+        if parquet:
+            job = parquet_job(job, out, "embedding", {}, share, overwrite, shard_mb, check_settings=False)
+        return plan(sources, job, opts, excluded)
     from ..devices import apply_threads, resolve_device
     from ..embedder import MaeAdapter
     from ..models.mae import load_mae, resolve_layers
@@ -136,8 +157,14 @@ def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", la
     meta = {"model": str(model), "weights_sha256": sha, "layer": str(layer_value), "pooling": pool,
             "frame_rate": net.cfg.frame_rate, "sample_rate": adapter.sample_rate, "chunk_seconds": float(chunk_seconds),
             "overlap": float(overlap), "dtype": dtype}
-    job = EmbedJob(out, fmt, meta)
-    job.numerics = {**runtime(dev), "rows": adapter.rows[max(adapter.shapes)]}
+    embed_job = EmbedJob(out, "npz" if parquet else fmt, meta, keep_ext)
+    embed_job.numerics = {**runtime(dev), "rows": adapter.rows[max(adapter.shapes)]}
+    job = embed_job
+    if parquet:
+        from ..datasets import parquet_job
+
+        settings = {("model_sample_rate" if k == "sample_rate" else k): v for k, v in meta.items()}
+        job = parquet_job(embed_job, out, "embedding", settings, share, overwrite, shard_mb)
     summary = run_job(sources, share, job, adapter, out, opts)
-    summary.stacked = write_stack(Path(stack), sources, job) if stack is not None else None
+    summary.stacked = write_stack(Path(stack), sources, embed_job) if stack is not None else None
     return summary

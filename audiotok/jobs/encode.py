@@ -44,11 +44,12 @@ def codec_weights(model: str, checkpoint=None):
 class EncodeJob:
     """What encode does with each input: decode audio at the codec's rate, write codes."""
 
-    def __init__(self, out: Path, fmt: str, model: str, bandwidth: float, weights_sha256: str | None):
+    def __init__(self, out: Path, fmt: str, model: str, bandwidth: float, weights_sha256: str | None,
+                 keep_ext: bool = False):
         from ..sinks import OutputTree
 
         spec = get_codec(model)
-        self.tree = OutputTree(out, "." + fmt)
+        self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
         self.fmt, self.model, self.bandwidth = fmt, spec.name, bandwidth
         self.settings = {"model": spec.name, "bandwidth": bandwidth, "weights_sha256": weights_sha256}
         self.numerics: dict = {}  # set once the model is built (provenance.runtime + adapter shapes)
@@ -100,24 +101,40 @@ class EncodeJob:
 
 
 def encode_files(inputs, out: str | Path, *, model: str = DEFAULT_CODEC, bandwidth: float = 6.0,
-                 checkpoint: str | Path | None = None, fmt: str = "npz", ext=None, device: str = "auto",
-                 threads: int | None = None, batch_seconds: float = 60.0, workers: int = 1,
-                 overwrite: bool = False, jsonl=False, progress: bool = False, shard: str | None = None):
-    """Encode every input (files, directories, globs, ``-`` for paths on stdin) into codes under
-    ``out`` (mirroring the input tree, ``OUT/manifest.jsonl``); returns the ``pipeline.Summary``.
+                 checkpoint: str | Path | None = None, fmt: str = "npz", manifest: str | Path | None = None,
+                 exclude=None, dry_run: bool = False, keep_ext: bool = False, shard_mb: float = 64.0,
+                 ext=None, device: str = "auto", threads: int | None = None, batch_seconds: float = 60.0,
+                 workers: int = 1, overwrite: bool = False, jsonl=False, progress: bool = False,
+                 shard: str | None = None, log_every: float = 10.0):
+    """Encode every input (files, directories, globs, ``-`` for paths on stdin, and/or the entries
+    of ``manifest``) into codes under ``out`` (mirroring the input tree, or Parquet shards with
+    ``fmt="parquet"``; ``OUT/manifest.jsonl``); returns the ``pipeline.Summary``.
 
     Options are checked and the weights resolved before torch is imported; the model loads while
     the first inputs decode, and not at all when every output exists."""
     out = Path(out)
     spec = get_codec(model)
     bandwidth = spec.check_bandwidth(bandwidth)
-    check_format(fmt, spec.name)
+    parquet = fmt == "parquet"
+    if not parquet:
+        check_format(fmt, spec.name)
     check_device(device)
     check_threads(threads)
-    opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard).check()
-    sources, share = collect_sources(inputs, ext, shard, out, fmt)
-    weights, sha = codec_weights(spec.name, checkpoint)  # missing weights fail before any work
-    job = EncodeJob(out, fmt, spec.name, bandwidth, sha)
+    opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard, log_every).check()
+    excluded: list = []
+    sources, share = collect_sources(inputs, ext, shard, out, None if parquet else fmt, manifest=manifest,
+                                     exclude=exclude, keep_ext=keep_ext, excluded=excluded, check_out=not dry_run)
+    weights, sha = (None, None) if dry_run else codec_weights(spec.name, checkpoint)  # missing weights fail first
+    job = EncodeJob(out, "npz" if parquet else fmt, spec.name, bandwidth, sha, keep_ext)
+    if parquet:
+        from ..datasets import parquet_job
+
+        job = parquet_job(job, out, "codes", {"model": spec.name, "bandwidth": bandwidth}, share, overwrite, shard_mb)
+    if dry_run:
+        from .runner import dry_run as plan
+
+        return plan(sources, job, opts, excluded)
+    encode_job = getattr(job, "job", job)  # the per-file job inside a Parquet job
 
     def adapter():  # built by the pipeline once decoding has started (torch loads meanwhile)
         from ..devices import apply_threads, resolve_device
@@ -126,7 +143,7 @@ def encode_files(inputs, out: str | Path, *, model: str = DEFAULT_CODEC, bandwid
         apply_threads(threads)
         dev = resolve_device(device)
         enc = spec.load(weights, dev).encoder(bandwidth, dev)
-        job.numerics = {**runtime(dev), **getattr(enc, "numerics", dict)()}
+        encode_job.numerics = {**runtime(dev), **getattr(enc, "numerics", dict)()}
         return enc
 
     return run_job(sources, share, job, adapter, out, opts)

@@ -94,14 +94,14 @@ class ScoreJob:
             import numpy as np
 
             from ..features import causal_log_mel
-            from ..score_plot import plot_scores
+            from ..score_plot import plot_scores, plot_title
 
             mel = item.mel
             if mel is None:
                 audio, _ = self.load(source.path)
                 mel = causal_log_mel(audio[0]).numpy()
             curves = [(f"{s.name} ({s.identity.get('size')})", fs.surprisal) for s, fs in zip(self.scorers, result.scores)]
-            title = f"{source.display}: " + ", ".join(f"{s.name} {r['nll']:.3f} nats/token" for s, r in zip(self.scorers, records))
+            title = plot_title(source.display, [(s.name, r["bits_per_frame"]) for s, r in zip(self.scorers, records)])
             path = self.plot.write(source, lambda f, _: plot_scores(f, np.asarray(mel), curves, self.frame_rate, title), None)
             for r in records:
                 r["plot_output"] = str(path)

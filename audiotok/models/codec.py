@@ -158,6 +158,8 @@ class _Stream24:
                 item = EncodedItem(np.ascontiguousarray(np.concatenate(slot.codes, axis=1)[:, :frames]), None, n)
                 done.append((slot.key, item))
                 self.active[r] = None
+            elif self.owner.on_progress is not None:
+                self.owner.on_progress(slot.key, slot.pos, slot.audio.shape[0])
         return done
 
 
@@ -169,6 +171,7 @@ class CodecEncoder:
     a measurement. ``shared`` / ``lone`` override the shapes (tests and benchmarks)."""
 
     SHORT = 2560  # 24 kHz inputs shorter than this (8 frames) are encoded whole, as the official model does
+    on_progress = None  # set by the pipeline: on_progress(key, samples_done, samples_total) within an input
 
     def __init__(self, model, bandwidth: float, device: torch.device, shared: StreamShape | None = None,
                  lone: StreamShape | None = None, lone_seconds: float | None = None):
@@ -212,7 +215,7 @@ class CodecEncoder:
         out = []
         for key, audio in batch:
             if not self.streaming:
-                out.append((key, self._encode_segments(audio)))
+                out.append((key, self._encode_segments(audio, key)))
             elif audio.shape[-1] < self.SHORT:
                 out.append((key, self._encode_whole(audio)))
             elif self.lone is not None and audio.shape[-1] >= self.lone_samples:
@@ -251,7 +254,7 @@ class CodecEncoder:
 
     # --- 48 kHz -----------------------------------------------------------------------
     @torch.inference_mode()
-    def _encode_segments(self, audio: np.ndarray) -> EncodedItem:
+    def _encode_segments(self, audio: np.ndarray, key=None) -> EncodedItem:
         spans = self.spec.segment_spans(audio.shape[-1])
         seg_len = self.spec.segment_length
         x = torch.from_numpy(np.ascontiguousarray(audio))
@@ -268,6 +271,8 @@ class CodecEncoder:
             c, s = self._encode_frames(seg.to(self.device))
             for j, i in enumerate(idx):
                 codes[i], scales[i] = c[:, j], s[j]
+            if self.on_progress is not None:
+                self.on_progress(key, g + len(idx), len(spans))
         for i, (off, n) in enumerate(spans):
             if codes[i] is None:
                 c, s = self._encode_frames(x[None, :, off:off + n].to(self.device))
@@ -291,6 +296,7 @@ class CodecDecoder:
     memory does not grow with the file's length. 48 kHz: the official per-segment decode."""
 
     SHORT = 8  # frames: shorter codes are decoded whole, as the official model does
+    on_progress = None  # set by the pipeline: on_progress(key, frames_done, frames_total) within an input
 
     def __init__(self, model, device: torch.device, window: int | None = None):
         self.model = model
@@ -307,7 +313,7 @@ class CodecDecoder:
             self.stream = StreamingDecoder(model.decoder)
 
     @torch.inference_mode()
-    def decode(self, item: EncodedItem) -> np.ndarray:
+    def decode(self, item: EncodedItem, key=None) -> np.ndarray:
         n_q = item.codes.shape[0]
         if n_q > self.model.quantizer.n_q:
             raise WeightsError(f"the codes have {n_q} codebooks but {self.name} has {self.model.quantizer.n_q}")
@@ -319,7 +325,7 @@ class CodecDecoder:
                 f"(expected {sum(counts)})"
             )
         if self.streaming and codes.shape[1] >= self.SHORT:
-            return self._stream(codes, item.n_samples)
+            return self._stream(codes, item.n_samples, key)
         frames = []
         start = 0
         for i, n in enumerate(counts):
@@ -331,7 +337,7 @@ class CodecDecoder:
         wav = self.model.decode(frames)[0, :, :item.n_samples]
         return wav.float().cpu().numpy()
 
-    def _stream(self, codes: torch.Tensor, n_samples: int) -> np.ndarray:
+    def _stream(self, codes: torch.Tensor, n_samples: int, key=None) -> np.ndarray:
         W, hop, T = self.window, self.stream.hop, codes.shape[1]
         out = np.empty((1, n_samples), dtype=np.float32)
         state = self.stream.init_state(1, device=self.device)
@@ -345,6 +351,8 @@ class CodecDecoder:
             n = min(W * hop, n_samples - lo)
             if n > 0:
                 out[:, lo:lo + n] = wav[0, :, :n].float().cpu().numpy()
+            if self.on_progress is not None:
+                self.on_progress(key, min(T, start + W), T)
         return out
 
     def flush(self):
@@ -357,7 +365,7 @@ class CodecDecoder:
         out = []
         for key, item in batch:
             try:
-                out.append((key, self.decode(item)))
+                out.append((key, self.decode(item, key)))
             except (ValueError, WeightsError) as exc:
                 from ..errors import InputError
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..features import MEL_BINS, SILENCE_LOG_MEL
 from ..models.gpt import BOS, GPTConfig, aligned_mel, build_gpt
 from ..models.lm import GPTScorer, LMCheckpoint, load_checkpoint, save_checkpoint
+from ..progress import plural
 from ..scoring import WindowScorer, corpus_summary, file_scores
 
 
@@ -248,7 +249,8 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
 
     if share.rank == 0:
         log(f"{arch} {size}: {sum(p.numel() for p in model.parameters()):,} parameters; "
-            f"{len(train_set)} training files ({train_tokens:,} tokens), {len(val_set)} validation files; "
+            f"{plural(len(train_set), 'training file')} ({train_tokens:,} tokens), "
+            f"{plural(len(val_set), 'validation file')}; "
             f"{steps_per_epoch} steps per epoch; steps {start_step}..{tcfg.steps}")
     bar = _Bar(tcfg.steps, start_step, enabled=progress and share.rank == 0)
     nats, count = 0.0, 0

@@ -1,0 +1,196 @@
+"""Progress: audio seconds within files, rate, ETA, units that fit the corpus, log lines when stderr
+is not a terminal, and the adapters reporting how far into a file they are."""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from audiotok.progress import Progress, format_clock, pick_unit
+
+from .conftest import shared_path, write_wav
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Done:
+    def __init__(self, status="ok"):
+        self.status, self.error, self.source = status, None, None
+
+
+@pytest.mark.parametrize("total, unit", [(0.0, "s"), (59.0, "s"), (119.9, "s"), (120.0, "min"), (1800.0, "min"),
+                                         (7199.0, "min"), (7200.0, "h"), (360000.0, "h")])
+def test_unit_fits_the_corpus(total, unit):
+    assert pick_unit(total)[0] == unit
+
+
+def test_clock_format():
+    assert [format_clock(s) for s in (0, 59.4, 61, 3599, 3600, 86399)] == \
+        ["0:00", "0:59", "1:01", "59:59", "1:00:00", "23:59:59"]
+
+
+def test_status_counts_seconds_within_a_file_with_rate_and_eta():
+    clock = FakeClock()
+    p = Progress(enabled=False, clock=clock)
+    p.set_total(3, 1800.0)  # a 30-minute corpus: minutes
+    clock.now += 30.0
+    p.update_file(0, 450.0)  # a quarter of the audio is through the model, no file finished yet
+    assert p.status() == "0/3 files, 7.50/30.0 min of audio (25%), 15.0x real time, elapsed 0:30, ETA 1:30"
+    clock.now += 30.0
+    p.update_file(0, 600.0)
+    p.advance(600.0, Done(), key=0)  # the file is finished: its partial count is replaced, not added
+    assert p.seconds_done() == 600.0
+    assert p.status() == "1/3 files, 10.0/30.0 min of audio (33%), 10.0x real time, elapsed 1:00, ETA 2:00"
+
+
+def test_status_before_any_audio_has_no_rate_or_eta_and_small_corpora_count_seconds():
+    clock = FakeClock()
+    p = Progress(enabled=False, clock=clock)
+    p.set_total(2, 42.0)
+    clock.now += 5
+    assert p.status() == "0/2 files, 0.00/42 s of audio (0%), elapsed 0:05"
+    p.update_file("a", 21.0)
+    assert p.status() == "0/2 files, 21/42 s of audio (50%), 4.2x real time, elapsed 0:05, ETA 0:05"
+
+
+def test_hours_for_large_corpora():
+    clock = FakeClock()
+    p = Progress(enabled=False, clock=clock)
+    p.set_total(1000, 36000.0)
+    clock.now += 60
+    p.advance(3600.0, Done(), key=1)
+    assert p.status().startswith("1/1000 files, 1.00/10.0 h of audio (10%), 60.0x real time, elapsed 1:00, ETA 9:00")
+
+
+def test_log_lines_when_stderr_is_not_a_terminal():
+    stream = io.StringIO()
+    seen = threading.Event()
+
+    class Watch(io.StringIO):
+        def write(self, s):
+            stream.write(s)
+            if stream.getvalue().count("\n") >= 2:
+                seen.set()
+            return len(s)
+
+    p = Progress(terminal=False, log_every=0.01, stream=Watch(), label="encode")
+    with p:
+        p.set_total(1, 1800.0)
+        p.update_file(0, 90.0)
+        assert seen.wait(30), "no log lines were printed"
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 2
+    assert all(line.startswith("encode: 0/1 file, 1.50/30.0 min of audio (5%)") for line in lines), lines
+
+
+def test_no_log_lines_with_log_every_zero_or_disabled():
+    for kw in ({"log_every": 0}, {"enabled": False, "log_every": 0.01}):
+        stream = io.StringIO()
+        with Progress(terminal=False, stream=stream, **kw) as p:
+            p.set_total(1, 10.0)
+            assert p._thread is None
+        assert stream.getvalue() == ""
+
+
+def test_terminal_bar_shows_the_status():
+    stream = io.StringIO()
+    with Progress(terminal=True, stream=stream, label="embed") as p:
+        p.set_total(2, 100.0)
+        p.update_file(0, 50.0)
+    out = stream.getvalue()
+    assert "embed" in out and "0/2 files, 50/100 s of audio (50%)" in out
+
+
+class Recorder:
+    def __init__(self):
+        self.within: list[tuple[object, float]] = []
+        self.finished: list[tuple[object, float]] = []
+
+    def set_total(self, files, seconds):
+        self.total = seconds
+
+    def update_file(self, key, seconds):
+        self.within.append((key, seconds))
+
+    def advance(self, seconds, outcome, key=None):
+        self.finished.append((key, seconds))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_encode_pipeline_reports_seconds_within_a_long_file(tmp_path, one_thread):
+    from audiotok import pipeline
+    from audiotok.cli.codec import EncodeJob
+    from audiotok.models.codec import CodecEncoder
+    from audiotok.sources import discover
+    from audiotok.testing import random_encodec
+
+    wav = write_wav(tmp_path / "in" / "long.wav", 6.0, sr=16000)  # resampled to 24 kHz: seconds stay file seconds
+    rec = Recorder()
+    adapter = CodecEncoder(random_encodec("encodec_24khz"), 6.0, torch.device("cpu"))
+    summary = pipeline.run(discover([str(wav)]), EncodeJob(tmp_path / "o", "npz", "encodec_24khz", 6.0),
+                           adapter, workers=0, progress=rec)
+    assert summary.ok == 1
+    n = 6 * 24000
+    steps = -(-n // adapter.window)
+    assert [k for k, _ in rec.within] == [0] * (steps - 1)
+    assert [s for _, s in rec.within] == pytest.approx([6.0 * k * adapter.window / n for k in range(1, steps)])
+    assert rec.finished == [(0, 6.0)]
+
+
+def test_decoder_reports_frames_within_a_file(one_thread):
+    from audiotok.models.codec import CodecDecoder
+    from audiotok.models.encodec_spec import EncodedItem
+    from audiotok.testing import random_encodec
+
+    dec = CodecDecoder(random_encodec("encodec_24khz"), torch.device("cpu"), window=100)
+    calls = []
+    dec.on_progress = lambda key, done, total: calls.append((key, done, total))
+    item = EncodedItem(np.zeros((2, 250), np.int16), None, 250 * 320)
+    (key, wav), = dec.run([("k", item)])
+    assert key == "k" and wav.shape == (1, 250 * 320)
+    assert calls == [("k", 100, 250), ("k", 200, 250), ("k", 250, 250)]
+
+
+def test_embed_adapter_reports_chunks_within_a_file(one_thread):
+    from audiotok.embedder import MaeAdapter
+    from audiotok.models.mae import load_mae
+
+    net = load_mae(shared_path("fixtures", "encodecmae", "tiny_mel_st.pt"))
+    adapter = MaeAdapter(net, chunk_seconds=1.0, rows=1)
+    calls = []
+    adapter.on_progress = lambda key, done, total: calls.append((key, done, total))
+    out = adapter.run([("x", np.zeros((1, 3 * 24000 + 100), np.float32) + 0.01)]) + adapter.flush()
+    assert [k for k, _ in out] == ["x"]
+    assert calls == [("x", 1, 4), ("x", 2, 4), ("x", 3, 4)]
+
+
+def test_cli_prints_progress_lines_in_a_log(cli, tmp_path):
+    """stderr captured by pytest is not a terminal: progress comes as plain lines, never a bar."""
+    wav = write_wav(tmp_path / "long.wav", 15.0)
+    r = cli("encode", wav, "-o", tmp_path / "o", "--log-every", "0.05")
+    assert r.code == 0, r
+    lines = [line for line in r.err.splitlines() if line.startswith("encode: ")]
+    assert lines, r.err
+    pattern = re.compile(r"encode: [01]/1 file, \d+(\.\d+)?/15 s of audio \(\d+%\)(, [\d.]+x real time)?, elapsed \d+:\d\d")
+    assert all(pattern.match(line) for line in lines), lines
+    short = write_wav(tmp_path / "short.wav", 1.0)
+    r = cli("encode", short, "-o", tmp_path / "o2", "--log-every", "0")
+    assert r.code == 0 and not [line for line in r.err.splitlines() if line.startswith("encode: ")]
