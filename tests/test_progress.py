@@ -137,7 +137,7 @@ def one_thread():
 
 def test_encode_pipeline_reports_seconds_within_a_long_file(tmp_path, one_thread):
     from audiotok import pipeline
-    from audiotok.cli.codec import EncodeJob
+    from audiotok.jobs.encode import EncodeJob
     from audiotok.models.codec import CodecEncoder
     from audiotok.sources import discover
     from audiotok.testing import random_encodec
@@ -145,13 +145,14 @@ def test_encode_pipeline_reports_seconds_within_a_long_file(tmp_path, one_thread
     wav = write_wav(tmp_path / "in" / "long.wav", 6.0, sr=16000)  # resampled to 24 kHz: seconds stay file seconds
     rec = Recorder()
     adapter = CodecEncoder(random_encodec("encodec_24khz"), 6.0, torch.device("cpu"))
-    summary = pipeline.run(discover([str(wav)]), EncodeJob(tmp_path / "o", "npz", "encodec_24khz", 6.0),
+    summary = pipeline.run(discover([str(wav)]), EncodeJob(tmp_path / "o", "npz", "encodec_24khz", 6.0, None),
                            adapter, workers=0, progress=rec)
     assert summary.ok == 1
     n = 6 * 24000
-    steps = -(-n // adapter.window)
+    window = adapter.shared_shape.window  # a 6 s file shares the 4-row calls
+    steps = -(-n // window)
     assert [k for k, _ in rec.within] == [0] * (steps - 1)
-    assert [s for _, s in rec.within] == pytest.approx([6.0 * k * adapter.window / n for k in range(1, steps)])
+    assert [s for _, s in rec.within] == pytest.approx([6.0 * k * window / n for k in range(1, steps)])
     assert rec.finished == [(0, 6.0)]
 
 
