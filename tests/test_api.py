@@ -38,14 +38,16 @@ def test_encode_files_and_encoder_equal_the_cli(cli, tmp_path):
     assert audiotok.encode_files([src], tmp_path / "api").skipped == 3  # reruns skip, as the CLI does
 
 
-def test_api_usage_errors_raise_before_any_work(tmp_path):
+def test_api_usage_errors_raise_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIOTOK_OFFLINE", "1")
     write_wav(tmp_path / "in" / "a.wav", 0.2)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="--bandwidth 5 is not valid"):
         audiotok.encode_files([tmp_path / "in"], tmp_path / "o", bandwidth=5)
     with pytest.raises(UsageError, match="--threads 0 is not valid"):
         audiotok.encode_files([tmp_path / "in"], tmp_path / "o", threads=0)
     with pytest.raises(UsageError, match="no input files found"):
-        audiotok.encode_files([tmp_path / "nothing"], tmp_path / "o")
+        audiotok.encode_files([tmp_path / "empty"], tmp_path / "o")
     assert not (tmp_path / "o").exists()
 
 
