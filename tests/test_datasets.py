@@ -189,3 +189,37 @@ def test_parquet_job_reports_target_shards():
     assert job.target(Source("x.wav", "x.wav")) == "data/shard-000-00004.parquet"
     assert job.target(Source("y.wav", "y.wav")) == "data/shard-000-00007.parquet"
     assert job.label == "inner"
+
+
+def test_ctrl_c_keeps_the_rows_finished_so_far(tmp_path):
+    """run_job closes the dataset job after Ctrl-C: the rows of finished inputs are written as a
+    shard, and a rerun would skip exactly those."""
+    from audiotok.cli.base import RunOptions, run_job
+    from audiotok.cli.codec import EncodeJob
+    from audiotok.datasets import parquet_job
+    from audiotok.distributed import current_share
+    from audiotok.models.encodec_spec import EncodedItem
+    from audiotok.sources import discover
+
+    for i, sec in enumerate((0.5, 0.4, 0.3)):
+        write_wav(tmp_path / "in" / f"{i}.wav", sec, seed=i)
+    sources = discover([str(tmp_path / "in")])
+    share = current_share(None)
+
+    class InterruptedAdapter:
+        calls = 0
+
+        def run(self, batch):
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return [(k, EncodedItem(np.full((2, 5), k, np.int16), None, 1600)) for k, _ in batch]
+
+    out = tmp_path / "o"
+    job = parquet_job(EncodeJob(out, "npz", "encodec_24khz", 1.5), out, "codes",
+                      {"model": "encodec_24khz", "bandwidth": 1.5}, share, overwrite=False)
+    opts = RunOptions(out, batch_seconds=0.1, workers=0, quiet=True)
+    assert run_job(sources, share, job, InterruptedAdapter(), opts) == 130
+    table = read_parquet_dataset(out)
+    assert table.column("id").to_pylist() == ["0.wav"]  # the longest input went first and finished
+    assert ShardWriter(out / "data", {"kind": "codes", "model": "encodec_24khz", "bandwidth": 1.5}).has("0.wav")

@@ -160,9 +160,6 @@ def test_keep_ext_keeps_same_stem_inputs_apart(cli, corpus, tmp_path):
     assert r.code == 0 and not (tmp_path / "d").exists()
     assert r.out.splitlines() == [f"todo    {tmp_path}/k/a.wav.npz -> {tmp_path}/d/a.wav.npz.wav (1.000 s)",
                                   f"exclude {tmp_path}/k/a.flac.npz"]
-    r = cli("decode", tmp_path / "k", "-o", tmp_path / "d", "-q", "--keep-ext")
-    assert r.code == 0, r
-    assert sorted(p.name for p in (tmp_path / "d").glob("*.wav")) == ["a.flac.npz.wav", "a.wav.npz.wav"]
 
 
 def test_dry_run_lists_todo_skipped_refused_and_excluded_and_writes_nothing(cli, corpus, tmp_path):
