@@ -234,6 +234,8 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--work", default=None, help="folder for the cache and checkpoints (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--from-runs", default=None, metavar="RUNS.jsonl",
+                    help="train nothing: tabulate the finished runs of a stopped run (WORK/runs.jsonl)")
     args = ap.parse_args()
 
     t_start = time.perf_counter()
@@ -272,6 +274,8 @@ def main() -> None:
     # 1. fusion choice on validation (seed 0)
     fusions = args.fusions.split(",")
     sweep = {}
+    if args.from_runs:
+        fusions = fusions[:1]
     if len(fusions) > 1 and any(ARMS[a][0] == "whisper-gpt" for a in arms):
         for fu in fusions:
             vals = {}
@@ -292,8 +296,16 @@ def main() -> None:
     for d in domains:
         runs[d]["unigram"] = [count_rows(1, data[d])]
         runs[d]["bigram"] = [count_rows(2, data[d])]
-        for arm in arms:
-            for seed in seeds:
+    if args.from_runs:
+        for line in Path(args.from_runs).read_text().splitlines():
+            r = json.loads(line)
+            runs[r.pop("domain")].setdefault(r["arm"], []).append(r)
+        seeds = sorted({r["seed"] for d in domains for a in arms for r in runs[d].get(a, [])})
+        results["seeds"] = seeds
+        log(f"tabulating {args.from_runs}: seeds {seeds}")
+    for seed in ([] if args.from_runs else seeds):  # seed outermost: a stopped run has every arm of its first seeds
+        for d in domains:
+            for arm in arms:
                 r = run_arm(arm, args.size, fusion, n_q, seed, data[d], tokenizer, args, work)
                 runs[d].setdefault(arm, []).append(r)
                 with open(work / "runs.jsonl", "a") as f:  # every finished run, in case the process is stopped
