@@ -194,11 +194,11 @@ def test_parquet_job_reports_target_shards():
 def test_ctrl_c_keeps_the_rows_finished_so_far(tmp_path):
     """run_job closes the dataset job after Ctrl-C: the rows of finished inputs are written as a
     shard, and a rerun would skip exactly those."""
-    from audiotok.cli.base import RunOptions, run_job
-    from audiotok.cli.codec import EncodeJob
     from audiotok.datasets import parquet_job
+    from audiotok.jobs.encode import EncodeJob
+    from audiotok.jobs.runner import RunOptions, run_job
     from audiotok.distributed import current_share
-    from audiotok.models.encodec_spec import EncodedItem
+    from audiotok.codes import EncodedItem
     from audiotok.sources import discover
 
     for i, sec in enumerate((0.5, 0.4, 0.3)):
@@ -215,11 +215,18 @@ def test_ctrl_c_keeps_the_rows_finished_so_far(tmp_path):
                 raise KeyboardInterrupt
             return [(k, EncodedItem(np.full((2, 5), k, np.int16), None, 1600)) for k, _ in batch]
 
+        def flush(self):
+            return []
+
+        def reset(self):
+            pass
+
     out = tmp_path / "o"
-    job = parquet_job(EncodeJob(out, "npz", "encodec_24khz", 1.5), out, "codes",
+    job = parquet_job(EncodeJob(out, "npz", "encodec_24khz", 1.5, None), out, "codes",
                       {"model": "encodec_24khz", "bandwidth": 1.5}, share, overwrite=False)
-    opts = RunOptions(out, batch_seconds=0.1, workers=0, quiet=True)
-    assert run_job(sources, share, job, InterruptedAdapter(), opts) == 130
+    opts = RunOptions(batch_seconds=0.1, workers=0)
+    with pytest.raises(KeyboardInterrupt):  # propagates once the shard and the manifest are closed
+        run_job(sources, share, job, InterruptedAdapter(), out, opts)
     table = read_parquet_dataset(out)
     assert table.column("id").to_pylist() == ["0.wav"]  # the longest input went first and finished
     assert ShardWriter(out / "data", {"kind": "codes", "model": "encodec_24khz", "bandwidth": 1.5}).has("0.wav")
