@@ -194,11 +194,11 @@ def test_parquet_job_reports_target_shards():
 def test_ctrl_c_keeps_the_rows_finished_so_far(tmp_path):
     """run_job closes the dataset job after Ctrl-C: the rows of finished inputs are written as a
     shard, and a rerun would skip exactly those."""
+    from audiotok.codes import EncodedItem
     from audiotok.datasets import parquet_job
+    from audiotok.distributed import current_share
     from audiotok.jobs.encode import EncodeJob
     from audiotok.jobs.runner import RunOptions, run_job
-    from audiotok.distributed import current_share
-    from audiotok.codes import EncodedItem
     from audiotok.sources import discover
 
     for i, sec in enumerate((0.5, 0.4, 0.3)):

@@ -157,8 +157,8 @@ def test_encode_pipeline_reports_seconds_within_a_long_file(tmp_path, one_thread
 
 
 def test_decoder_reports_frames_within_a_file(one_thread):
-    from audiotok.models.codec import CodecDecoder
     from audiotok.codes import EncodedItem
+    from audiotok.models.codec import CodecDecoder
     from audiotok.testing import random_encodec
 
     dec = CodecDecoder(random_encodec("encodec_24khz"), torch.device("cpu"), window=100)
