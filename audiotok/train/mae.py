@@ -190,10 +190,9 @@ def save_checkpoint(path: str | os.PathLike, model: MaeTrainer, training: dict, 
 
 def read_training_checkpoint(path: str | os.PathLike) -> dict:
     """A checkpoint written by ``save_checkpoint`` (weights only), with its training state."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"could not read {path} as a checkpoint ({type(exc).__name__}); the file is damaged") from None
+    from ..weights import load_torch_file
+
+    blob = load_torch_file(path, "train mae checkpoint")
     if not isinstance(blob, dict) or not isinstance(blob.get("audiotok"), dict) or blob["audiotok"].get("format") != FORMAT:
         raise WeightsError(f"{path} was not written by `audiotok train mae`, so it cannot be resumed")
     return blob

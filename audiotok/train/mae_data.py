@@ -168,9 +168,9 @@ def collect(inputs: list[str], exts, codec, codec_info: dict, cache_root: Path, 
 
 def codec_encoder_state(codec) -> dict:
     """The EnCodec encoder's weights (``encoder.*`` of the codec checkpoint) for the ec front end."""
-    import torch
+    from ..weights import load_torch_file
 
-    state = torch.load(codec.checkpoint_path, map_location="cpu", weights_only=True)
+    state = load_torch_file(codec.checkpoint_path, "EnCodec checkpoint")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     return {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
