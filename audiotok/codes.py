@@ -144,7 +144,7 @@ def read_codes(path: str, lm_loader=None) -> CodesFile:
             scales = z["scales"].astype(np.float32) if "scales" in z.files else None
             if CODECS[model].normalize:
                 if scales is None:
-                    raise InputError(f"holds {model} codes without their scales array, so they cannot be decoded "
+                    raise InputError(f"holds {CODECS[model].sample_rate // 1000} kHz codes without their scales array, so they cannot be decoded "
                                      "to the right loudness; encode the audio again")
                 _check_scales(scales.reshape(-1), len(CODECS[model].segment_frames(n_samples)))
                 scales = scales.reshape(-1)

@@ -62,6 +62,13 @@ def file_sha256(path: str | os.PathLike, digits: int | None = None) -> str:
     return h.hexdigest()[:digits] if digits else h.hexdigest()
 
 
+def _sha256_prefix_ok(hexdigest: str, name: str) -> bool:
+    """Whether a file's sha256 starts with the hash prefix its official name carries
+    (``encodec_24khz-d7cc33bc.th``); names without one always pass."""
+    stem = Path(name).stem
+    return "-" not in stem or hexdigest.startswith(stem.rsplit("-", 1)[1])
+
+
 def load_torch_file(path: str | os.PathLike, what: str = "torch checkpoint"):
     """``torch.load(path, weights_only=True)`` on the CPU (pickled code is never run), with a
     damaged or foreign file reported as one ``WeightsError`` sentence."""
@@ -95,8 +102,7 @@ def download(url: str, dest: Path, check_name: str | None = None) -> Path:
                 f"could not download {url} (the connection closed after {got} of {expected} bytes); "
                 f"put the file at {dest} or pass --checkpoint PATH"
             )
-        stem = Path(check_name).stem if check_name else ""
-        if "-" in stem and not h.hexdigest().startswith(stem.rsplit("-", 1)[1]):
+        if check_name and not _sha256_prefix_ok(h.hexdigest(), check_name):
             raise WeightsError(
                 f"downloaded {url} but its sha256 does not match the hash in its name; "
                 "the download is corrupt or the mirror serves another file"

@@ -81,7 +81,7 @@ def test_read_segment_equals_the_slice_of_the_whole_file(corpus):
     seg, seg_info = audio.read(path, offset=1.25, duration=2.0)
     assert seg.dtype == np.float32 and seg.shape == (1, 48000)
     np.testing.assert_array_equal(seg, whole[:, 30000:78000])
-    assert seg_info == audio.AudioInfo(24000, 1, 48000) and info.frames == 144000
+    assert (seg_info.sample_rate, seg_info.channels, seg_info.frames) == (24000, 1, 48000) and info.frames == 144000
     tail, tail_info = audio.read(path, offset=5.5)  # to the end
     np.testing.assert_array_equal(tail, whole[:, 132000:])
     long, _ = audio.read(path, offset=5.0, duration=100.0)  # clipped at the end

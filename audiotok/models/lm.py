@@ -148,8 +148,8 @@ def config_from_checkpoint(path, blob: dict) -> GPTConfig:
     known = set(GPTConfig.__dataclass_fields__)
     unknown = sorted(set(conf) - known)
     if unknown:
-        raise WeightsError(f"checkpoint {path} (version {version}) has unknown config fields {unknown}; "
-                           "it was not written by this audiotok")
+        raise WeightsError(f"{path} has a model config audiotok cannot read (unknown fields {unknown} in a "
+                           f"version-{version} checkpoint); it was not written by this audiotok")
     return _checked_config(path, conf)
 
 
