@@ -116,7 +116,7 @@ def test_downloads_into_hub_cache_atomically_then_reuses_it(server, torch_home, 
     assert server.requests == ["/v0/" + NAME]
     # halfway through, only a temp file is there: the final name appears complete or not at all
     assert len(seen) == 1 and len(seen[0]) == 1
-    assert seen[0][0].startswith(NAME + ".") and seen[0][0].endswith(".part")
+    assert seen[0][0].startswith("." + NAME + ".tmp-") and seen[0][0] != NAME  # sinks.atomic_write's temp name
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert set(state) == {"w", "b"}
 
