@@ -240,15 +240,9 @@ class Embedder:
 
     def embed_many(self, audios, sample_rate: int) -> list[Embedding]:
         """Embed several recordings in shared batches; results in input order, with timestamps."""
-        batch = [(i, self._prepare(a, sample_rate)) for i, a in enumerate(audios)]
-        results = dict(self.adapter.run(batch))
-        results.update(self.adapter.flush())
-        out = []
-        for i in range(len(batch)):
-            if isinstance(results[i], Exception):
-                raise results[i]
-            out.append(results[i])
-        return out
+        from .pipeline import run_in_memory
+
+        return run_in_memory(self.adapter, [self._prepare(a, sample_rate) for a in audios])
 
     @staticmethod
     def _prepare(audio, sample_rate: int) -> np.ndarray:

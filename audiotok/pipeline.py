@@ -497,3 +497,14 @@ def plan(sources: list[Source], job: Any, *, overwrite: bool = False) -> list[di
                 rec.update(status="todo", output=target, **_info_fields(info))
         out.append(rec)
     return out
+
+
+def run_in_memory(adapter: Adapter, payloads: list) -> list:
+    """Every payload through ``adapter`` (run, then flush), results in input order; the first
+    per-item error is raised (the Python API's ``encode_many`` / ``embed_many``)."""
+    results = dict(adapter.run(list(enumerate(payloads))))
+    results.update(adapter.flush())
+    for i in range(len(payloads)):
+        if isinstance(results[i], Exception):
+            raise results[i]
+    return [results[i] for i in range(len(payloads))]

@@ -174,12 +174,7 @@ class Encoder:
         return self.encode_many([audio_array], sample_rate)[0]
 
     def encode_many(self, audios, sample_rate: int) -> list:
-        batch = [(i, audio.prepare_array(a, sample_rate, self.sample_rate, self.channels)) for i, a in enumerate(audios)]
-        results = dict(self.adapter.run(batch))
-        results.update(self.adapter.flush())
-        out = []
-        for i in range(len(batch)):
-            if isinstance(results[i], Exception):
-                raise results[i]
-            out.append(results[i])
-        return out
+        from ..pipeline import run_in_memory
+
+        return run_in_memory(self.adapter, [audio.prepare_array(a, sample_rate, self.sample_rate, self.channels)
+                                            for a in audios])
