@@ -288,6 +288,38 @@ class CodecEncoder:
         return codes, scale.view(-1).cpu().numpy().astype(np.float32)
 
 
+class WithAudio:
+    """Adapter: a codec encoder's results, each combined with the audio it was computed from
+    (``combine(audio, item)``, for subclasses), for the commands that need both (the LM and MAE
+    training data, scoring). Per-item errors pass through unchanged."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.audio: dict = {}
+
+    def combine(self, audio: np.ndarray, item: EncodedItem):
+        raise NotImplementedError
+
+    def run(self, batch):
+        for key, audio in batch:
+            self.audio[key] = audio
+        return self._attach(self.encoder.run(batch))
+
+    def flush(self):
+        return self._attach(self.encoder.flush())
+
+    def reset(self):
+        self.encoder.reset()
+        self.audio.clear()
+
+    def _attach(self, results):
+        out = []
+        for key, res in results:
+            audio = self.audio.pop(key, None)
+            out.append((key, res if isinstance(res, Exception) else self.combine(audio, res)))
+        return out
+
+
 class CodecDecoder:
     """Adapter: ``EncodedItem`` -> audio ``[channels, n_samples]`` at the model's rate.
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..features import causal_log_mel
 from ..scoring import FrameScores, WindowScorer
-from .codec import CodecEncoder, EncodedItem
+from .codec import CodecEncoder, EncodedItem, WithAudio
 
 
 @dataclass
@@ -23,37 +23,16 @@ class LMItem:
     n_samples: int
 
 
-class LMFeatures:
+class LMFeatures(WithAudio):
     """Audio ``[1, N]`` at 24 kHz -> ``LMItem`` (codes through the codec adapter, mel alongside)."""
 
     def __init__(self, encoder: CodecEncoder, with_mel: bool):
-        self.encoder = encoder
+        super().__init__(encoder)
         self.with_mel = with_mel
-        self.audio: dict = {}
 
-    def run(self, batch):
-        for key, audio in batch:
-            self.audio[key] = audio
-        return self._attach(self.encoder.run(batch))
-
-    def flush(self):
-        return self._attach(self.encoder.flush())
-
-    def reset(self):
-        self.encoder.reset()
-        self.audio.clear()
-
-    def _attach(self, results):
-        out = []
-        for key, res in results:
-            audio = self.audio.pop(key, None)
-            if isinstance(res, Exception):
-                out.append((key, res))
-                continue
-            assert isinstance(res, EncodedItem)
-            mel = causal_log_mel(audio[0]).numpy() if self.with_mel else None
-            out.append((key, LMItem(res.codes, mel, res.n_samples)))
-        return out
+    def combine(self, audio, item: EncodedItem) -> LMItem:
+        mel = causal_log_mel(audio[0]).numpy() if self.with_mel else None
+        return LMItem(item.codes, mel, item.n_samples)
 
 
 @dataclass

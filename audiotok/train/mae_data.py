@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AudiotokError, InputError, UsageError
+from ..models.codec import WithAudio
 from ..sources import Source
 from .mae import MaeExample
 
@@ -31,34 +32,11 @@ def codec_targets(codec, device):
     return CodecEncoder(codec, BANDWIDTH, device)
 
 
-class TargetFeatures:
+class TargetFeatures(WithAudio):
     """Pipeline adapter: audio ``[1, N]`` -> ``(int16 audio [N], codes [8, frames])``."""
 
-    def __init__(self, encoder):
-        self.encoder = encoder
-        self.audio: dict = {}
-
-    def run(self, batch):
-        for key, audio in batch:
-            self.audio[key] = audio
-        return self._attach(self.encoder.run(batch))
-
-    def flush(self):
-        return self._attach(self.encoder.flush())
-
-    def reset(self):
-        self.encoder.reset()
-        self.audio.clear()
-
-    def _attach(self, results):
-        out = []
-        for key, res in results:
-            audio = self.audio.pop(key, None)
-            if isinstance(res, Exception):
-                out.append((key, res))
-                continue
-            out.append((key, (to_int16(audio[0]), np.asarray(res.codes[:N_CODEBOOKS], dtype=np.int16))))
-        return out
+    def combine(self, audio, item):
+        return to_int16(audio[0]), np.asarray(item.codes[:N_CODEBOOKS], dtype=np.int16)
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:
