@@ -43,11 +43,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from audiotok import pipeline  # noqa: E402
-from audiotok.models.codec import CodecEncoder, load_codec, n_codebooks  # noqa: E402
+from audiotok.models.codec import CodecEncoder, load_codec  # noqa: E402
 from audiotok.models.gpt import FUSIONS  # noqa: E402
 from audiotok.models.lm import count_params, tokenizer_info  # noqa: E402
 from audiotok.models.lm_adapter import LMFeatures  # noqa: E402
 from audiotok.models.lm_tokenizer import tokenizer_spec  # noqa: E402
+from audiotok.registry import get_codec  # noqa: E402
 from audiotok.sources import Source  # noqa: E402
 from audiotok.train.controls import ARMS, arm_options, shuffle_mel  # noqa: E402
 from audiotok.train.count_lm import fit_count_lm  # noqa: E402
@@ -246,7 +247,7 @@ def main() -> None:
     train_paths = [p for d in domains for _, p, _ in corpus[d]["train"]]
     fit = train_paths[:: max(1, len(train_paths) // 80)]
     codec, codec_desc = load_tokenizer_codec(args.codec_checkpoint, work, fit, 0, args.fit_seconds)
-    n_q = n_codebooks(codec.name, args.bandwidth)
+    n_q = get_codec(codec.name).n_codebooks(args.bandwidth)
     tokenizer = tokenizer_info(codec, args.bandwidth, list(range(n_q)))
     t0 = time.perf_counter()
     cache = work / "cache"

@@ -179,6 +179,65 @@ def test_train_on_an_encode_folder(cli, trained, tmp_path):
     assert sorted(ck.training["train_files"] + ck.training["val_files"]) == ["alsa_front_center.npz", "puredata_voice2.npz"]
 
 
+def _records(r) -> dict:
+    return {(os.path.basename(x["input"]).rsplit(".", 1)[0], x["model"]): x for x in map(json.loads, r.out.splitlines())}
+
+
+def test_score_reads_encode_outputs_and_gives_the_audio_scores(cli, trained, offline_cache, tmp_path):
+    data = trained / "data"
+    r = cli("encode", data / SPEECH[0], data / SPEECH[2], "-b", "24", "-o", tmp_path / "codes", "--workers", "0", "--quiet")
+    assert r.code == 0, r
+    models = ("--checkpoint", trained / "whisper-gpt.pt", "--checkpoint", trained / "token-gpt.pt")
+    common = ("--device", "cpu", "--workers", "0", "--quiet")
+    from_audio = cli("score", data / SPEECH[0], data / SPEECH[2], *models, *common)
+    from_codes = cli("score", tmp_path / "codes", *models, *common)  # .npz is among score's default extensions
+    assert from_audio.code == 0 and from_codes.code == 0, (from_audio, from_codes)
+    a, c = _records(from_audio), _records(from_codes)
+    assert sorted(a) == sorted(c) and len(a) == 4
+    for k in a:  # the same codes and the same mel: the same numbers, bit for bit
+        for field in ("nll", "accuracy", "entropy", "frames", "tokens", "total_bits", "nll_per_codebook"):
+            assert a[k][field] == c[k][field], (k, field)
+        assert c[k]["input"].endswith(".npz")
+    # encodec-lm reads its own codebooks out of the 24 kbps codes (32 codebooks held, 2 read at 1.5 kbps)
+    save_encodec_lm_checkpoint(random_encodec_lm(8, seed=4), offline_cache / "hub" / "checkpoints")
+    lm_audio = cli("score", data / SPEECH[2], "--model", "encodec-lm", "-b", "1.5", *common)
+    lm_codes = cli("score", tmp_path / "codes" / SPEECH[2].replace(".oga", ".npz"), "--model", "encodec-lm", "-b", "1.5", *common)
+    assert lm_audio.code == 0 and lm_codes.code == 0
+    assert json.loads(lm_audio.out)["nll"] == json.loads(lm_codes.out)["nll"]
+
+
+def test_score_refuses_codes_that_do_not_fit_the_model(cli, trained, tmp_path, offline_cache):
+    data = trained / "data"
+    r = cli("encode", data / SPEECH[1], "-b", "1.5", "-o", tmp_path / "low", "--workers", "0", "--quiet")
+    assert r.code == 0, r
+    common = ("--device", "cpu", "--workers", "0", "--quiet")
+    save_encodec_lm_checkpoint(random_encodec_lm(8, seed=4), offline_cache / "hub" / "checkpoints")
+    r = cli("score", tmp_path / "low", "--model", "encodec-lm", "-b", "6", *common)
+    assert r.code == 1 and "holds 2 codebook(s) but the model reads 8" in r.err and "Traceback" not in r.err
+    # codes of other codec weights
+    npz = tmp_path / "low" / SPEECH[1].replace(".wav", ".npz")
+    with np.load(npz) as z:
+        fields = {k: z[k] for k in z.files}
+    settings = json.loads(str(fields["settings"]))
+    fields["settings"] = np.array(json.dumps({**settings, "weights_sha256": "0123456789abcdef"}))
+    other = tmp_path / "other"
+    other.mkdir()
+    np.savez(other / "x.npz", **fields)
+    r = cli("score", other, "--checkpoint", trained / "token-gpt.pt", *common)
+    assert r.code == 1 and "other codec weights (sha256 0123456789abcdef)" in r.err
+    # whisper-gpt needs the mel, from the source audio the codes file names
+    fields["settings"] = np.array(json.dumps(settings))
+    fields["source"] = np.array(str(tmp_path / "gone.wav"))
+    np.savez(other / "x.npz", **fields)
+    r = cli("score", other, "--checkpoint", trained / "whisper-gpt.pt", *common)
+    assert r.code == 1 and "gone.wav" in r.err and "which is not there" in r.err
+    r = cli("score", other, "--checkpoint", trained / "token-gpt.pt", *common)  # token-only: no audio needed
+    assert r.code == 0, r
+    # per-frame arrays inside the input folder would be read as inputs next time
+    r = cli("score", other, "--checkpoint", trained / "token-gpt.pt", "--frames", other / "frames", *common)
+    assert r.code == 2 and "--frames" in r.err and "read as inputs by the next run" in r.err
+
+
 def test_torchrun_two_processes_train_a_loadable_checkpoint(trained, hub_cache, tmp_path):
     env = {**os.environ, "TORCH_HOME": str(hub_cache), "AUDIOTOK_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from . import base as cli
+from ..sources import AUDIO_EXTENSIONS
 from .base import app
 
 
@@ -24,7 +25,8 @@ def score(
     frames: Path = typer.Option(None, "--frames", help="Per-frame arrays (time, token, surprisal, entropy, rank) under DIR."),
     plot: Path = typer.Option(None, "--plot", help="A PNG per file (spectrogram + surprisal curves) under DIR."),
     rows: int = typer.Option(8, "--rows", min=1, help="Windows per model call (speed only; scores do not change)."),
-    ext: str = cli.EXT,
+    ext: str = typer.Option(",".join((*AUDIO_EXTENSIONS, "npz")), "--ext",
+                            help="Extensions to take from directories (comma-separated; npz: codes written by encode)."),
     device: str = cli.DEVICE,
     threads: int = cli.THREADS,
     batch_seconds: float = cli.BATCH_SECONDS,

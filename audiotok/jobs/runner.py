@@ -73,11 +73,34 @@ def collect_sources(inputs, ext: str | Sequence[str] | None, shard_opt: str | No
         excluded.extend(dropped)
     if not sources:
         raise UsageError("no input files found; check the paths, --ext and --exclude")
+    if out is not None:
+        check_outputs_apart(paths, out, suffix, exts)
     if out is not None and check_out:
         prepare_output_dir(out)  # an existing file or a read-only folder fails before any work
     if out is not None and suffix is not None:
         sources = claim_targets(sources, OutputTree(out, suffix, keep_ext=keep_ext))
     return shard(sources, share.rank, share.world), share
+
+
+def check_outputs_apart(inputs: Sequence[str], out: Path, suffix: str | None, exts: Sequence[str],
+                        option: str = "-o") -> None:
+    """Outputs written inside an input folder: refused when the next run would take them for inputs
+    (their extension is one the command reads), otherwise allowed with a note on stderr."""
+    import os
+
+    target = os.path.realpath(out)
+    for p in inputs:
+        if p == "-" or not os.path.isdir(p):
+            continue
+        root = os.path.realpath(p)
+        if os.path.commonpath([root, target]) != root:
+            continue
+        ext = (suffix or "").lstrip(".").rsplit(".", 1)[-1].lower()
+        if ext and ext in exts:
+            raise UsageError(f"{option} {out} is inside the input folder {p}, so the .{ext} files written there would be "
+                             "read as inputs by the next run; choose a folder outside the inputs")
+        eprint(f"note: {option} {out} is inside the input folder {p}; the outputs are written beside the inputs")
+        return
 
 
 def run_job(sources, share, job, adapter, out: Path | None, opts: RunOptions, unit: str = "audio",

@@ -6,13 +6,12 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..devices import check_device, check_threads
-from ..errors import UsageError
+from ..errors import InputError, UsageError
 from .runner import RunOptions, collect_sources, eprint, run_job
 
 
@@ -53,19 +52,54 @@ def _tags(scorers) -> list[str]:
     return tags
 
 
-class ScoreJob:
-    """What score does with each input: decode at 24 kHz mono, write per-frame arrays and plots."""
+class ScoreLoad:
+    """Picklable loader of a score input (in the workers): audio decoded at the tokenizer's rate,
+    mono; or an ``encode`` output (``lm_inputs.read_encoded``), read instead of tokenising again."""
 
-    def __init__(self, scorers, frames_dir: Path | None, plot_dir: Path | None, done: dict[str, set]):
+    def __init__(self, tokenizer: dict, codebooks: int, need_audio: bool):
+        self.tokenizer, self.codebooks, self.need_audio = tokenizer, codebooks, need_audio
+
+    def __call__(self, path: str, offset: float = 0.0, duration: float | None = None):
         from .. import audio
+        from ..lm_inputs import is_codes_file, read_encoded
+
+        sr = int(self.tokenizer["sample_rate"])
+        if not is_codes_file(path):
+            return audio.read(path, sample_rate=sr, channels=1, offset=offset, duration=duration)
+        if offset or duration is not None:
+            raise InputError("is a codes file, which cannot be cut into a segment; give the audio instead")
+        item = read_encoded(path, self.tokenizer, self.codebooks, self.need_audio)
+        return item, audio.AudioInfo(sr, 1, item.n_samples)
+
+
+def _probe(path: str):
+    """Header of a score input: an audio file's, or an ``encode`` output's (its length at the codec's rate)."""
+    from .. import audio
+    from ..lm_inputs import is_codes_file
+
+    if not is_codes_file(path):
+        return audio.probe(path)
+    from ..codes import read_codes
+    from ..registry import get_codec
+
+    c = read_codes(path)
+    return audio.AudioInfo(get_codec(c.model).sample_rate, 1, c.item.n_samples)
+
+
+class ScoreJob:
+    """What score does with each input (audio, or the codes ``encode`` wrote): per-frame arrays and plots."""
+
+    def __init__(self, scorers, frames_dir: Path | None, plot_dir: Path | None, done: dict[str, set],
+                 need_mel: bool = True):
         from ..sinks import OutputTree
 
         self.scorers = scorers
         self.tags = _tags(scorers)
-        self.probe = audio.probe
-        tok = scorers[0].tokenizer
+        self.probe = _probe
+        tok = max((s.tokenizer for s in scorers), key=lambda t: len(t["codebooks"]))
         self.sample_rate, self.frame_rate = int(tok["sample_rate"]), float(tok["frame_rate"])
-        self.load = functools.partial(audio.read, sample_rate=self.sample_rate, channels=1)
+        codebooks = max(max(s.codebooks) + 1 for s in scorers)
+        self.load = ScoreLoad(tok, codebooks, need_mel or plot_dir is not None)
         self.frames = [OutputTree(frames_dir, f".{t}.npz") for t in self.tags] if frames_dir else []
         self.plot = OutputTree(plot_dir, ".png") if plot_dir else None
         self.done = done  # input -> LM sha256s with an ok record in the -o file
@@ -93,13 +127,9 @@ class ScoreJob:
         if self.plot is not None:
             import numpy as np
 
-            from ..features import causal_log_mel
             from ..score_plot import plot_scores, plot_title
 
-            mel = item.mel
-            if mel is None:
-                audio, _ = self.load(source.path)
-                mel = causal_log_mel(audio[0]).numpy()
+            mel = item.mel  # computed for every input when plots are asked for (LMFeatures.with_mel)
             curves = [(f"{s.name} ({s.identity.get('size')})", fs.surprisal) for s, fs in zip(self.scorers, result.scores)]
             title = plot_title(source.display, [(s.name, r["bits_per_frame"]) for s, r in zip(self.scorers, records)])
             path = self.plot.write(source, lambda f, _: plot_scores(f, np.asarray(mel), curves, self.frame_rate, title), None)
@@ -171,7 +201,17 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
         from ..sinks import prepare_output_dir
 
         prepare_output_dir(output.parent, "the folder of -o")
-    sources, share = collect_sources(inputs, ext, shard)
+    from ..sources import AUDIO_EXTENSIONS
+
+    exts = ext if ext is not None else (*AUDIO_EXTENSIONS, "npz")  # audio, and the codes encode writes
+    sources, share = collect_sources(inputs, exts, shard)
+    from ..sources import normalise_extensions
+    from .runner import as_inputs, check_outputs_apart
+
+    read_exts = normalise_extensions([exts] if isinstance(exts, str) else [",".join(exts)])
+    for option, folder, suffix in (("--frames", frames, ".npz"), ("--plot", plot, ".png")):
+        if folder is not None:
+            check_outputs_apart(as_inputs(inputs), folder, suffix, read_exts, option)
     if share.world > 1 and output is not None:  # each share appends to its own part of the records
         output = output.with_name(f"{output.stem}.shard-{share.rank}-of-{share.world}{output.suffix}")
 
@@ -190,10 +230,11 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
     bw = bandwidth if bandwidth is not None else (gpt_tok[0]["bandwidth"] if gpt_tok else 6.0)
     codec = load_codec(codec_name, codec_checkpoint, dev)
     scorers = [load_scorer(m, c, codec, bw, dev) for m, c in pairs]
-    features = LMFeatures(CodecEncoder(codec, bw, dev), with_mel=any(s.uses_mel for s in scorers) or plot is not None)
+    need_mel = any(s.uses_mel for s in scorers)
+    features = LMFeatures(CodecEncoder(codec, bw, dev), with_mel=need_mel or plot is not None)
     adapter = ScoreAdapter(features, scorers, rows=rows)
     done, previous = _read_done(output) if not overwrite else ({}, {})
-    job = ScoreJob(scorers, frames, plot, done)
+    job = ScoreJob(scorers, frames, plot, done, need_mel)
 
     from ..sinks import open_append
 

@@ -42,14 +42,25 @@ class ScoreResult:
 
 
 class ScoreAdapter:
-    """``LMFeatures`` followed by every scorer, over all files finished in a call."""
+    """``LMFeatures`` (or codes already computed) followed by every scorer, over all files finished in a call."""
 
     def __init__(self, features: LMFeatures, scorers: list, rows: int = 8):
         self.features = features
         self.scorers = [WindowScorer(s, rows=rows) for s in scorers]
 
     def run(self, batch):
-        return self._score(self.features.run(batch))
+        """``batch``: audio ``[1, N]`` (tokenised here) and ``lm_inputs.EncodedInput`` (codes read
+        from an ``encode`` output; only the mel is computed, from the same source samples)."""
+        from ..lm_inputs import EncodedInput
+
+        encoded = [(k, p) for k, p in batch if isinstance(p, EncodedInput)]
+        audio = [(k, p) for k, p in batch if not isinstance(p, EncodedInput)]
+        results = [(k, self._from_codes(p)) for k, p in encoded]
+        return self._score(results + (self.features.run(audio) if audio else []))
+
+    def _from_codes(self, p):
+        mel = causal_log_mel(p.audio[0]).numpy() if self.features.with_mel else None
+        return LMItem(p.codes, mel, p.n_samples)
 
     def flush(self):
         return self._score(self.features.flush())

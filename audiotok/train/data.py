@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from ..models.lm_tokenizer import tokenizer_spec
 from ..sources import Source
 from .lm import Example
@@ -60,29 +59,10 @@ def read_cached(path: Path, ident: str, tokenizer: dict) -> Example:
 def read_encoded(path: str, need_mel: bool, tokenizer: dict) -> Example:
     """An ``encode`` output (``.npz`` with codes and metadata) of any bandwidth: the coarse models
     use codebook 0, the information control the tokenizer's codebooks (the file must hold at least
-    those). The mel comes from the source audio recorded in the file."""
-    from ..audio import read
-    from ..codes import read_codes
+    those). The mel comes from the source audio recorded in the file (``lm_inputs.read_encoded``)."""
     from ..features import causal_log_mel
+    from ..lm_inputs import read_encoded as read_lm_input
 
-    c = read_codes(path)
-    if c.model != tokenizer["codec"]:
-        raise InputError(f"holds {c.model} codes but the model is trained on {tokenizer['codec']} tokens")
-    need = len(tokenizer["codebooks"])
-    have = int(c.item.codes.shape[0])
-    if have < need:
-        raise InputError(f"holds {have} codebook(s) but the model reads {need} "
-                         f"(--bandwidth {tokenizer['bandwidth']:g}); encode at that bandwidth or more")
-    mel = None
-    if need_mel:
-        with np.load(path, allow_pickle=False) as z:
-            src = str(z["source"]) if "source" in z.files else None
-        if not src or not Path(src).is_file():
-            raise InputError(f"has no readable source audio ({src}) for the mel slices whisper-gpt needs; "
-                             "train on the audio itself or use --arch token-gpt")
-        audio, _ = read(src, sample_rate=tokenizer["sample_rate"], channels=1)
-        mel = causal_log_mel(audio[0]).numpy()
-        if mel.shape[0] != c.item.codes.shape[1]:
-            raise InputError(f"has {c.item.codes.shape[1]} frames but its source audio gives {mel.shape[0]}")
-    return Example(path, c.item.codes[0].astype(np.int16), mel, c.item.n_samples / tokenizer["sample_rate"],
-                   c.item.codes[:need].astype(np.int16))
+    e = read_lm_input(path, tokenizer, len(tokenizer["codebooks"]), need_mel)
+    mel = causal_log_mel(e.audio[0]).numpy() if e.audio is not None else None
+    return Example(path, e.codes[0], mel, e.n_samples / tokenizer["sample_rate"], e.codes)
