@@ -12,7 +12,8 @@ class UsageError(AudiotokError):
 
 
 class WeightsError(AudiotokError):
-    """A checkpoint is missing, unreadable or does not fit the model asked for."""
+    """A checkpoint is missing, unreadable or does not fit the model asked for (exit status 3:
+    nothing could be computed, unlike 1, where some inputs failed and the others are done)."""
 
 
 class InputError(AudiotokError):

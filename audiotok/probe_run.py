@@ -66,8 +66,9 @@ def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
 
 
 def collect(o: ProbeOptions, baselines: list[str], log) -> tuple[Labelled, list[tuple[str, str]]]:
-    from .sources import discover, normalise_extensions
+    from .sources import check_inputs_exist, discover, normalise_extensions
 
+    check_inputs_exist(o.inputs)
     sources = discover(o.inputs, normalise_extensions([o.ext]))
     failed = [(s.display, s.error) for s in sources if s.error]
     sources = [s for s in sources if not s.error]

@@ -137,6 +137,23 @@ def read_stdin_paths(stream=None) -> list[str]:
     return out
 
 
+def check_inputs_exist(inputs: Sequence[str]) -> None:
+    """Refuse a path given on the command line that does not exist, or a pattern that matches
+    nothing, before any work (a usage error: exit status 2). Paths read from stdin (``-``) and
+    manifest entries are inputs like any other: each missing one gets an error record."""
+    from .errors import UsageError
+
+    for item in inputs:
+        if item == "-" or os.path.lexists(item):
+            continue
+        shown = display_path(item)
+        if _MAGIC & set(item):
+            if not glob.glob(item, recursive=True):
+                raise UsageError(f"no file matches {shown}; check the pattern (nothing was processed)")
+        else:
+            raise UsageError(f"{shown} does not exist; check the path (nothing was processed)")
+
+
 def discover(inputs: Sequence[str], exts: Sequence[str] = AUDIO_EXTENSIONS, stdin=None) -> list[Source]:
     """Expand inputs into a deterministic, de-duplicated, sorted list of sources.
 

@@ -205,10 +205,10 @@ def test_usage_errors_exit_2_in_one_line(run, tmp_path, ckpt, clips, args, messa
 
 def test_missing_model_is_one_sentence(run, tmp_path, clips):
     code, _, err = run("embed", clips, "-o", tmp_path / "o", "-m", "mel256-ec-small")
-    assert code == 1 and "mel256-ec-small.pt of the Hugging Face repo lpepino/encodecmae-v2 is not in the cache" in err
+    assert code == 3 and "mel256-ec-small.pt of the Hugging Face repo lpepino/encodecmae-v2 is not in the cache" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     code, _, err = run("embed", clips, "-o", tmp_path / "o", "-m", tmp_path / "nope.pt")
-    assert code == 1 and "nope.pt does not exist" in err
+    assert code == 3 and "nope.pt does not exist" in err
 
 
 def test_released_name_from_hf_cache_in_a_fresh_process(tmp_path, fixture_dir, clips):

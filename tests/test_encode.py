@@ -102,12 +102,12 @@ def test_missing_weights_offline_names_file_and_folder(cli, tmp_path, monkeypatc
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     write_wav(tmp_path / "x.wav", 0.2)
     r = cli("encode", tmp_path / "x.wav", "-o", tmp_path / "o")
-    assert r.code == 1
+    assert r.code == 3  # weights missing: nothing computed (1 would mean some inputs failed)
     assert "encodec_24khz-d7cc33bc.th is not in the torch hub cache" in r.err
     assert str(tmp_path / "empty" / "hub" / "checkpoints" / "encodec_24khz-d7cc33bc.th") in r.err
     assert "Traceback" not in r.err
     r = cli("encode", tmp_path / "x.wav", "-o", tmp_path / "o", "--checkpoint", tmp_path / "nope.th")
-    assert r.code == 1 and "nope.th does not exist" in r.err
+    assert r.code == 3 and "nope.th does not exist" in r.err
 
 
 def test_explicit_checkpoint(cli, tmp_path, offline_cache, monkeypatch):
@@ -119,7 +119,7 @@ def test_explicit_checkpoint(cli, tmp_path, offline_cache, monkeypatch):
     bad = tmp_path / "bad.th"
     torch.save({"foo": torch.zeros(2)}, bad)
     r = cli("encode", tmp_path / "x.wav", "-o", tmp_path / "o2", "--checkpoint", bad)
-    assert r.code == 1 and "does not hold encodec_24khz weights" in r.err
+    assert r.code == 3 and "does not hold encodec_24khz weights" in r.err
 
 
 # --- agreement with the official model ------------------------------------------------------
@@ -361,7 +361,13 @@ def test_glob_and_ext(cli, tmp_path):
     r = cli("encode", tmp_path / "in", "-o", tmp_path / "o2", "--quiet", "--ext", "wav")
     assert r.code == 0 and sorted(_tree(tmp_path / "o2")) == ["a.npz"]
     r = cli("encode", tmp_path / "nothing-here", "-o", tmp_path / "o3", "--quiet")
-    assert r.code == 1 and "no such file or directory" in r.err
+    assert r.code == 2 and f"{tmp_path / 'nothing-here'} does not exist; check the path" in r.err
+    assert not (tmp_path / "o3").exists()  # refused before any work
+    r = cli("encode", tmp_path / "in" / "a.wav", str(tmp_path / "in" / "*.ogg"), "-o", tmp_path / "o3", "--quiet")
+    assert r.code == 2 and "no file matches" in r.err and "*.ogg" in r.err
+    r = cli("encode", "-", "-o", tmp_path / "o4", "--quiet", stdin=f"{tmp_path / 'in' / 'a.wav'}\n{tmp_path / 'gone.wav'}\n".encode())
+    assert r.code == 1 and "no such file or directory" in r.err  # paths from stdin: a record each, the run goes on
+    assert sorted(_tree(tmp_path / "o4")) == ["in/a.npz"]  # relative to the common folder of a.wav and gone.wav
 
 
 def test_outputs_beside_inputs_and_same_name_collisions(cli, tmp_path):

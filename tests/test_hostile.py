@@ -275,7 +275,7 @@ def test_nan_encodec_weights_are_refused(cli, tmp_path, hub_cache, clean):
     bad = tmp_path / "nan.th"
     torch.save(_poison(torch.load(src, weights_only=True)), bad)
     r = cli("encode", clean[0], "-o", tmp_path / "out", "--checkpoint", bad, "-q")
-    assert r.code == 1 and "Traceback" not in r.err
+    assert r.code == 3 and "Traceback" not in r.err
     assert f"checkpoint {bad} holds NaN values in" in r.err and "the file is damaged" in r.err
     assert not list((tmp_path / "out").glob("*.npz"))
 

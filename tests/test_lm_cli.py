@@ -66,15 +66,20 @@ def test_train_writes_a_loadable_checkpoint_with_tokenizer_and_history(trained):
 
 
 def test_score_end_to_end_records_frames_plot_and_summary(cli, trained, tmp_path):
-    data = trained / "data"
+    data = tmp_path / "in"
+    data.mkdir()
+    for name in SPEECH[:2]:
+        os.symlink(trained / "data" / name, data / name)
     out = tmp_path / "scores.jsonl"
-    r = cli("score", data / SPEECH[0], data / SPEECH[1], data / "missing.wav", "--checkpoint", trained / "whisper-gpt.pt",
+    bad = data / "bad.wav"
+    bad.write_bytes(b"RIFF" + bytes(range(256)) * 4)
+    r = cli("score", data / SPEECH[0], data / SPEECH[1], bad, "--checkpoint", trained / "whisper-gpt.pt",
             "-o", out, "--summary", tmp_path / "summary.json", "--frames", tmp_path / "frames", "--plot", tmp_path / "plots",
             "--device", "cpu", "--workers", "0", "--quiet")
-    assert r.code == 1, r  # one input is missing
+    assert r.code == 1, r  # one input is not audio
     assert r.out == ""  # records went to the file
     recs = read_manifest(out)
-    assert recs[str(data / "missing.wav")]["status"] == "error"
+    assert recs[str(bad)]["status"] == "error"
     rec = recs[str(data / SPEECH[0])]
     assert rec["status"] == "ok" and rec["model"] == "whisper-gpt" and rec["context"] == 32 and rec["stride"] == 16
     assert rec["lm"]["arch"] == "whisper-gpt" and rec["lm"]["step"] == 4 and rec["lm"]["params"] > 0
@@ -96,7 +101,7 @@ def test_score_end_to_end_records_frames_plot_and_summary(cli, trained, tmp_path
     nats = sum(x["total_nats"] for x in ok)
     assert summary["tokens"] == sum(x["tokens"] for x in ok) and summary["files"] == 2
     assert summary["perplexity"] == pytest.approx(math.exp(nats / summary["tokens"]))
-    assert '"files": 2' in r.err and "missing.wav" in r.err and "Traceback" not in r.err
+    assert '"files": 2' in r.err and "bad.wav" in r.err and "Traceback" not in r.err
     assert (tmp_path / "frames" / "manifest.jsonl").is_file()
 
     # rerun: finished inputs are skipped (the summary still covers them); --overwrite scores again
@@ -141,9 +146,9 @@ def test_score_refuses_another_tokenizer_and_bad_options(cli, trained, tmp_path)
     data = trained / "data"
     ck = trained / "whisper-gpt.pt"
     r = cli("score", data / SPEECH[2], "--checkpoint", ck, "--bandwidth", "12", "--device", "cpu")
-    assert r.code == 1 and "differs in bandwidth" in r.err and "Traceback" not in r.err
+    assert r.code == 3 and "differs in bandwidth" in r.err and "Traceback" not in r.err
     r = cli("score", data / SPEECH[2], "--model", "token-gpt", "--checkpoint", ck, "--device", "cpu")
-    assert r.code == 1 and "holds a whisper-gpt model, not token-gpt" in r.err
+    assert r.code == 3 and "holds a whisper-gpt model, not token-gpt" in r.err
     r = cli("score", data / SPEECH[2], "--model", "gpt-9")
     assert r.code == 2 and "--model 'gpt-9' is not valid" in r.err
     r = cli("score", data / SPEECH[2], "--model", "whisper-gpt")

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from ..errors import AudiotokError, UsageError
+from ..errors import AudiotokError, UsageError, WeightsError
 from ..jobs.runner import eprint, report  # noqa: F401  (re-exported for the command modules)
 from ..sources import AUDIO_EXTENSIONS
 
@@ -117,7 +117,8 @@ def entry() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit status 2 (usage) or 1."""
+    """Console entry point: user errors become one line on stderr and exit status 2 (usage),
+    3 (weights missing or unusable) or 1 (output folder unusable)."""
     try:
         from ..registry import load_plugins
 
@@ -125,4 +126,4 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=True)
     except AudiotokError as exc:
         eprint(f"audiotok: error: {exc}")
-        sys.exit(2 if isinstance(exc, UsageError) else 1)
+        sys.exit(2 if isinstance(exc, UsageError) else 3 if isinstance(exc, WeightsError) else 1)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from . import base as cli
 from ..sources import AUDIO_EXTENSIONS
+from . import base as cli
 from .base import app
 
 

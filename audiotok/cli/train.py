@@ -97,10 +97,11 @@ def _collect(inputs, ext, codec, tokenizer, arch, cache_root: Path, dev, batch_s
     from ..models.codec import CodecEncoder
     from ..models.lm_adapter import LMFeatures
     from ..progress import Progress
-    from ..sources import discover, normalise_extensions, shard
+    from ..sources import check_inputs_exist, discover, normalise_extensions, shard
     from ..train.data import CacheJob, cache_dir, read_cached, read_encoded
 
     exts = normalise_extensions([ext])
+    check_inputs_exist(inputs)
     sources = discover(inputs, exts)
     if not sources:
         raise UsageError("no input files found; check the paths and --ext")

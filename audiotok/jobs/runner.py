@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import UsageError
-from ..sources import AUDIO_EXTENSIONS, discover, display_path, normalise_extensions, shard
+from ..sources import (
+    AUDIO_EXTENSIONS,
+    check_inputs_exist,
+    discover,
+    display_path,
+    normalise_extensions,
+    shard,
+)
 
 
 @dataclass
@@ -65,6 +72,7 @@ def collect_sources(inputs, ext: str | Sequence[str] | None, shard_opt: str | No
     paths = as_inputs(inputs) if inputs is not None else []
     if not paths and manifest is None:
         raise UsageError("give input paths (or - for paths on stdin) or --manifest FILE")
+    check_inputs_exist(paths)
     sources = discover(paths, exts) if paths else []
     if manifest is not None:
         sources = sorted(sources + read_manifest_inputs(manifest), key=lambda s: os.fsencode(s.rel))

@@ -105,8 +105,9 @@ def collect(inputs: list[str], exts, codec, codec_info: dict, cache_root: Path, 
     Returns the examples and the ``(input, error)`` of every input that failed."""
     from .. import pipeline
     from ..progress import Progress
-    from ..sources import discover, shard
+    from ..sources import check_inputs_exist, discover, shard
 
+    check_inputs_exist(inputs)
     sources = discover(inputs, exts)
     if not sources:
         raise UsageError("no input files found; check the paths and --ext")
