@@ -594,7 +594,7 @@ def test_usage_errors_and_finished_reruns_do_not_load_torch(tmp_path, hub_cache)
     assert run()[0] == ["0", "False"]
     assert read_manifest(out / "manifest.jsonl")[str(tmp_path / "in" / "a.wav")]["status"] == "skipped"
     (rc, torch_loaded), err = run("--overwrite", env=no_weights)
-    assert (rc, torch_loaded) == ("1", "False") and "encodec_24khz-d7cc33bc.th is not in the torch hub cache" in err
+    assert (rc, torch_loaded) == ("3", "False") and "encodec_24khz-d7cc33bc.th is not in the torch hub cache" in err
 
 
 @pytest.mark.parametrize("n", [1500, 300 * 320, 24000 * 5 + 17])
