@@ -644,3 +644,22 @@ def test_long_file_decodes_in_bounded_memory(tmp_path, hub_cache):
     assert after - before < 150, (before, after)
     data, sr = sf.read(tmp_path / "o" / "long.wav")
     assert sr == 24000 and data.shape == (n,)
+
+
+def test_loading_a_codec_leaves_the_rng_alone_and_imports_no_compiler(hub_cache):
+    """``load_codec`` draws the modules' initial weights inside ``fork_rng`` (a caller's seeded
+    stream continues as if nothing was loaded) and builds on the CPU: the meta device's reference
+    ops import ``torch._dynamo``, which cost every run ~1 s of startup."""
+    code = (
+        "import sys, torch\n"
+        "from audiotok.models.codec import load_codec\n"
+        "torch.manual_seed(7)\n"
+        "before = torch.random.get_rng_state()\n"
+        "m = load_codec('encodec_24khz')\n"
+        "print(torch.equal(before, torch.random.get_rng_state()), 'torch._dynamo' in sys.modules,\n"
+        "      m.encoder.model[0].conv.conv.weight.shape[0])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(hub_cache), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "False", "32"]
