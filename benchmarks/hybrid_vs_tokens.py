@@ -86,6 +86,11 @@ def load_corpus(root: Path, domains: list[str], minutes: float | None) -> dict:
     return out
 
 
+def corpus_domains(root: Path) -> list[str]:
+    """Every domain of a corpus manifest, in the order they first appear."""
+    return list(dict.fromkeys(f["domain"] for f in json.loads((root / "manifest.json").read_text())["files"]))
+
+
 def clip_files(corpus: dict, seconds: float, out: Path) -> dict:
     """The same corpus with every file cut to its first ``seconds`` (copies under ``out``)."""
     import soundfile as sf
@@ -159,7 +164,7 @@ def featurise(files: list[tuple[str, str, float]], codec, tokenizer, cache_root:
     return {s.rel: read_cached(job.target(s), s.rel, tokenizer) for s in sources if job.is_done(s)}
 
 
-def run_arm(arm, size, fusion, n_q, seed, data, tokenizer, args, work: Path) -> dict:
+def run_arm(arm, size, fusion, n_q, seed, data, tokenizer, args, work: Path, domain: str) -> dict:
     arch, arm_size, opts, shuffle = arm_options(arm, size, n_q, fusion)
     tr, va, te = data["train"], data["val"], data["test"]
     if shuffle:
@@ -167,7 +172,7 @@ def run_arm(arm, size, fusion, n_q, seed, data, tokenizer, args, work: Path) -> 
         tr, va, te = (shuffle_mel(x, seed + i, None if len(x) > 1 else tr) for i, x in enumerate((tr, va, te)))
     cfg = TrainConfig(steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=seed, val_fraction=0.0,
                       patience=args.patience, eval_every=args.eval_every)
-    out = work / f"{arm}-{fusion}-s{seed}.pt"
+    out = work / f"{domain}-{arm}-{fusion}-s{seed}.pt"  # one work folder can serve a process per domain
     if out.exists():
         out.unlink()
     t0 = time.perf_counter()
@@ -244,7 +249,11 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     domains = args.domains.split(",")
     corpus = load_corpus(Path(args.corpus), domains, args.minutes)
-    train_paths = [p for d in domains for _, p, _ in corpus[d]["train"]]
+    # The codec is fitted on the training files of every domain of the corpus, whichever --domains
+    # this run takes: one tokenizer (and one feature cache) for the corpus, so that a process per
+    # domain (--domains speech / --domains music, same --work) shares them.
+    fit_corpus = load_corpus(Path(args.corpus), corpus_domains(Path(args.corpus)), args.minutes)
+    train_paths = [p for d in fit_corpus for _, p, _ in fit_corpus[d]["train"]]
     fit = train_paths[:: max(1, len(train_paths) // 80)]
     codec, codec_desc = load_tokenizer_codec(args.codec_checkpoint, work, fit, 0, args.fit_seconds)
     n_q = get_codec(codec.name).n_codebooks(args.bandwidth)
@@ -281,7 +290,7 @@ def main() -> None:
         for fu in fusions:
             vals = {}
             for d in domains:
-                r = run_arm("whisper-gpt", args.size, fu, n_q, seeds[0], data[d], tokenizer, args, work)
+                r = run_arm("whisper-gpt", args.size, fu, n_q, seeds[0], data[d], tokenizer, args, work, d)
                 vals[d] = r["val_nll"]
                 log(f"fusion {fu} ({d}): val nll {r['val_nll']:.4f} (best step {r['best_step']}, {r['train_seconds']:.0f} s)")
             sweep[fu] = vals
@@ -307,7 +316,7 @@ def main() -> None:
     for seed in ([] if args.from_runs else seeds):  # seed outermost: a stopped run has every arm of its first seeds
         for d in domains:
             for arm in arms:
-                r = run_arm(arm, args.size, fusion, n_q, seed, data[d], tokenizer, args, work)
+                r = run_arm(arm, args.size, fusion, n_q, seed, data[d], tokenizer, args, work, d)
                 runs[d].setdefault(arm, []).append(r)
                 with open(work / "runs.jsonl", "a") as f:  # every finished run, in case the process is stopped
                     f.write(json.dumps({"domain": d, **r}) + "\n")

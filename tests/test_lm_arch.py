@@ -112,10 +112,11 @@ def _scorer(model):
     return GPTScorer(LMCheckpoint(model, model.cfg, TOKENIZER, {}), torch.device("cpu"))
 
 
-@pytest.mark.parametrize("lag", [1, 0])
+@pytest.mark.parametrize("lag", [1, 0, -1])
 def test_the_mel_of_the_predicted_frame_is_unseen_unless_leaky(lag):
     """Through the scorer's alignment: the logits scoring c_t do not depend on the raw mel m_t
-    (causal arm); the leaky control's do, which is what it exists to show."""
+    (causal arm); the leaky controls' do (lag 0 at position t, lag -1 already at t - 1), which is
+    what they exist to show."""
     model = _model("whisper-gpt", context=40, mel_lag=lag)
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 1024, (8, 40)).astype(np.int16)
@@ -170,7 +171,7 @@ def test_shuffled_mel_comes_from_another_file_and_keeps_the_tokens():
         shuffle_mel(ex[:1], seed=0)
 
 
-@pytest.mark.parametrize("arch,opts", ARCH_CASES + [("whisper-gpt", {"mel_lag": 0})])
+@pytest.mark.parametrize("arch,opts", ARCH_CASES + [("whisper-gpt", {"mel_lag": 0}), ("whisper-gpt", {"mel_lag": -1})])
 def test_checkpoints_of_every_arch_round_trip(tmp_path, arch, opts):
     model = _model(arch, context=32, seed=4, **opts)
     tok = {**TOKENIZER, "codebooks": list(range(model.n_in))}

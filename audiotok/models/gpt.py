@@ -15,8 +15,10 @@ docs/references.md (Whisper-GPT) and docs/score.md.
   projection), kept so that old checkpoints load.
 - ``info-control``: token-only, input = sum of every codebook's embedding of the previous frame.
 
-``mel_lag`` = 1 is the causal alignment; 0 is the deliberately leaky control (the input at
-position t carries m_t, the slice that ends where c_t's hop ends).
+``mel_lag`` = 1 is the causal alignment; 0 and -1 are deliberately leaky controls: the input at
+position t carries m_t (the slice that ends where c_t's hop ends; its Hann window puts little weight
+on c_t's own 320 samples, so this leak is weak) or m_{t+1} (the window centred on c_t's samples: a
+strong leak).
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ class GPTConfig:
             raise ValueError(f"unknown arch {arch!r}")
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}")
-        if mel_lag not in (0, 1):
-            raise ValueError("mel_lag is 1 (causal) or 0 (the leaky control)")
+        if mel_lag not in (-1, 0, 1):
+            raise ValueError("mel_lag is 1 (causal), 0 or -1 (the leaky controls)")
         n = n_codebooks if arch == "info-control" else 1
         return cls(arch=arch, size=size, context=context, dropout=dropout, fusion=fusion, mel_lag=mel_lag,
                    n_codebooks=n, **SIZES[size])
@@ -90,12 +92,15 @@ class GPTConfig:
 
 
 def aligned_mel(mel: np.ndarray | torch.Tensor, lag: int = 1) -> torch.Tensor:
-    """The mel input of positions ``0..T-1`` for a file's raw log-mel ``[T, 80]``: with ``lag`` 1,
-    position t carries m_{t-1} (a silence slice at the BOS position), so the model predicting c_t
-    has seen audio up to where c_{t-1} ends; with ``lag`` 0 (leaky control) it carries m_t."""
+    """The mel input of positions ``0..T-1`` for a file's raw log-mel ``[T, 80]``: position t
+    carries m_{t-lag}. With ``lag`` 1 that is m_{t-1} (a silence slice at the BOS position), so the
+    model predicting c_t has seen audio up to where c_{t-1} ends; ``lag`` 0 (leaky control) carries
+    m_t; ``lag`` -1 (strongly leaky control) m_{t+1}, the last position repeating the last slice."""
     m = torch.as_tensor(np.asarray(mel), dtype=torch.float32)
-    if lag == 0:
+    if lag == 0 or m.shape[0] == 0:
         return m
+    if lag == -1:
+        return torch.cat([m[1:], m[-1:]])
     return torch.cat([torch.full((1, m.shape[-1]), SILENCE_LOG_MEL), m[:-1]])
 
 

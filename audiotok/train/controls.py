@@ -2,7 +2,9 @@
 
 Every arm is ``train.lm.train`` on the same examples with a ``GPTConfig`` from ``arm_options``; a
 control differs from ``whisper-gpt`` in one thing only: ``whisper-gpt-shuffled`` gets the mel of
-another file (``shuffle_mel``), ``whisper-gpt-leaky`` sees the current frame's mel (``mel_lag`` 0).
+another file (``shuffle_mel``), ``whisper-gpt-leaky`` sees the current frame's mel (``mel_lag`` 0),
+``whisper-gpt-leaky-centred`` the next one, whose window is centred on the predicted frame's samples
+(``mel_lag`` -1).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ ARMS: dict[str, tuple[str, str | None, dict, bool]] = {
     "whisper-gpt": ("whisper-gpt", None, {}, False),
     "whisper-gpt-shuffled": ("whisper-gpt", None, {}, True),
     "whisper-gpt-leaky": ("whisper-gpt", None, {"mel_lag": 0}, False),
+    "whisper-gpt-leaky-centred": ("whisper-gpt", None, {"mel_lag": -1}, False),
     "info-control": ("info-control", None, {}, False),
     "token-gpt-large": ("token-gpt", "large", {}, False),
 }
