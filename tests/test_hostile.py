@@ -744,3 +744,148 @@ def test_a_damaged_score_output_file_is_read_past(cli, tmp_path, clean):
     assert r.code == 0, r
     last = json.loads(scores.read_bytes().splitlines()[-1])
     assert last["status"] == "ok" and last["input"] == str(clean[0] / "b.wav") and np.isfinite(last["nll"])
+
+
+# --- 8. every command's output paths are checked before any work ------------------------------
+
+_AUDIO = "{inp}"
+_FILE_OUTPUTS = [  # (arguments, the option's wording in the message, the path given to it)
+    (["score", _AUDIO, "-m", "encodec-lm", "--device", "cpu", "-o", "{f}/s.jsonl"], "the folder of -o", "{f}"),
+    (["score", _AUDIO, "-m", "encodec-lm", "--device", "cpu", "--summary", "{f}/s.json"], "the folder of --summary", "{f}"),
+    (["score", _AUDIO, "-m", "encodec-lm", "--device", "cpu", "--frames", "{f}"], "--frames", "{f}"),
+    (["score", _AUDIO, "-m", "encodec-lm", "--device", "cpu", "--plot", "{f}"], "--plot", "{f}"),
+    (["probe", _AUDIO, "--labels-from-parent", "-o", "{f}/r.json"], "the folder of -o", "{f}"),
+    (["probe", _AUDIO, "--labels-from-parent", "--plot", "{f}/p.png"], "the folder of --plot", "{f}"),
+    (["train", "lm", _AUDIO, "-o", "{f}/lm.pt"], "the folder of -o", "{f}"),
+    (["train", "mae", _AUDIO, "-o", "{f}/mae.pt"], "the folder of -o", "{f}"),
+    (["train", "lm", _AUDIO, "-o", "{ok}/lm.pt", "--cache", "{f}"], "--cache", "{f}"),
+]
+
+
+def _fill(args: list[str], **paths) -> list[str]:
+    return [a.format(**paths) for a in args]
+
+
+@pytest.mark.parametrize("args, what, shown", _FILE_OUTPUTS, ids=lambda x: None)
+def test_output_paths_naming_a_file_are_one_sentence(cli, tmp_path, clean, args, what, shown):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    r = cli(*_fill(args, inp=str(clean[0]), f=str(f), ok=str(tmp_path / "ok")))
+    assert r.code == 2, r
+    assert r.err.strip() == (f"audiotok: error: {what} {shown.format(f=f)} is an existing file, not a folder; "
+                             "choose a folder (it is created if missing)")
+    assert f.read_text() == "x"
+
+
+def test_output_paths_in_a_read_only_folder_are_one_sentence(open_tmp, clean):
+    """The same commands with the output in a read-only folder: exit 1 and one sentence, before any
+    model is loaded (TORCH_HOME points nowhere) and before any training or embedding."""
+    ro = open_tmp / "ro"
+    ro.mkdir()
+    ok = open_tmp / "ok"
+    ok.mkdir()
+    runs = [_fill(a, inp=str(clean[0]), f=str(ro / "x"), ok=str(ok)) for a, _, _ in _FILE_OUTPUTS]
+    ro.chmod(0o555)
+    code = ("import contextlib, io, json, sys\nfrom audiotok.cli import main\nout = []\n"
+            "for argv in json.loads(sys.argv[1]):\n    err = io.StringIO()\n"
+            "    with contextlib.redirect_stderr(err):\n        try:\n            main(argv)\n            c = 0\n"
+            "        except SystemExit as e:\n            c = e.code\n    out.append([c, err.getvalue()])\n"
+            "print(json.dumps(out))")
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(runs)], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, PYTHONPATH=str(REPO), TORCH_HOME="/nonexistent", AUDIOTOK_OFFLINE="1"),
+                       preexec_fn=_without_permission_override)
+    got = json.loads(r.stdout)
+    for (args, what, _), (code_, err) in zip(_FILE_OUTPUTS, got):
+        assert (code_, err.strip()) == (1, f"audiotok: error: cannot write to {what} {ro / 'x'} (Permission denied); "
+                                           "choose a writable folder"), args
+    assert list(ro.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["probe", "{inp}", "--labels-from-parent", "-o", "{d}"],
+                                  ["probe", "{inp}", "--labels-from-parent", "--plot", "{d}"]])
+def test_a_folder_given_for_a_report_file(cli, tmp_path, clean, args):
+    r = cli(*_fill(args, inp=str(clean[0]), d=str(tmp_path)))
+    assert r.code == 2
+    opt = args[-2]
+    assert r.err.strip() == f"audiotok: error: {opt} {tmp_path} is a folder; {opt} takes a file path"
+
+
+def test_an_os_error_escaping_a_command_is_one_sentence(cli, tmp_path, clean, monkeypatch):
+    """The net under every command: a write at the end of a command that fails (here the
+    --summary of score on a full disk) is one sentence and exit 1."""
+    import errno
+
+    from audiotok.jobs import score
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "s.json"))
+
+    monkeypatch.setattr(score, "score_files", full)
+    r = cli("score", clean[0], "-m", "encodec-lm", "--summary", tmp_path / "s.json")
+    assert r.code == 1 and "Traceback" not in r.err
+    assert r.err.strip() == (f"audiotok: error: could not use {tmp_path / 's.json'} (No space left on device); "
+                             "free space or choose another path, then rerun")
+
+
+# --- 7. training stops on SIGTERM like Ctrl-C ---------------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_training_with_a_complete_checkpoint(tmp_path, hub_cache, clean):
+    from audiotok.models.lm import load_checkpoint
+
+    ckpt = tmp_path / "lm.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "audiotok", "train", "lm", str(clean[0]), "-o", str(ckpt), "-q",
+                             "--arch", "token-gpt", "--steps", "100000", "--val-fraction", "0", "--workers", "0"],
+                            env=_limited_env(hub_cache), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not ckpt.is_file() and proc.poll() is None:
+        time.sleep(0.2)
+    assert ckpt.is_file(), proc.stderr.read() if proc.poll() is not None else "no checkpoint after 300 s"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == (f"interrupted: {ckpt} holds the last checkpoint saved; rerun with "
+                                            "--resume to continue from it")
+    assert "Traceback" not in err
+    assert load_checkpoint(ckpt).config.arch == "token-gpt"
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+# --- 8. unusable weights in decode -------------------------------------------------------------
+
+
+def test_decode_with_unusable_weights_exits_3(cli, tmp_path, clean):
+    cin = tmp_path / "codes"
+    assert cli("encode", clean[0], "-o", cin, "-q").code == 0
+    r = cli("decode", cin, "-o", tmp_path / "d1", "-q", "--checkpoint", tmp_path / "missing.th")
+    assert r.code == 3
+    assert r.err.strip() == f"audiotok: error: checkpoint file {tmp_path / 'missing.th'} does not exist; check the --checkpoint path"
+    junk = tmp_path / "junk.th"
+    junk.write_bytes(np.random.default_rng(0).bytes(3000))
+    r = cli("decode", cin, "-o", tmp_path / "d2", "-q", "--checkpoint", junk)
+    assert r.code == 3 and "Traceback" not in r.err
+    assert r.err.strip().startswith(f"audiotok: error: could not read {junk} as a weights-only torch checkpoint "
+                                    "(refused by the weights-only unpickler: ")
+    assert "weights_only` set to `False`" not in r.err  # torch's advice to load unsafely is not passed on
+    assert not list((tmp_path / "d2").glob("*.wav"))
+
+
+# --- 12. score reruns compare the settings of the records ---------------------------------------
+
+
+def test_score_rerun_with_another_tokenizer_scores_again(cli, tmp_path, clean):
+    scores = tmp_path / "scores.jsonl"
+    base = ("score", clean[0] / "b.wav", "-m", "encodec-lm", "--device", "cpu", "--workers", "0", "-o", scores)
+
+    def records():
+        return [json.loads(x) for x in scores.read_text().splitlines()]
+
+    assert cli(*base, "-b", "6").code == 0
+    r = cli(*base, "-b", "6")
+    assert r.code == 0 and len(records()) == 1  # same settings: skipped
+    r = cli(*base, "-b", "12")
+    assert r.code == 0
+    recs = records()
+    assert [(x["tokenizer"]["bandwidth"], len(x["nll_per_codebook"])) for x in recs] == [(6.0, 8), (12.0, 16)]
+    assert cli(*base, "-b", "12").code == 0 and len(records()) == 2
