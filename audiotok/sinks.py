@@ -56,6 +56,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             break
         except FileExistsError:
             continue
+        except OSError as exc:  # name the output asked for, not the hidden temporary name
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
     else:  # pragma: no cover - 100 collisions of 32 random bits
         raise OSError(errno.EEXIST, "no free temporary name", str(path.parent))
     try:

@@ -759,6 +759,8 @@ _FILE_OUTPUTS = [  # (arguments, the option's wording in the message, the path g
     (["train", "lm", _AUDIO, "-o", "{f}/lm.pt"], "the folder of -o", "{f}"),
     (["train", "mae", _AUDIO, "-o", "{f}/mae.pt"], "the folder of -o", "{f}"),
     (["train", "lm", _AUDIO, "-o", "{ok}/lm.pt", "--cache", "{f}"], "--cache", "{f}"),
+    (["embed", _AUDIO, "-o", "{ok}/emb", "-m", "{ok}/missing.pt", "--stack", "{f}/feats.npy"], "the folder of --stack",
+     "{f}"),
 ]
 
 
@@ -802,12 +804,14 @@ def test_output_paths_in_a_read_only_folder_are_one_sentence(open_tmp, clean):
 
 
 @pytest.mark.parametrize("args", [["probe", "{inp}", "--labels-from-parent", "-o", "{d}"],
-                                  ["probe", "{inp}", "--labels-from-parent", "--plot", "{d}"]])
+                                  ["probe", "{inp}", "--labels-from-parent", "--plot", "{d}"],
+                                  ["embed", "{inp}", "-o", "{d}/emb", "-m", "{d}/missing.pt", "--stack", "{d}/s"]])
 def test_a_folder_given_for_a_report_file(cli, tmp_path, clean, args):
+    (tmp_path / "s.npy").mkdir()
     r = cli(*_fill(args, inp=str(clean[0]), d=str(tmp_path)))
     assert r.code == 2
-    opt = args[-2]
-    assert r.err.strip() == f"audiotok: error: {opt} {tmp_path} is a folder; {opt} takes a file path"
+    opt, shown = args[-2], tmp_path / "s.npy" if args[0] == "embed" else tmp_path
+    assert r.err.strip() == f"audiotok: error: {opt} {shown} is a folder; {opt} takes a file path"
 
 
 def test_an_os_error_escaping_a_command_is_one_sentence(cli, tmp_path, clean, monkeypatch):
