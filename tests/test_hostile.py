@@ -311,6 +311,72 @@ def test_non_finite_results_are_error_records_not_ok():
     assert nonfinite(Embedding(np.ones(3, np.float32), np.zeros(1), 10)) is None
 
 
+def test_a_non_finite_result_is_an_error_record_and_the_others_complete():
+    """A model result with NaN (one input) is that input's error record; the other inputs of the
+    run get the same results as a run without it."""
+    from audiotok.audio import AudioInfo
+    from audiotok.pipeline import run
+    from audiotok.sources import Source
+
+    class Job:
+        def __init__(self):
+            self.written = {}
+
+        def is_done(self, source):
+            return False
+
+        def probe(self, path):
+            return AudioInfo(10, 1, 10)
+
+        def load(self, path):
+            return path, AudioInfo(10, 1, 10)
+
+        def finish(self, source, info, result):
+            self.written[source.path] = result
+            return {}
+
+    class Adapter:
+        def run(self, batch):
+            return [(k, np.full(3, np.nan if p == "nan" else len(p), np.float32)) for k, p in batch]
+
+        def flush(self):
+            return []
+
+        def reset(self):
+            pass
+
+    def go(names):
+        job, records = Job(), {}
+        run([Source(n, n) for n in names], job, Adapter(), workers=0, batch_seconds=100,
+            record_sink=lambda o: records.__setitem__(o.source.path, o.record))
+        return job.written, records
+
+    written, records = go(["a", "nan", "ccc"])
+    clean_written, _ = go(["a", "ccc"])
+    assert records["nan"]["status"] == "error" and records["nan"]["error"].startswith("gave NaN values from the model")
+    assert "nan" not in written and written.keys() == clean_written.keys()
+    for k in clean_written:
+        np.testing.assert_array_equal(written[k], clean_written[k])
+        assert records[k]["status"] == "ok"
+
+
+@pytest.mark.skipif(not hasattr(__import__("socket"), "AF_UNIX"), reason="needs UNIX sockets")
+def test_a_socket_among_the_inputs_is_recorded_never_opened(cli, tmp_path, clean):
+    import socket
+
+    inp = _inputs_with(tmp_path, clean)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(inp / "s.wav"))
+    try:
+        out = tmp_path / "out"
+        r = cli("encode", inp, "-o", out, "-q")
+    finally:
+        sock.close()
+    assert r.code == 1
+    assert _records(out)[str(inp / "s.wav")]["error"] == "is a socket, not a regular file; it was skipped without being opened"
+    _assert_clean(out, clean)
+
+
 # --- 5. full disk ---------------------------------------------------------------------------
 
 
@@ -612,6 +678,30 @@ def test_malformed_mae_configs_are_one_sentence(heads):
     gin = encodecmae_gin(32, 1, 2).replace("NUM_ENCODER_HEADS = 2", f"NUM_ENCODER_HEADS = {heads}")
     with pytest.raises(WeightsError, match="mae.pt: "):
         build_model(LoadedCheckpoint(state, gin, "v2", Path("mae.pt")))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "the checkpoint has no wav_encoder.post_net.weight tensor, so it is not an EnCodecMAE model"),
+    ("unexpected", "unexpected tensor extra.weight; this is not a checkpoint audiotok can read"),
+    ("size", "the checkpoint's config says MODEL_DIM = 32 but its tensors have 3"),
+])
+def test_malformed_mae_tensors_are_one_sentence(damage, message):
+    import torch
+
+    from audiotok.models.mae import LoadedCheckpoint, build_model
+    from audiotok.testing import encodecmae_gin, random_encodecmae_state
+
+    state = dict(random_encodecmae_state(dim=32, layers=1, heads=2))
+    if damage == "missing":
+        state.pop("wav_encoder.post_net.weight")
+    elif damage == "unexpected":
+        state["extra.weight"] = torch.zeros(2)
+    else:
+        key = next(k for k, v in state.items() if v.ndim == 2)
+        state[key] = torch.zeros(3, 3)
+    with pytest.raises(WeightsError) as err:
+        build_model(LoadedCheckpoint(state, encodecmae_gin(32, 1, 2), "v2", Path("mae.pt")))
+    assert str(err.value) == f"mae.pt: {message}"
 
 
 # --- 9. unreadable folders --------------------------------------------------------------------
