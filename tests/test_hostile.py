@@ -721,6 +721,26 @@ def test_an_unreadable_subfolder_gives_a_record(open_tmp):
                     "is a folder that cannot be read (Permission denied); its files were not processed"]]
 
 
+def test_an_unreadable_subfolder_through_encode(open_tmp, hub_cache, clean):
+    import shutil
+
+    inp = open_tmp / "in"
+    shutil.copytree(clean[0], inp)
+    (inp / "locked").mkdir()
+    shutil.copy(clean[0] / "a.wav", inp / "locked" / "c.wav")
+    (inp / "locked").chmod(0o000)
+    out = open_tmp / "out"
+    r = subprocess.run([sys.executable, "-m", "audiotok", "encode", str(inp), "-o", str(out), "-q"],
+                       env=_limited_env(hub_cache), capture_output=True, text=True, timeout=600,
+                       preexec_fn=_without_permission_override)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    rec = _records(out)[str(inp / "locked")]
+    assert rec["status"] == "error"
+    assert rec["error"] == "is a folder that cannot be read (Permission denied); its files were not processed"
+    _assert_clean(out, clean)
+
+
 # --- 10. long names -------------------------------------------------------------------------
 
 
