@@ -848,7 +848,9 @@ def test_embed_stack_with_names_that_break_lines(cli, tmp_path, clean):
 
 def test_a_damaged_score_output_file_is_read_past(cli, tmp_path, clean):
     scores = tmp_path / "scores.jsonl"
-    scores.write_bytes(b"\xff\xfe garbage\n[1, 2]\n{\"input\": 5, \"lm\": 3}\n{\"status\": \"ok\"\n")
+    scores.write_bytes(b"\xff\xfe garbage\n[1, 2]\n{\"input\": 5, \"lm\": 3}\n{\"status\": \"ok\"\n"
+                       b'{"input": "x", "status": "ok", "lm": {"sha256": ["a list"]}, "tokenizer": {"codebooks": 5}}\n'
+                       b'{"input": [1], "status": "ok", "lm": {}}\n')
     r = cli("score", clean[0] / "b.wav", "--model", "encodec-lm", "--device", "cpu", "--workers", "0", "-q",
             "-o", scores)
     assert r.code == 0, r

@@ -148,26 +148,27 @@ def _write_frames(f, payload) -> None:
              record=np.array(json.dumps({k: v for k, v in rec.items() if k != "frames_output"})))
 
 
-def _key(lm: dict, tokenizer: dict, context, stride) -> tuple:
+def _key(lm: dict, tokenizer: dict, context, stride) -> str:
     """What makes two records of one input differ in meaning: the LM weights, the tokenizer (codec
     weights, bandwidth, codebooks), the window. A rerun skips an input only when a record with the
-    same key is in the -o file; other settings are scored again (each record carries its settings)."""
-    return (lm.get("sha256"), tokenizer.get("codec_sha256"), tokenizer.get("bandwidth"),
-            tuple(tokenizer.get("codebooks") or ()), context, stride)
+    same key is in the -o file; other settings are scored again (each record carries its settings).
+    As JSON text, so any value a damaged file holds gives a key, never an error."""
+    return json.dumps([lm.get("sha256"), tokenizer.get("codec_sha256"), tokenizer.get("bandwidth"),
+                       tokenizer.get("codebooks"), context, stride], default=str)
 
 
-def settings_key(scorer) -> tuple:
+def settings_key(scorer) -> str:
     return _key(scorer.identity, scorer.tokenizer, scorer.context, scorer.stride)
 
 
-def _record_key(rec: dict) -> tuple:
+def _record_key(rec: dict) -> str:
     tok = rec.get("tokenizer")
     return _key(rec["lm"], tok if isinstance(tok, dict) else {}, rec.get("context"), rec.get("stride"))
 
 
-def _read_done(path: Path | None) -> tuple[dict[str, set], dict[tuple[str, tuple], dict]]:
+def _read_done(path: Path | None) -> tuple[dict[str, set], dict[tuple[str, str], dict]]:
     done: dict[str, set] = {}
-    previous: dict[tuple[str, tuple], dict] = {}
+    previous: dict[tuple[str, str], dict] = {}
     if path is None or not path.is_file():
         return done, previous
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -176,7 +177,7 @@ def _read_done(path: Path | None) -> tuple[dict[str, set], dict[tuple[str, tuple
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a killed run, or a damaged file: not a finished record
-            if not isinstance(rec, dict) or not isinstance(rec.get("lm"), dict) or "input" not in rec:
+            if not isinstance(rec, dict) or not isinstance(rec.get("lm"), dict) or not isinstance(rec.get("input"), str):
                 continue
             if rec.get("status") == "ok":
                 key = _record_key(rec)
