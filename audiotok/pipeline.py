@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .audio import AudioInfo
-from .errors import AudiotokError, InputError
+from .errors import AudiotokError, InputError, WeightsError
 from .protocols import Adapter, Job
 from .sources import Source
 
@@ -397,6 +397,8 @@ def _run_batch(adapter: Adapter, batch: list[tuple[int, Any]], handed: set[int])
     dropped (held from earlier calls) fail with the step's message."""
     try:
         return adapter.run(batch)
+    except WeightsError:
+        raise  # weights loaded on first use (decode) that cannot be used: nothing can be computed (exit 3)
     except AudiotokError as exc:
         return [(k, exc) for k, _ in batch]
     except Exception as exc:  # out of memory on the device, a library assertion on odd input...
@@ -414,6 +416,8 @@ def _run_batch(adapter: Adapter, batch: list[tuple[int, Any]], handed: set[int])
 def _guarded(call: Callable, handed: set[int]):
     try:
         return call()
+    except WeightsError:
+        raise
     except AudiotokError as exc:
         return [(k, exc) for k in sorted(handed)]
     except Exception as exc:

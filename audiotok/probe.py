@@ -281,6 +281,9 @@ def plot_layers(report: dict, path: str | os.PathLike) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from .sinks import atomic_write
+
+    try:
+        atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=120))
+    finally:
+        plt.close(fig)

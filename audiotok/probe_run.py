@@ -62,6 +62,11 @@ def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
         raise UsageError(f"--pool {o.pool!r} is not valid for probe; choose mean, max or meanstd")
     if o.folds < 2:
         raise UsageError(f"--folds {o.folds} must be at least 2")
+    from .sinks import prepare_output_file
+
+    for path, what in ((o.out, "-o"), (o.plot, "--plot")):
+        if path is not None:
+            prepare_output_file(path, what)  # before the embedding work, not after it
     return probes, baselines
 
 

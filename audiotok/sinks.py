@@ -56,6 +56,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             break
         except FileExistsError:
             continue
+        except OSError as exc:  # name the output asked for, not the hidden temporary name
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
     else:  # pragma: no cover - 100 collisions of 32 random bits
         raise OSError(errno.EEXIST, "no free temporary name", str(path.parent))
     try:
@@ -121,6 +123,17 @@ def prepare_output_dir(out: str | os.PathLike, what: str = "-o") -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write to {what} {shown} ({exc.strerror or exc}); choose a writable folder") from None
     return out
+
+
+def prepare_output_file(path: str | os.PathLike, what: str = "-o") -> Path:
+    """Check, before any work, that a single output file (a checkpoint, a report, a records file)
+    can be written at ``path``: not a folder, its folder created and writable. One sentence otherwise
+    (a folder at ``path``: usage error, exit 2; an unwritable folder: exit 1)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{what} {display_path(str(path))} is a folder; {what} takes a file path")
+    prepare_output_dir(path.parent, f"the folder of {what}")
+    return path
 
 
 def prepare_run_output(out: str | os.PathLike) -> Path:
@@ -333,4 +346,4 @@ def read_manifest(path: str | os.PathLike) -> dict[str, dict]:
 
 
 __all__ = ["OutputTree", "Manifest", "JsonLines", "atomic_write", "merge_manifest_parts", "display_path",
-           "prepare_output_dir", "remove_stale_temps", "temp_name", "open_append"]
+           "prepare_output_dir", "prepare_output_file", "remove_stale_temps", "temp_name", "open_append"]

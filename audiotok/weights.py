@@ -77,9 +77,19 @@ def load_torch_file(path: str | os.PathLike, what: str = "torch checkpoint"):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise WeightsError(f"could not read {path} as a weights-only {what} ({first}); the file is damaged "
+        raise WeightsError(f"could not read {path} as a weights-only {what} ({_load_reason(exc)}); the file is damaged "
                            "or of another kind") from None
+
+
+def _load_reason(exc: Exception) -> str:
+    """torch.load's reason in a few words: for the weights-only unpickler, what it refused (its
+    message otherwise opens with advice to load unsafely, which audiotok never does)."""
+    text = str(exc).strip()
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = next((ln.strip() for ln in text.split(marker, 1)[1].splitlines() if ln.strip()), "")
+        return f"refused by the weights-only unpickler: {detail}"[:160]
+    return (text.splitlines() or [type(exc).__name__])[0][:160]
 
 
 def download(url: str, dest: Path, check_name: str | None = None) -> Path:

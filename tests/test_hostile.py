@@ -311,6 +311,72 @@ def test_non_finite_results_are_error_records_not_ok():
     assert nonfinite(Embedding(np.ones(3, np.float32), np.zeros(1), 10)) is None
 
 
+def test_a_non_finite_result_is_an_error_record_and_the_others_complete():
+    """A model result with NaN (one input) is that input's error record; the other inputs of the
+    run get the same results as a run without it."""
+    from audiotok.audio import AudioInfo
+    from audiotok.pipeline import run
+    from audiotok.sources import Source
+
+    class Job:
+        def __init__(self):
+            self.written = {}
+
+        def is_done(self, source):
+            return False
+
+        def probe(self, path):
+            return AudioInfo(10, 1, 10)
+
+        def load(self, path):
+            return path, AudioInfo(10, 1, 10)
+
+        def finish(self, source, info, result):
+            self.written[source.path] = result
+            return {}
+
+    class Adapter:
+        def run(self, batch):
+            return [(k, np.full(3, np.nan if p == "nan" else len(p), np.float32)) for k, p in batch]
+
+        def flush(self):
+            return []
+
+        def reset(self):
+            pass
+
+    def go(names):
+        job, records = Job(), {}
+        run([Source(n, n) for n in names], job, Adapter(), workers=0, batch_seconds=100,
+            record_sink=lambda o: records.__setitem__(o.source.path, o.record))
+        return job.written, records
+
+    written, records = go(["a", "nan", "ccc"])
+    clean_written, _ = go(["a", "ccc"])
+    assert records["nan"]["status"] == "error" and records["nan"]["error"].startswith("gave NaN values from the model")
+    assert "nan" not in written and written.keys() == clean_written.keys()
+    for k in clean_written:
+        np.testing.assert_array_equal(written[k], clean_written[k])
+        assert records[k]["status"] == "ok"
+
+
+@pytest.mark.skipif(not hasattr(__import__("socket"), "AF_UNIX"), reason="needs UNIX sockets")
+def test_a_socket_among_the_inputs_is_recorded_never_opened(cli, tmp_path, clean):
+    import socket
+
+    inp = _inputs_with(tmp_path, clean)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(inp / "s.wav"))
+    try:
+        out = tmp_path / "out"
+        r = cli("encode", inp, "-o", out, "-q")
+    finally:
+        sock.close()
+    assert r.code == 1
+    assert _records(out)[str(inp / "s.wav")]["error"] == "is a socket, not a regular file; it was skipped without being opened"
+    _assert_clean(out, clean)
+
+
 # --- 5. full disk ---------------------------------------------------------------------------
 
 
@@ -614,6 +680,30 @@ def test_malformed_mae_configs_are_one_sentence(heads):
         build_model(LoadedCheckpoint(state, gin, "v2", Path("mae.pt")))
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "the checkpoint has no wav_encoder.post_net.weight tensor, so it is not an EnCodecMAE model"),
+    ("unexpected", "unexpected tensor extra.weight; this is not a checkpoint audiotok can read"),
+    ("size", "the checkpoint's config says MODEL_DIM = 32 but its tensors have 3"),
+])
+def test_malformed_mae_tensors_are_one_sentence(damage, message):
+    import torch
+
+    from audiotok.models.mae import LoadedCheckpoint, build_model
+    from audiotok.testing import encodecmae_gin, random_encodecmae_state
+
+    state = dict(random_encodecmae_state(dim=32, layers=1, heads=2))
+    if damage == "missing":
+        state.pop("wav_encoder.post_net.weight")
+    elif damage == "unexpected":
+        state["extra.weight"] = torch.zeros(2)
+    else:
+        key = next(k for k, v in state.items() if v.ndim == 2)
+        state[key] = torch.zeros(3, 3)
+    with pytest.raises(WeightsError) as err:
+        build_model(LoadedCheckpoint(state, encodecmae_gin(32, 1, 2), "v2", Path("mae.pt")))
+    assert str(err.value) == f"mae.pt: {message}"
+
+
 # --- 9. unreadable folders --------------------------------------------------------------------
 
 
@@ -629,6 +719,26 @@ def test_an_unreadable_subfolder_gives_a_record(open_tmp):
     assert got == [[str(open_tmp / "in" / "a.wav"), None],
                    [str(open_tmp / "in" / "locked"),
                     "is a folder that cannot be read (Permission denied); its files were not processed"]]
+
+
+def test_an_unreadable_subfolder_through_encode(open_tmp, hub_cache, clean):
+    import shutil
+
+    inp = open_tmp / "in"
+    shutil.copytree(clean[0], inp)
+    (inp / "locked").mkdir()
+    shutil.copy(clean[0] / "a.wav", inp / "locked" / "c.wav")
+    (inp / "locked").chmod(0o000)
+    out = open_tmp / "out"
+    r = subprocess.run([sys.executable, "-m", "audiotok", "encode", str(inp), "-o", str(out), "-q"],
+                       env=_limited_env(hub_cache), capture_output=True, text=True, timeout=600,
+                       preexec_fn=_without_permission_override)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    rec = _records(out)[str(inp / "locked")]
+    assert rec["status"] == "error"
+    assert rec["error"] == "is a folder that cannot be read (Permission denied); its files were not processed"
+    _assert_clean(out, clean)
 
 
 # --- 10. long names -------------------------------------------------------------------------
@@ -738,9 +848,160 @@ def test_embed_stack_with_names_that_break_lines(cli, tmp_path, clean):
 
 def test_a_damaged_score_output_file_is_read_past(cli, tmp_path, clean):
     scores = tmp_path / "scores.jsonl"
-    scores.write_bytes(b"\xff\xfe garbage\n[1, 2]\n{\"input\": 5, \"lm\": 3}\n{\"status\": \"ok\"\n")
+    scores.write_bytes(b"\xff\xfe garbage\n[1, 2]\n{\"input\": 5, \"lm\": 3}\n{\"status\": \"ok\"\n"
+                       b'{"input": "x", "status": "ok", "lm": {"sha256": ["a list"]}, "tokenizer": {"codebooks": 5}}\n'
+                       b'{"input": [1], "status": "ok", "lm": {}}\n')
     r = cli("score", clean[0] / "b.wav", "--model", "encodec-lm", "--device", "cpu", "--workers", "0", "-q",
             "-o", scores)
     assert r.code == 0, r
     last = json.loads(scores.read_bytes().splitlines()[-1])
     assert last["status"] == "ok" and last["input"] == str(clean[0] / "b.wav") and np.isfinite(last["nll"])
+
+
+# --- 8. every command's output paths are checked before any work ------------------------------
+
+_AUDIO = "{inp}"
+_FILE_OUTPUTS = [  # (arguments, the option's wording in the message, the path given to it)
+    (["score", _AUDIO, "-m", "encodec-lm", "--device", "cpu", "-o", "{f}/s.jsonl"], "the folder of -o", "{f}"),
+    (["score", _AUDIO, "-m", "encodec-lm", "--device", "cpu", "--summary", "{f}/s.json"], "the folder of --summary", "{f}"),
+    (["score", _AUDIO, "-m", "encodec-lm", "--device", "cpu", "--frames", "{f}"], "--frames", "{f}"),
+    (["score", _AUDIO, "-m", "encodec-lm", "--device", "cpu", "--plot", "{f}"], "--plot", "{f}"),
+    (["probe", _AUDIO, "--labels-from-parent", "-o", "{f}/r.json"], "the folder of -o", "{f}"),
+    (["probe", _AUDIO, "--labels-from-parent", "--plot", "{f}/p.png"], "the folder of --plot", "{f}"),
+    (["train", "lm", _AUDIO, "-o", "{f}/lm.pt"], "the folder of -o", "{f}"),
+    (["train", "mae", _AUDIO, "-o", "{f}/mae.pt"], "the folder of -o", "{f}"),
+    (["train", "lm", _AUDIO, "-o", "{ok}/lm.pt", "--cache", "{f}"], "--cache", "{f}"),
+    (["embed", _AUDIO, "-o", "{ok}/emb", "-m", "{ok}/missing.pt", "--stack", "{f}/feats.npy"], "the folder of --stack",
+     "{f}"),
+]
+
+
+def _fill(args: list[str], **paths) -> list[str]:
+    return [a.format(**paths) for a in args]
+
+
+@pytest.mark.parametrize("args, what, shown", _FILE_OUTPUTS, ids=lambda x: None)
+def test_output_paths_naming_a_file_are_one_sentence(cli, tmp_path, clean, args, what, shown):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    r = cli(*_fill(args, inp=str(clean[0]), f=str(f), ok=str(tmp_path / "ok")))
+    assert r.code == 2, r
+    assert r.err.strip() == (f"audiotok: error: {what} {shown.format(f=f)} is an existing file, not a folder; "
+                             "choose a folder (it is created if missing)")
+    assert f.read_text() == "x"
+
+
+def test_output_paths_in_a_read_only_folder_are_one_sentence(open_tmp, clean):
+    """The same commands with the output in a read-only folder: exit 1 and one sentence, before any
+    model is loaded (TORCH_HOME points nowhere) and before any training or embedding."""
+    ro = open_tmp / "ro"
+    ro.mkdir()
+    ok = open_tmp / "ok"
+    ok.mkdir()
+    runs = [_fill(a, inp=str(clean[0]), f=str(ro / "x"), ok=str(ok)) for a, _, _ in _FILE_OUTPUTS]
+    ro.chmod(0o555)
+    code = ("import contextlib, io, json, sys\nfrom audiotok.cli import main\nout = []\n"
+            "for argv in json.loads(sys.argv[1]):\n    err = io.StringIO()\n"
+            "    with contextlib.redirect_stderr(err):\n        try:\n            main(argv)\n            c = 0\n"
+            "        except SystemExit as e:\n            c = e.code\n    out.append([c, err.getvalue()])\n"
+            "print(json.dumps(out))")
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(runs)], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, PYTHONPATH=str(REPO), TORCH_HOME="/nonexistent", AUDIOTOK_OFFLINE="1"),
+                       preexec_fn=_without_permission_override)
+    got = json.loads(r.stdout)
+    for (args, what, _), (code_, err) in zip(_FILE_OUTPUTS, got):
+        assert (code_, err.strip()) == (1, f"audiotok: error: cannot write to {what} {ro / 'x'} (Permission denied); "
+                                           "choose a writable folder"), args
+    assert list(ro.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["probe", "{inp}", "--labels-from-parent", "-o", "{d}"],
+                                  ["probe", "{inp}", "--labels-from-parent", "--plot", "{d}"],
+                                  ["embed", "{inp}", "-o", "{d}/emb", "-m", "{d}/missing.pt", "--stack", "{d}/s"]])
+def test_a_folder_given_for_a_report_file(cli, tmp_path, clean, args):
+    (tmp_path / "s.npy").mkdir()
+    r = cli(*_fill(args, inp=str(clean[0]), d=str(tmp_path)))
+    assert r.code == 2
+    opt, shown = args[-2], tmp_path / "s.npy" if args[0] == "embed" else tmp_path
+    assert r.err.strip() == f"audiotok: error: {opt} {shown} is a folder; {opt} takes a file path"
+
+
+def test_an_os_error_escaping_a_command_is_one_sentence(cli, tmp_path, clean, monkeypatch):
+    """The net under every command: a write at the end of a command that fails (here the
+    --summary of score on a full disk) is one sentence and exit 1."""
+    import errno
+
+    from audiotok.jobs import score
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "s.json"))
+
+    monkeypatch.setattr(score, "score_files", full)
+    r = cli("score", clean[0], "-m", "encodec-lm", "--summary", tmp_path / "s.json")
+    assert r.code == 1 and "Traceback" not in r.err
+    assert r.err.strip() == (f"audiotok: error: could not use {tmp_path / 's.json'} (No space left on device); "
+                             "free space or choose another path, then rerun")
+
+
+# --- 7. training stops on SIGTERM like Ctrl-C ---------------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_training_with_a_complete_checkpoint(tmp_path, hub_cache, clean):
+    from audiotok.models.lm import load_checkpoint
+
+    ckpt = tmp_path / "lm.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "audiotok", "train", "lm", str(clean[0]), "-o", str(ckpt), "-q",
+                             "--arch", "token-gpt", "--steps", "100000", "--val-fraction", "0", "--workers", "0"],
+                            env=_limited_env(hub_cache), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not ckpt.is_file() and proc.poll() is None:
+        time.sleep(0.2)
+    assert ckpt.is_file(), proc.stderr.read() if proc.poll() is not None else "no checkpoint after 300 s"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == (f"interrupted: {ckpt} holds the last checkpoint saved; rerun with "
+                                            "--resume to continue from it")
+    assert "Traceback" not in err
+    assert load_checkpoint(ckpt).config.arch == "token-gpt"
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+# --- 8. unusable weights in decode -------------------------------------------------------------
+
+
+def test_decode_with_unusable_weights_exits_3(cli, tmp_path, clean):
+    cin = tmp_path / "codes"
+    assert cli("encode", clean[0], "-o", cin, "-q").code == 0
+    r = cli("decode", cin, "-o", tmp_path / "d1", "-q", "--checkpoint", tmp_path / "missing.th")
+    assert r.code == 3
+    assert r.err.strip() == f"audiotok: error: checkpoint file {tmp_path / 'missing.th'} does not exist; check the --checkpoint path"
+    junk = tmp_path / "junk.th"
+    junk.write_bytes(np.random.default_rng(0).bytes(3000))
+    r = cli("decode", cin, "-o", tmp_path / "d2", "-q", "--checkpoint", junk)
+    assert r.code == 3 and "Traceback" not in r.err
+    assert r.err.strip().startswith(f"audiotok: error: could not read {junk} as a weights-only torch checkpoint "
+                                    "(refused by the weights-only unpickler: ")
+    assert "weights_only` set to `False`" not in r.err  # torch's advice to load unsafely is not passed on
+    assert not list((tmp_path / "d2").glob("*.wav"))
+
+
+# --- 12. score reruns compare the settings of the records ---------------------------------------
+
+
+def test_score_rerun_with_another_tokenizer_scores_again(cli, tmp_path, clean):
+    scores = tmp_path / "scores.jsonl"
+    base = ("score", clean[0] / "b.wav", "-m", "encodec-lm", "--device", "cpu", "--workers", "0", "-o", scores)
+
+    def records():
+        return [json.loads(x) for x in scores.read_text().splitlines()]
+
+    assert cli(*base, "-b", "6").code == 0
+    r = cli(*base, "-b", "6")
+    assert r.code == 0 and len(records()) == 1  # same settings: skipped
+    r = cli(*base, "-b", "12")
+    assert r.code == 0
+    recs = records()
+    assert [(x["tokenizer"]["bandwidth"], len(x["nll_per_codebook"])) for x in recs] == [(6.0, 8), (12.0, 16)]
+    assert cli(*base, "-b", "12").code == 0 and len(records()) == 2

@@ -6,6 +6,8 @@ Commands live in sibling modules (``codec.py``: encode/decode, ``embed.py``, ``s
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
 
@@ -76,18 +78,28 @@ def finish(summary, quiet: bool) -> None:
     raise typer.Exit(getattr(summary, "status", summary.exit_code))
 
 
-def run(fn, *args, **kwargs):
-    """Call a library function; Ctrl-C (or SIGTERM) becomes the 'rerun to continue' message and
-    exit status 130 (finished outputs are on disk and in the manifest)."""
-    from ..interrupts import interrupt_exit_code
+RERUN = "interrupted: finished outputs are on disk and listed in the manifest; rerun the same command to continue"
+
+
+@contextlib.contextmanager
+def interruptible(message=RERUN):
+    """Ctrl-C, SIGTERM or SIGHUP inside: ``message`` (a string, or a callable giving it at that
+    moment) on stderr and exit status 130 (Ctrl-C) or 128 + the signal, never a traceback."""
+    from ..interrupts import interrupt_exit_code, termination_as_interrupt
 
     try:
-        return fn(*args, **kwargs)
+        with termination_as_interrupt():
+            yield
     except KeyboardInterrupt as exc:
-        eprint("interrupted: finished outputs are on disk and listed in the manifest; rerun the same command to continue")
+        eprint(message() if callable(message) else message)
         raise typer.Exit(interrupt_exit_code(exc)) from None
 
 
+def run(fn, *args, **kwargs):
+    """Call a library function; Ctrl-C (or SIGTERM) becomes the 'rerun to continue' message and
+    exit status 130 (finished outputs are on disk and in the manifest)."""
+    with interruptible():
+        return fn(*args, **kwargs)
 
 
 def entry() -> None:
@@ -127,3 +139,18 @@ def main(argv: list[str] | None = None) -> None:
     except AudiotokError as exc:
         eprint(f"audiotok: error: {exc}")
         sys.exit(2 if isinstance(exc, UsageError) else 3 if isinstance(exc, WeightsError) else 1)
+    except OSError as exc:  # a file the command writes or reads at its end (disk full, read-only, gone)
+        if exc.errno is None:
+            raise
+        eprint(f"audiotok: error: {os_error_sentence(exc)}")
+        sys.exit(1)
+
+
+def os_error_sentence(exc: OSError) -> str:
+    """An ``OSError`` that escaped a command as one sentence: what failed on which file, and what to do."""
+    name = exc.filename2 if exc.errno == errno.EISDIR and exc.filename2 else exc.filename
+    where = f" {os.fsdecode(name)}" if name is not None else ""
+    reason = exc.strerror or os.strerror(exc.errno)
+    storage = exc.errno in (errno.ENOSPC, errno.EROFS, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+    hint = "free space or choose another path" if storage else "check the path and its permissions"
+    return f"could not use{where} ({reason}); {hint}, then rerun"

@@ -35,4 +35,6 @@ def probe(
     opts = ProbeOptions(inputs, labels, labels_from_parent, out, model, layer, pool, probe_kind, folds, seed,
                         baseline, plot, ext, device)
     check(opts)
-    raise typer.Exit(run(opts, cli.eprint, print))
+    with cli.interruptible("interrupted: no report was written; rerun the same command"):
+        code = run(opts, cli.eprint, print)
+    raise typer.Exit(code)

@@ -43,15 +43,7 @@ def train_lm(
     quiet: bool = cli.QUIET,
 ) -> None:
     """Train an audio LM on audio files (tokenised and featurised through the pipeline, cached) or encode outputs."""
-    import torch
-
-    from ..distributed import current_share
-    from ..models.codec import load_codec, resolve_device
     from ..models.gpt import ARCHS, SIZES
-    from ..models.lm import tokenizer_info
-    from ..models.lm_tokenizer import tokenizer_spec
-    from ..registry import get_codec
-    from ..train.lm import TrainConfig, train
 
     if arch not in ARCHS:
         raise UsageError(f"--arch {arch!r} is not valid; choose one of {', '.join(ARCHS)}")
@@ -65,6 +57,32 @@ def train_lm(
         raise UsageError(f"{out} exists; pass --resume to continue it or choose another -o")
     if resume and patience is not None:
         raise UsageError("--patience keeps the best weights in memory and cannot --resume; run it in one go")
+    from ..train.mae_job import check_output_paths
+
+    cache = check_output_paths(out, cache)
+    with cli.interruptible(lambda: _stopped(out)):
+        _train_lm(inputs, out, arch, size, steps, batch_size, context, lr, seed, val_fraction, resume, patience,
+                  eval_every, codec_checkpoint, bandwidth, cache, ext, device, batch_seconds, workers, quiet)
+
+
+def _stopped(out: Path) -> str:
+    """What an interrupted training run leaves."""
+    if out.is_file():
+        return f"interrupted: {out} holds the last checkpoint saved; rerun with --resume to continue from it"
+    return f"interrupted before the first checkpoint was saved; there is no checkpoint at {out}"
+
+
+def _train_lm(inputs, out, arch, size, steps, batch_size, context, lr, seed, val_fraction, resume, patience,
+              eval_every, codec_checkpoint, bandwidth, cache, ext, device, batch_seconds, workers, quiet) -> None:
+    import torch
+
+    from ..distributed import current_share
+    from ..models.codec import load_codec, resolve_device
+    from ..models.lm import tokenizer_info
+    from ..models.lm_tokenizer import tokenizer_spec
+    from ..registry import get_codec
+    from ..train.lm import TrainConfig, train
+
     spec = tokenizer_spec()
     bandwidth = get_codec(spec.codec).check_bandwidth(bandwidth)
     share = current_share()
@@ -77,8 +95,7 @@ def train_lm(
     codec = load_codec(spec.codec, codec_checkpoint, dev)
     n_in = get_codec(spec.codec).n_codebooks(bandwidth) if arch == "info-control" else 1
     tokenizer = tokenizer_info(codec, bandwidth, list(range(n_in)))
-    examples, failed = _collect(inputs, ext, codec, tokenizer, arch, cache or out.with_name(out.name + ".cache"),
-                                dev, batch_seconds, workers, quiet, share)
+    examples, failed = _collect(inputs, ext, codec, tokenizer, arch, cache, dev, batch_seconds, workers, quiet, share)
     if not examples:
         raise UsageError("no usable training input (every input failed; see the messages above)")
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_fraction=val_fraction,
@@ -175,4 +192,6 @@ def train_mae(
                            eval_every, resume, self_train, clusters, kmeans_frames, codec_checkpoint, cache, ext,
                            device, batch_seconds, workers, quiet)
     check(opts)
-    raise typer.Exit(run(opts, cli.eprint))
+    with cli.interruptible(lambda: _stopped(out)):
+        code = run(opts, cli.eprint)
+    raise typer.Exit(code)

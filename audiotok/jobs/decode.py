@@ -108,6 +108,10 @@ def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, 
     excluded: list = []
     sources, share = collect_sources(inputs, ext or CODE_EXTENSIONS, shard, out, fmt, exclude=exclude,
                                      keep_ext=keep_ext, excluded=excluded, check_out=not dry_run)
+    if checkpoint is not None and not dry_run and not Path(checkpoint).is_file():
+        from ..errors import WeightsError
+
+        raise WeightsError(f"checkpoint file {checkpoint} does not exist; check the --checkpoint path")
     job = DecodeJob(out, fmt, keep_ext)
     if dry_run:
         from .runner import dry_run as plan

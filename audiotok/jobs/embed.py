@@ -130,6 +130,12 @@ def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", la
                                      exclude=exclude, keep_ext=keep_ext, excluded=excluded, check_out=not dry_run)
     if stack is not None and share.world > 1:
         raise UsageError("--stack needs every input in one process; drop --shard/torchrun or stack the outputs afterwards")
+    if stack is not None and not dry_run:  # written after the run: checked before it
+        from ..sinks import prepare_output_file
+        from ..stack import stack_paths
+
+        for path in stack_paths(stack):
+            prepare_output_file(path, "--stack")
     if dry_run:  # before loading the model; Parquet settings are not all known yet, so not compared
         from ..datasets import parquet_job
         from .runner import dry_run as plan

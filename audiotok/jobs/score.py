@@ -102,11 +102,11 @@ class ScoreJob:
         self.load = ScoreLoad(tok, codebooks, need_mel or plot_dir is not None)
         self.frames = [OutputTree(frames_dir, f".{t}.npz") for t in self.tags] if frames_dir else []
         self.plot = OutputTree(plot_dir, ".png") if plot_dir else None
-        self.done = done  # input -> LM sha256s with an ok record in the -o file
+        self.done = done  # input -> settings keys (settings_key) with an ok record in the -o file
 
     def is_done(self, source) -> bool:
         have = self.done.get(source.path, set())
-        if not all(s.identity["sha256"] in have for s in self.scorers) or not self.done:
+        if not all(settings_key(s) in have for s in self.scorers) or not self.done:
             return False
         return all(t.done(source) for t in self.frames) and (self.plot is None or self.plot.done(source))
 
@@ -148,6 +148,24 @@ def _write_frames(f, payload) -> None:
              record=np.array(json.dumps({k: v for k, v in rec.items() if k != "frames_output"})))
 
 
+def _key(lm: dict, tokenizer: dict, context, stride) -> str:
+    """What makes two records of one input differ in meaning: the LM weights, the tokenizer (codec
+    weights, bandwidth, codebooks), the window. A rerun skips an input only when a record with the
+    same key is in the -o file; other settings are scored again (each record carries its settings).
+    As JSON text, so any value a damaged file holds gives a key, never an error."""
+    return json.dumps([lm.get("sha256"), tokenizer.get("codec_sha256"), tokenizer.get("bandwidth"),
+                       tokenizer.get("codebooks"), context, stride], default=str)
+
+
+def settings_key(scorer) -> str:
+    return _key(scorer.identity, scorer.tokenizer, scorer.context, scorer.stride)
+
+
+def _record_key(rec: dict) -> str:
+    tok = rec.get("tokenizer")
+    return _key(rec["lm"], tok if isinstance(tok, dict) else {}, rec.get("context"), rec.get("stride"))
+
+
 def _read_done(path: Path | None) -> tuple[dict[str, set], dict[tuple[str, str], dict]]:
     done: dict[str, set] = {}
     previous: dict[tuple[str, str], dict] = {}
@@ -159,11 +177,12 @@ def _read_done(path: Path | None) -> tuple[dict[str, set], dict[tuple[str, str],
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a killed run, or a damaged file: not a finished record
-            if not isinstance(rec, dict) or not isinstance(rec.get("lm"), dict) or "input" not in rec:
+            if not isinstance(rec, dict) or not isinstance(rec.get("lm"), dict) or not isinstance(rec.get("input"), str):
                 continue
             if rec.get("status") == "ok":
-                done.setdefault(rec["input"], set()).add(rec["lm"].get("sha256"))
-                previous[(rec["input"], rec["lm"].get("sha256"))] = rec
+                key = _record_key(rec)
+                done.setdefault(rec["input"], set()).add(key)
+                previous[(rec["input"], key)] = rec
     return done, previous
 
 
@@ -197,10 +216,11 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
             raise UsageError(f"{p} is a directory; -o and --summary take a file path (e.g. scores.jsonl)")
     opts = RunOptions(batch_seconds, workers, overwrite, False, progress, shard).check()
     pairs = pair_models(models, checkpoints)
-    if output is not None:
-        from ..sinks import prepare_output_dir
+    from ..sinks import prepare_output_dir, prepare_output_file
 
-        prepare_output_dir(output.parent, "the folder of -o")
+    for path, what in ((output, "-o"), (summary_path, "--summary")):
+        if path is not None:
+            prepare_output_file(path, what)
     from ..sources import AUDIO_EXTENSIONS
 
     exts = ext if ext is not None else (*AUDIO_EXTENSIONS, "npz")  # audio, and the codes encode writes
@@ -212,6 +232,7 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
     for option, folder, suffix in (("--frames", frames, ".npz"), ("--plot", plot, ".png")):
         if folder is not None:
             check_outputs_apart(as_inputs(inputs), folder, suffix, read_exts, option)
+            prepare_output_dir(folder, option)
     if share.world > 1 and output is not None:  # each share appends to its own part of the records
         output = output.with_name(f"{output.stem}.shard-{share.rank}-of-{share.world}{output.suffix}")
 
@@ -256,7 +277,7 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
         base = {k: v for k, v in outcome.record.items() if k != "scores"}
         if outcome.status == "skipped":
             for s in scorers:
-                prev = previous.get((outcome.source.path, s.identity["sha256"]))
+                prev = previous.get((outcome.source.path, settings_key(s)))
                 if prev is not None:
                     all_records.append(prev)
             return
@@ -280,7 +301,7 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
     settle(summary, sink if sink.lost else manifest)
     corpus = []
     for s in scorers:
-        recs = [r for r in all_records if r["lm"]["sha256"] == s.identity["sha256"] and r["model"] == s.name]
+        recs = [r for r in all_records if _record_key(r) == settings_key(s) and r["model"] == s.name]
         corpus.append({"model": s.name, "lm": s.identity, "tokenizer": s.tokenizer, "context": s.context,
                        "stride": s.stride, **corpus_summary(recs)})
     if summary_path is not None:

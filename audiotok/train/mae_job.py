@@ -53,6 +53,18 @@ def check(o: TrainMaeOptions) -> None:
         raise UsageError(f"--crop-seconds {o.crop_seconds:g} is too short; give at least 0.06 s (4 s as in the paper)")
     if o.clusters < 2:
         raise UsageError(f"--clusters {o.clusters} must be at least 2")
+    check_output_paths(o.out, o.cache)
+
+
+def check_output_paths(out: Path, cache: Path | None) -> Path:
+    """The checkpoint's folder and the cache folder exist and are writable, before any work (a
+    read-only -o would otherwise fail only when the first checkpoint is saved). Returns the cache folder."""
+    from ..sinks import prepare_output_dir, prepare_output_file
+
+    prepare_output_file(out, "-o")
+    cache = cache or out.with_name(out.name + ".cache")
+    prepare_output_dir(cache, "--cache")
+    return cache
 
 
 def run(o: TrainMaeOptions, log) -> int:
