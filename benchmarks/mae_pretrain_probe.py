@@ -321,8 +321,10 @@ def main() -> None:
         audiotok("probe", labels.parent, "--labels", labels, "--model", ckpt, "--layer", "all", "--baseline",
                  "logmel,random", "--folds", "3", "-o", out, "--plot", work / f"probe-{name}.png", env=env)
         results["tasks"][name] = json.loads(out.read_text())
-    print(f"\npretraining: {args.steps} steps x {args.batch_size} crops of 4 s, {train_s / 60:.1f} min; "
-          f"last validation: {json.dumps(hist[-1])}")
+    done = hist[-1]["step"] if hist else 0
+    how = f"{train_s / 60:.1f} min" if train_s else f"checkpoint reused from {ckpt} (stopped at step {done})"
+    print(f"\npretraining: {done} of {args.steps} steps x {args.batch_size} crops of 4 s, {how}; "
+          f"last validation: {json.dumps(hist[-1]) if hist else None}")
     print("\n| task | probe | pretrained (best layer) | random-init (best layer) | log-mel mean+std | chance |")
     print("|---|---|---|---|---|---|")
     for name, rep in results["tasks"].items():
