@@ -76,18 +76,21 @@ def finish(summary, quiet: bool) -> None:
     raise typer.Exit(getattr(summary, "status", summary.exit_code))
 
 
-def run(fn, *args, **kwargs):
-    """Call a library function; Ctrl-C (or SIGTERM) becomes the 'rerun to continue' message and
-    exit status 130 (finished outputs are on disk and in the manifest)."""
-    from ..interrupts import interrupt_exit_code
+INTERRUPTED = "finished outputs are on disk and listed in the manifest; rerun the same command to continue"
+
+
+def run(fn, *args, interrupted: str = INTERRUPTED, **kwargs):
+    """Call a library function; Ctrl-C (or SIGTERM) becomes one line, ``interrupted: `` and what
+    to do next (default: finished outputs are on disk and in the manifest, rerun), and exit status
+    130 (128 + the signal number for SIGTERM and SIGHUP)."""
+    from ..interrupts import interrupt_exit_code, termination_as_interrupt
 
     try:
-        return fn(*args, **kwargs)
+        with termination_as_interrupt():
+            return fn(*args, **kwargs)
     except KeyboardInterrupt as exc:
-        eprint("interrupted: finished outputs are on disk and listed in the manifest; rerun the same command to continue")
+        eprint(f"interrupted: {interrupted}")
         raise typer.Exit(interrupt_exit_code(exc)) from None
-
-
 
 
 def entry() -> None:
