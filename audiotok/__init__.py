@@ -9,6 +9,7 @@ its summary; see docs/api.md)::
     audiotok.decode_files(["tokens/"], "audio/")
     audiotok.embed_files(["data/"], "emb/", pool="mean")
     audiotok.score_files(["data/"], checkpoints=["wgpt.pt"], output="scores.jsonl")
+    audiotok.train_lm(["data/"], "wgpt.pt", arch="whisper-gpt", size="tiny", steps=2000)
     codes = audiotok.Encoder("encodec_24khz", 6.0).encode(wave, sample_rate=44100).codes
     emb = audiotok.load_embedder("mel256-ec-base_st").embed(wave, sample_rate=44100)
 """
@@ -21,6 +22,7 @@ _LAZY = {
     "decode_files": ("jobs.decode", "decode_files"),
     "embed_files": ("jobs.embed", "embed_files"),
     "score_files": ("jobs.score", "score_files"),
+    "train_lm": ("jobs.train_lm", "train_lm"),
     "load_embedder": ("embedder", "load_embedder"),
     "register_codec": ("registry", "register_codec"),
     "CodecSpec": ("registry", "CodecSpec"),

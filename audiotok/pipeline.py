@@ -128,6 +128,30 @@ def _worker_init(parent: int) -> None:
     threading.Thread(target=watch, name="audiotok-parent-watch", daemon=True).start()
 
 
+class _QuietStartProcess(mp.context.SpawnProcess):
+    """A decode worker born with SIGINT ignored. Ctrl-C in a terminal signals the whole process
+    group; a worker still starting (importing, before ``_worker_init`` runs) would print its own
+    KeyboardInterrupt traceback. An ignored signal stays ignored across exec, and Python keeps it
+    so; the main process handles Ctrl-C and stops the workers. (Only the main thread may change a
+    handler; elsewhere the worker starts as usual.)"""
+
+    def start(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return super().start()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return super().start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+class _QuietSpawnContext(mp.context.SpawnContext):
+    Process = _QuietStartProcess
+
+
 class Loader:
     """Decode inputs in worker processes (or one background thread when ``workers == 0``),
     keeping a bounded number in flight and yielding results in submission order."""
@@ -143,8 +167,7 @@ class Loader:
             return cf.ThreadPoolExecutor(max_workers=1)
         import os
 
-        ctx = mp.get_context("spawn")
-        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_QuietSpawnContext(),
                                       initializer=_worker_init, initargs=(os.getpid(),))
 
     def imap(self, items: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:

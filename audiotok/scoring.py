@@ -3,16 +3,20 @@
 Scores follow docs/references.md, Whisper-GPT: for each scored token, surprisal ``s = -ln p(token | past)``
 in nats; a file's ``nll`` is the mean surprisal, and corpus summaries are token-weighted.
 Windows have a fixed length (the model's context) and are run in groups of a fixed number of
-rows, so a file's scores never depend on which files share its batch.
+rows, so a file's scores never depend on which files share its batch. torch is imported by the
+functions that run a model, so that summaries (``file_scores``, ``corpus_summary``) need none.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 LN2 = math.log(2.0)
 
@@ -59,6 +63,8 @@ class FrameScores:
 
 def token_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Surprisal (nats), predictive entropy (nats) and 1-based rank of ``targets`` under ``logits [..., V]``."""
+    import torch
+
     logp = torch.log_softmax(logits.float(), dim=-1)
     tgt = logp.gather(-1, targets[..., None].long())
     surprisal = -tgt[..., 0]
@@ -90,6 +96,8 @@ class WindowScorer:
 
     def _windows(self, prepared, results) -> None:
         """Fixed-length windows (stride context/2), ``rows`` windows per model call."""
+        import torch
+
         sc, L = self.scorer, self.scorer.context
         jobs = [(i, w) for i, (_, _, tgt) in enumerate(prepared) for w in window_spans(tgt.shape[1], L, sc.stride)]
         n_in = prepared[0][0].shape[0] if prepared else 1  # input rows (codebooks the model reads)
@@ -111,6 +119,8 @@ class WindowScorer:
 
     def _streams(self, prepared, results) -> None:
         """Whole-file streams in chunks carrying the model state, ``rows`` files side by side."""
+        import torch
+
         sc, C = self.scorer, self.scorer.chunk
         K = len(sc.codebooks)
         order = sorted(range(len(prepared)), key=lambda i: -prepared[i][2].shape[1])

@@ -136,6 +136,17 @@ def prepare_output_file(path: str | os.PathLike, what: str = "-o") -> Path:
     return path
 
 
+def prepare_checkpoint_paths(out: Path, cache: Path | None) -> Path:
+    """A training run's checkpoint file and cache folder (default ``OUT.cache``) can be written,
+    checked before any work (a read-only -o would otherwise fail only when the first checkpoint is
+    saved). Returns the cache folder."""
+    out = Path(out)
+    prepare_output_file(out, "-o")
+    cache = Path(cache) if cache is not None else out.with_name(out.name + ".cache")
+    prepare_output_dir(cache, "--cache")
+    return cache
+
+
 def prepare_run_output(out: str | os.PathLike) -> Path:
     """The output folder of a run: created and writable, stale temp files of killed runs removed."""
     out = prepare_output_dir(out)

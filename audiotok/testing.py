@@ -173,6 +173,30 @@ def save_encodec_lm_checkpoint(lm, directory: str | os.PathLike, filename: str |
     return path
 
 
+def save_random_lm_checkpoint(path: str | os.PathLike, codec_weights: str | os.PathLike, arch: str = "token-gpt",
+                              size: str = "micro", context: int = 16, bandwidth: float = 6.0, seed: int = 0) -> Path:
+    """An untrained ``train lm`` checkpoint (random weights, step 0) whose tokenizer is the EnCodec
+    24 kHz weights file ``codec_weights`` at ``bandwidth``: ``audiotok score`` loads and runs it."""
+    import torch
+
+    from .models.gpt import GPTConfig, build_gpt
+    from .models.lm import save_checkpoint
+    from .registry import get_codec
+    from .weights import file_sha256
+
+    spec = get_codec("encodec_24khz")
+    n_q = spec.n_codebooks(bandwidth)
+    codebooks = list(range(n_q)) if arch == "info-control" else [0]
+    tokenizer = {"codec": spec.name, "sample_rate": spec.sample_rate, "frame_rate": spec.frame_rate,
+                 "bandwidth": float(bandwidth), "n_q": n_q, "codebooks": codebooks,
+                 "codec_checkpoint": os.path.basename(codec_weights), "codec_sha256": file_sha256(codec_weights, 16)}
+    cfg = GPTConfig.make(arch, size, context=context, n_codebooks=len(codebooks))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_gpt(cfg)
+    return save_checkpoint(path, model, cfg, tokenizer, {"step": 0})
+
+
 # --- EnCodecMAE checkpoints in the official layouts ------------------------------------------------
 def encodecmae_gin(dim: int, layers: int, heads: int, ff_dim: int | None = None, frontend: str = "mel") -> str:
     """A gin config string in the style ``gin.config_str()`` writes for the official models

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -104,3 +106,90 @@ def test_embed_rerun_with_other_settings_is_refused(cli, tmp_path):
         assert z["embedding"].ndim == 3 and z["embedding"].shape[0] == 2
     r = cli("embed", tmp_path / "in", "-o", tmp_path / "e", "--model", ckpt, "--layer", "x", "--quiet")
     assert r.code == 2 and "--layer 'x' is not valid" in r.err
+
+
+def test_train_lm_equals_the_cli_bit_for_bit(cli, tmp_path):
+    """``audiotok.train_lm`` and ``audiotok train lm`` on the same audio and encode outputs write the
+    same checkpoint: every tensor equal, the same split and history."""
+    import torch
+
+    data, other = tmp_path / "data", tmp_path / "other"
+    for i, sec in enumerate((1.3, 0.9, 1.6)):
+        write_wav(data / f"f{i}.wav", sec, sr=16000, seed=300 + i)
+    write_wav(other / "g.wav", 1.1, seed=310)
+    assert cli("encode", other, "-o", tmp_path / "codes", "--quiet").code == 0  # an encode output as an input
+    opts = dict(arch="whisper-gpt", size="micro", steps=3, batch_size=2, context=16, seed=4, val_fraction=0.25,
+                device="cpu", workers=0)
+    r = cli("train", "lm", data, tmp_path / "codes", "-o", tmp_path / "cli.pt", "--arch", "whisper-gpt", "--size",
+            "micro", "--steps", "3", "--batch-size", "2", "--context", "16", "--seed", "4", "--val-fraction", "0.25",
+            "--device", "cpu", "--workers", "0", "--quiet")
+    assert r.code == 0, r
+    logged: list[str] = []
+    result = audiotok.train_lm([data, tmp_path / "codes"], tmp_path / "api.pt", log=logged.append, **opts)
+    assert result.status == 0 and result.failed == [] and result.checkpoint == tmp_path / "api.pt"
+    assert logged[-1] == f"checkpoint: {tmp_path / 'api.pt'}"
+    a = torch.load(tmp_path / "cli.pt", map_location="cpu", weights_only=False)
+    b = torch.load(tmp_path / "api.pt", map_location="cpu", weights_only=False)
+    assert a["state_dict"].keys() == b["state_dict"].keys() and len(a["state_dict"]) > 10
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert a["training"] == b["training"] == result.training
+    assert sorted(a["training"]["train_files"] + a["training"]["val_files"]) == ["f0.wav", "f1.wav", "f2.wav", "g.npz"]
+    assert a["config"] == b["config"] and a["tokenizer"] == b["tokenizer"]
+
+
+def test_train_lm_usage_errors_and_failed_inputs(cli, tmp_path):
+    write_wav(tmp_path / "in" / "a.wav", 1.2, seed=1)
+    write_wav(tmp_path / "in" / "b.wav", 1.0, seed=2)
+    with pytest.raises(UsageError, match="--arch 'gtp' is not valid"):
+        audiotok.train_lm([tmp_path / "in"], tmp_path / "m.pt", arch="gtp")
+    with pytest.raises(UsageError, match="--val-fraction 0.95 is not valid"):
+        audiotok.train_lm([tmp_path / "in"], tmp_path / "m.pt", val_fraction=0.95)
+    with pytest.raises(UsageError, match="does not exist"):
+        audiotok.train_lm([tmp_path / "nope"], tmp_path / "m.pt")
+    (tmp_path / "in" / "bad.wav").write_bytes(b"not audio")
+    result = audiotok.train_lm([tmp_path / "in"], tmp_path / "m.pt", arch="token-gpt", steps=1, batch_size=2,
+                               context=8, val_fraction=0.0, device="cpu", workers=0, log=lambda m: None)
+    assert result.status == 1 and [p for p, _ in result.failed] == [str(tmp_path / "in" / "bad.wav")]
+    assert sorted(result.training["train_files"]) == ["a.wav", "b.wav"]
+    r = cli("train", "lm", tmp_path / "in", "-o", tmp_path / "c.pt", "--arch", "token-gpt", "--steps", "1",
+            "--batch-size", "2", "--context", "8", "--val-fraction", "0", "--device", "cpu", "--workers", "0", "-q")
+    assert r.code == 1 and "1 input(s) failed and are left out of training" in r.err and "bad.wav: " in r.err
+
+
+def test_score_files_equals_the_cli(cli, offline_cache, tmp_path):
+    """``audiotok.score_files`` and ``audiotok score``: the same records, corpus summary and per-frame
+    arrays, bit for bit (an untrained token-gpt and EnCodec's LM, two models in one run)."""
+    import json
+
+    from audiotok.testing import save_random_lm_checkpoint
+
+    for i, sec in enumerate((0.8, 1.7)):
+        write_wav(tmp_path / "in" / f"f{i}.wav", sec, sr=22050, seed=400 + i)
+    ckpt = save_random_lm_checkpoint(tmp_path / "tok.pt", offline_cache / "hub" / "checkpoints" /
+                                     "encodec_24khz-d7cc33bc.th")
+    r = cli("score", tmp_path / "in", "-m", "token-gpt", "-m", "encodec-lm", "--checkpoint", ckpt, "-o",
+            tmp_path / "cli.jsonl", "--frames", tmp_path / "fcli", "--summary", tmp_path / "cli.json", "--device", "cpu",
+            "-q")
+    assert r.code == 0, r
+    result = audiotok.score_files([tmp_path / "in"], models=["token-gpt", "encodec-lm"], checkpoints=[ckpt],
+                                  output=tmp_path / "api.jsonl", frames=tmp_path / "fapi",
+                                  summary_path=tmp_path / "api.json", device="cpu")
+    assert result.summary.status == 0 and result.summary.ok == 2
+
+    def records(path, frames):
+        out = []
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            rec["frames_output"] = str(Path(rec["frames_output"]).relative_to(frames))
+            out.append(rec)
+        return sorted(out, key=lambda x: (x["input"], x["model"]))
+
+    a, b = records(tmp_path / "cli.jsonl", tmp_path / "fcli"), records(tmp_path / "api.jsonl", tmp_path / "fapi")
+    assert len(a) == 4 and a == b
+    assert json.loads((tmp_path / "cli.json").read_text()) == json.loads((tmp_path / "api.json").read_text())
+    assert result.corpus == json.loads((tmp_path / "api.json").read_text())
+    for rec in a:
+        with np.load(tmp_path / "fcli" / rec["frames_output"]) as x, np.load(tmp_path / "fapi" / rec["frames_output"]) as y:
+            for key in ("token", "surprisal", "entropy", "rank"):
+                np.testing.assert_array_equal(x[key], y[key])

@@ -195,3 +195,51 @@ def test_cli_prints_progress_lines_in_a_log(cli, tmp_path):
     short = write_wav(tmp_path / "short.wav", 1.0)
     r = cli("encode", short, "-o", tmp_path / "o2", "--log-every", "0")
     assert r.code == 0 and not [line for line in r.err.splitlines() if line.startswith("encode: ")]
+
+
+class _TimedLines(io.StringIO):
+    """A non-terminal stderr that notes when each progress line arrives."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[tuple[float, str]] = []
+
+    def write(self, s: str) -> int:
+        import time
+
+        for line in s.splitlines():
+            if line.strip():
+                self.lines.append((time.monotonic(), line))
+        return super().write(s)
+
+
+def test_a_long_file_logs_growing_seconds_at_the_log_interval(tmp_path, one_thread):
+    """Issue 9 item 1 (the 30-minute file that printed nothing for an hour): in a non-terminal log the
+    lines come every ``log_every`` seconds while one long file is still being encoded, each with more
+    seconds of that file done than the one before."""
+    import time
+
+    from audiotok import pipeline
+    from audiotok.jobs.encode import EncodeJob
+    from audiotok.models.codec import CodecEncoder
+    from audiotok.sources import discover
+    from audiotok.testing import random_encodec
+
+    wav = write_wav(tmp_path / "long.wav", 60.0)
+    adapter = CodecEncoder(random_encodec("encodec_24khz"), 6.0, torch.device("cpu"))
+    stream = _TimedLines()
+    progress = Progress(unit="audio", log_every=0.1, stream=stream, terminal=False, label="encode")
+    t0 = time.monotonic()
+    with progress:
+        summary = pipeline.run(discover([str(wav)]), EncodeJob(tmp_path / "o", "npz", "encodec_24khz", 6.0, None),
+                               adapter, workers=0, progress=progress)
+    t1 = time.monotonic()
+    assert summary.ok == 1
+    within = [(t, float(m.group(1))) for t, line in stream.lines
+              if (m := re.match(r"encode: 0/1 file, ([\d.]+)/60 s of audio", line))]
+    seconds = [s for _, s in within]
+    assert len({s for s in seconds if 0 < s < 60}) >= 2, stream.lines  # seconds within the file, before it ends
+    assert seconds == sorted(seconds)
+    times = [t0] + [t for t, _ in stream.lines] + [t1]
+    # the interval is 0.1 s; 5 s leaves room for a loaded machine (the default interval is 10 s)
+    assert max(b - a for a, b in zip(times, times[1:])) < 5.0, [round(b - a, 2) for a, b in zip(times, times[1:])]

@@ -95,10 +95,11 @@ def interruptible(message=RERUN):
         raise typer.Exit(interrupt_exit_code(exc)) from None
 
 
-def run(fn, *args, **kwargs):
-    """Call a library function; Ctrl-C (or SIGTERM) becomes the 'rerun to continue' message and
-    exit status 130 (finished outputs are on disk and in the manifest)."""
-    with interruptible():
+def run(fn, *args, interrupted=RERUN, **kwargs):
+    """Call a library function; Ctrl-C (or SIGTERM) becomes the line ``interrupted`` (a string or
+    a callable giving it; default: finished outputs are on disk and in the manifest, rerun) and
+    exit status 130 (128 + the signal number for SIGTERM and SIGHUP)."""
+    with interruptible(interrupted):
         return fn(*args, **kwargs)
 
 

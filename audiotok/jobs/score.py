@@ -15,10 +15,11 @@ from ..errors import InputError, UsageError
 from .runner import RunOptions, collect_sources, eprint, run_job
 
 
-def pair_models(models: list[str], checkpoints: list[Path]) -> list[tuple[str, Path | None]]:
-    """``--model`` / ``--checkpoint`` pairs, in order. Without ``--model`` each checkpoint names its arch;
-    ``encodec-lm`` may come last without a checkpoint (official weights from the torch hub cache)."""
-    from ..models.lm import MODELS, load_checkpoint
+def pair_models(models: list[str], checkpoints: list[Path], arch_of=None) -> list[tuple[str, Path | None]]:
+    """``--model`` / ``--checkpoint`` pairs, in order. Without ``--model`` each checkpoint names its arch
+    (``arch_of(checkpoint)``, default: read from the file); ``encodec-lm`` may come last without a
+    checkpoint (official weights from the torch hub cache)."""
+    from ..models.names import MODELS
 
     for m in models:
         if m not in MODELS:
@@ -26,7 +27,13 @@ def pair_models(models: list[str], checkpoints: list[Path]) -> list[tuple[str, P
     if not models:
         if not checkpoints:
             raise UsageError("give --model (whisper-gpt, token-gpt or encodec-lm) and/or --checkpoint")
-        models = [load_checkpoint(c).config.arch for c in checkpoints]
+        if arch_of is None:
+            from ..models.lm import load_checkpoint
+
+            def arch_of(c):
+                return load_checkpoint(c).config.arch
+
+        models = [arch_of(c) for c in checkpoints]
     for m in models[len(checkpoints):]:
         if m != "encodec-lm":
             raise UsageError(f"--model {m} needs --checkpoint (a file written by `audiotok train lm`)")
@@ -186,6 +193,67 @@ def _read_done(path: Path | None) -> tuple[dict[str, set], dict[tuple[str, str],
     return done, previous
 
 
+def _recorded_arch(previous: dict[tuple[str, str], dict]):
+    """``arch_of`` for ``pair_models`` that answers from the records of an earlier run (the file's
+    sha256 names its LM), else reads the checkpoint."""
+    by_sha = {rec["lm"].get("sha256"): rec["model"] for rec in previous.values()}
+
+    def arch_of(checkpoint):
+        from ..models.names import ARCHS
+        from ..weights import file_sha256
+
+        model = by_sha.get(file_sha256(checkpoint, 16)) if Path(checkpoint).is_file() else None
+        if model in ARCHS:
+            return model
+        from ..models.lm import load_checkpoint
+
+        return load_checkpoint(checkpoint).config.arch
+
+    return arch_of
+
+
+def _recorded_scorers(pairs, previous: dict[tuple[str, str], dict], bandwidth: float | None, codec_checkpoint):
+    """Stand-ins for the scorers, taken from the records of an earlier run into the same ``-o``, when
+    every LM (by its file's sha256) was run there with the tokenizer asked now (the codec weights'
+    sha256 and the bandwidth); else None (the models are loaded, which also reports any mismatch)."""
+    from types import SimpleNamespace
+
+    from ..models.names import LM_NAMES
+    from ..weights import ENCODEC_CHECKPOINTS, file_sha256, hub_checkpoint_dir
+
+    if not previous:
+        return None
+    by_sha = {rec["lm"].get("sha256"): rec for rec in previous.values()}
+
+    def weights(name: str, given) -> Path:
+        return Path(given) if given is not None else hub_checkpoint_dir() / ENCODEC_CHECKPOINTS.get(name, "?")
+
+    recs = []
+    for model, checkpoint in pairs:
+        path = Path(checkpoint) if checkpoint is not None else weights(LM_NAMES.get("encodec_24khz", "?"), None)
+        if not path.is_file():
+            return None
+        rec = by_sha.get(file_sha256(path, 16))
+        if rec is None or rec.get("model") != model or not isinstance(rec.get("tokenizer"), dict):
+            return None
+        recs.append(rec)
+    # the bandwidth score_files would use: the option, else the (first) trained LM's, else 6
+    gpt_bw = [r["tokenizer"].get("bandwidth") for r in recs if r["model"] != "encodec-lm"]
+    asked_bw = bandwidth if bandwidth is not None else (gpt_bw[0] if gpt_bw else 6.0)
+    scorers = []
+    for rec in recs:
+        tok = rec["tokenizer"]
+        if rec["model"] == "encodec-lm" and tok.get("codec") not in LM_NAMES:
+            return None
+        codec_path = weights(tok.get("codec", "?"), codec_checkpoint)
+        if asked_bw != tok.get("bandwidth") or not codec_path.is_file() or \
+                file_sha256(codec_path, 16) != tok.get("codec_sha256"):
+            return None
+        scorers.append(SimpleNamespace(name=rec["model"], identity=rec["lm"], tokenizer=tok, context=rec.get("context"),
+                                       stride=rec.get("stride"), codebooks=rec.get("codebooks"), uses_mel=False))
+    return scorers
+
+
 @dataclass
 class ScoreResult:
     summary: object  # pipeline.Summary
@@ -215,7 +283,8 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
         if p is not None and p.is_dir():
             raise UsageError(f"{p} is a directory; -o and --summary take a file path (e.g. scores.jsonl)")
     opts = RunOptions(batch_seconds, workers, overwrite, False, progress, shard).check()
-    pairs = pair_models(models, checkpoints)
+    if not checkpoints or models:  # option errors before the inputs are read (--model names, a missing pair)
+        pair_models(models, checkpoints, arch_of=lambda c: None)
     from ..sinks import prepare_output_dir, prepare_output_file
 
     for path, what in ((output, "-o"), (summary_path, "--summary")):
@@ -235,27 +304,37 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
             prepare_output_dir(folder, option)
     if share.world > 1 and output is not None:  # each share appends to its own part of the records
         output = output.with_name(f"{output.stem}.shard-{share.rank}-of-{share.world}{output.suffix}")
+    done, previous = _read_done(output) if not overwrite else ({}, {})
+    pairs = pair_models(models, checkpoints, _recorded_arch(previous))
 
-    from ..devices import apply_threads, resolve_device
-    from ..models.codec import CodecEncoder, load_codec
-    from ..models.lm import load_scorer, read_tokenizer
-    from ..models.lm_adapter import LMFeatures, ScoreAdapter
-    from ..registry import DEFAULT_CODEC
     from ..scoring import corpus_summary
     from ..sinks import JsonLines
 
-    apply_threads(threads)
-    dev = resolve_device(device)
-    gpt_tok = [read_tokenizer(c) for m, c in pairs if m != "encodec-lm"]
-    codec_name = gpt_tok[0]["codec"] if gpt_tok else DEFAULT_CODEC
-    bw = bandwidth if bandwidth is not None else (gpt_tok[0]["bandwidth"] if gpt_tok else 6.0)
-    codec = load_codec(codec_name, codec_checkpoint, dev)
-    scorers = [load_scorer(m, c, codec, bw, dev) for m, c in pairs]
-    need_mel = any(s.uses_mel for s in scorers)
-    features = LMFeatures(CodecEncoder(codec, bw, dev), with_mel=need_mel or plot is not None)
-    adapter = ScoreAdapter(features, scorers, rows=rows)
-    done, previous = _read_done(output) if not overwrite else ({}, {})
-    job = ScoreJob(scorers, frames, plot, done, need_mel)
+    # a rerun with every input already scored (same LMs, tokenizer, frames and plots): answered from
+    # the records, without torch or the models
+    scorers = _recorded_scorers(pairs, previous, bandwidth, codec_checkpoint)
+    job = ScoreJob(scorers, frames, plot, done, need_mel=False) if scorers else None
+    if job is not None and all(s.error or job.is_done(s) for s in sources):
+        def adapter():
+            raise AssertionError("score: the model was asked for although every input is done")
+    else:
+        from ..devices import apply_threads, resolve_device
+        from ..models.codec import CodecEncoder, load_codec
+        from ..models.lm import load_scorer, read_tokenizer
+        from ..models.lm_adapter import LMFeatures, ScoreAdapter
+        from ..registry import DEFAULT_CODEC
+
+        apply_threads(threads)
+        dev = resolve_device(device)
+        gpt_tok = [read_tokenizer(c) for m, c in pairs if m != "encodec-lm"]
+        codec_name = gpt_tok[0]["codec"] if gpt_tok else DEFAULT_CODEC
+        bw = bandwidth if bandwidth is not None else (gpt_tok[0]["bandwidth"] if gpt_tok else 6.0)
+        codec = load_codec(codec_name, codec_checkpoint, dev)
+        scorers = [load_scorer(m, c, codec, bw, dev) for m, c in pairs]
+        need_mel = any(s.uses_mel for s in scorers)
+        features = LMFeatures(CodecEncoder(codec, bw, dev), with_mel=need_mel or plot is not None)
+        adapter = ScoreAdapter(features, scorers, rows=rows)
+        job = ScoreJob(scorers, frames, plot, done, need_mel)
 
     from ..sinks import open_append
 

@@ -15,8 +15,8 @@ import torch
 
 from ..errors import WeightsError
 from ..weights import check_finite, load_torch_file, resolve_encodec
+from .names import LM_NAMES
 
-LM_NAMES = {"encodec_24khz": "encodec_lm_24khz"}
 FRAME_RATE = 75
 PAST_CONTEXT = int(3.5 * FRAME_RATE)  # 262 frames
 

@@ -31,22 +31,14 @@ from torch import nn
 
 from ..features import MEL_BINS, SILENCE_LOG_MEL
 from .blocks import CausalStack, init_weights
+from .names import ARCHS, SIZES  # noqa: F401  (re-exported)
 
 VOCAB = 1024
 BOS = 1024
-ARCHS = ("whisper-gpt", "token-gpt", "info-control")
 FUSIONS = ("proj", "add", "legacy")
 DEFAULT_FUSION = "proj"
 CONTEXT = 256
 EMB_STD = 0.02  # init std of embeddings and linear weights (blocks.init_weights)
-
-# d, N, heads, FF for the backbone; d_s, N_s, heads, FF for the spectrogram branch (whisper-gpt).
-SIZES: dict[str, dict[str, int]] = {
-    "large": dict(dim=512, layers=10, heads=8, ff=2048, spec_dim=64, spec_layers=2, spec_heads=2, spec_ff=256),
-    "small": dict(dim=192, layers=6, heads=6, ff=768, spec_dim=64, spec_layers=2, spec_heads=2, spec_ff=256),
-    "tiny": dict(dim=128, layers=4, heads=4, ff=512, spec_dim=64, spec_layers=1, spec_heads=2, spec_ff=256),
-    "micro": dict(dim=64, layers=2, heads=2, ff=256, spec_dim=32, spec_layers=2, spec_heads=2, spec_ff=128),
-}
 
 
 @dataclass

@@ -19,10 +19,10 @@ from ..errors import UsageError, WeightsError
 from ..registry import get_codec
 from ..sinks import atomic_write
 from ..weights import check_finite, file_sha256, load_torch_file
-from .gpt import ARCHS, BOS, GPTConfig, aligned_mel, build_gpt, count_params
+from .gpt import BOS, GPTConfig, aligned_mel, build_gpt, count_params
 from .lm_tokenizer import tokenizer_spec
+from .names import ARCHS, MODELS  # noqa: F401  (re-exported)
 
-MODELS = (*ARCHS, "encodec-lm")
 CHECKPOINT_FORMAT = "audiotok-lm"
 # 1: whisper-gpt squeezed its token embedding to d - d_s (loads as fusion "legacy");
 # 2: fusion, mel_lag and n_codebooks in the config, info-control and the large size.

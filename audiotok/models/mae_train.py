@@ -30,21 +30,15 @@ from .mae import (
     _seanet_encoder,
     sinusoidal_positions,
 )
+from .names import MAE_FRONTENDS, MAE_SIZES
 
 # per-codebook weights of the masked-prediction loss (codebook 0 first)
 CODEBOOK_WEIGHTS = (0.22407463, 0.1759858, 0.14499009, 0.12150037, 0.10315603, 0.08831368, 0.07608274, 0.06589669)
 N_CODEBOOKS, CODEBOOK_SIZE = 8, 1024
 MASKED_WEIGHT = 0.9  # loss = 0.9 x masked-frame loss + 0.1 x visible-frame loss
 DECODER_LAYERS = 2
-FRONTENDS = {"mel256": ("mel", 256), "ec": ("ec", 128)}
-
-# name: (layers, dim, heads, ff_dim)
-SIZES = {
-    "tiny": (4, 96, 4, 384),
-    "small": (5, 768, 12, 4096),
-    "base": (10, 768, 12, 4096),
-    "large": (20, 1024, 12, 4096),
-}
+FRONTENDS = MAE_FRONTENDS
+SIZES = MAE_SIZES
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AudiotokError, InputError, UsageError
+from ..errors import InputError
 from ..models.codec import WithAudio
 from ..sources import Source
 from .mae import MaeExample
@@ -100,49 +100,14 @@ def read_encoded(path: str, ident: str) -> MaeExample:
 
 def collect(inputs: list[str], exts, codec, codec_info: dict, cache_root: Path, device, batch_seconds: float,
             workers: int, quiet: bool, share, log) -> tuple[list[MaeExample], list[tuple[str, str]]]:
-    """Examples from every input: audio through the pipeline into the cache, encode outputs read directly.
+    """Examples from every input (``inputs.collect_examples``): audio through the pipeline into the
+    cache, encode outputs read directly. Returns the examples and the ``(input, error)`` of every
+    input that failed."""
+    from .inputs import collect_examples
 
-    Returns the examples and the ``(input, error)`` of every input that failed."""
-    from .. import pipeline
-    from ..progress import Progress
-    from ..sources import check_inputs_exist, discover, shard
-
-    check_inputs_exist(inputs)
-    sources = discover(inputs, exts)
-    if not sources:
-        raise UsageError("no input files found; check the paths and --ext")
-    audio_src = [s for s in sources if not s.path.lower().endswith(".npz")]
-    code_src = [s for s in sources if s.path.lower().endswith(".npz")]
-    failed: list[tuple[str, str]] = []
-    job = CacheJob(cache_dir(cache_root, codec_info))
-    if audio_src:
-        mine = shard(audio_src, share.rank, share.world)  # each rank caches its share
-        progress = Progress(enabled=not quiet and share.rank == 0)
-        with progress:
-            summary = pipeline.run(mine, job, lambda: TargetFeatures(codec_targets(codec, device)),
-                                   batch_seconds=batch_seconds, workers=workers, record_sink=lambda o: None,
-                                   progress=progress)
-        failed += [(o.source.display, o.error or "") for o in summary.failed]
-        if share.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-    examples = []
-    for s in audio_src:
-        if s.error is None and job.is_done(s):
-            examples.append(read_cached(job.target(s), s.rel))
-    for s in code_src:
-        try:
-            if s.error:
-                raise AudiotokError(s.error)
-            examples.append(read_encoded(s.path, s.rel))
-        except AudiotokError as exc:
-            failed.append((s.display, str(exc)))
-    if failed and share.rank == 0:
-        log(f"{len(failed)} input(s) failed and are left out of training:")
-        for path, err in failed:
-            log(f"  {path}: {err}")
-    return examples, failed
+    return collect_examples(inputs, exts, CacheJob(cache_dir(cache_root, codec_info)),
+                            lambda: TargetFeatures(codec_targets(codec, device)), read_cached, read_encoded,
+                            batch_seconds=batch_seconds, workers=workers, quiet=quiet, share=share, log=log)
 
 
 def codec_encoder_state(codec) -> dict:

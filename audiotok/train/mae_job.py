@@ -33,11 +33,14 @@ class TrainMaeOptions:
     batch_seconds: float = 60.0
     workers: int = 1
     quiet: bool = False
+    threads: int | None = None
 
 
 def check(o: TrainMaeOptions) -> None:
     """Option errors, before anything is loaded."""
-    from ..models.mae_train import FRONTENDS, SIZES
+    from ..models.names import MAE_FRONTENDS as FRONTENDS
+    from ..models.names import MAE_SIZES as SIZES
+    from ..sources import check_inputs_exist
 
     if o.size not in SIZES:
         raise UsageError(f"--size {o.size!r} is not valid; choose one of {', '.join(SIZES)}")
@@ -53,24 +56,21 @@ def check(o: TrainMaeOptions) -> None:
         raise UsageError(f"--crop-seconds {o.crop_seconds:g} is too short; give at least 0.06 s (4 s as in the paper)")
     if o.clusters < 2:
         raise UsageError(f"--clusters {o.clusters} must be at least 2")
-    check_output_paths(o.out, o.cache)
+    from ..devices import check_device, check_threads
 
+    check_device(o.device)
+    check_threads(o.threads)
+    check_inputs_exist(o.inputs)  # a missing input is a usage error before torch loads
+    from ..sinks import prepare_checkpoint_paths
 
-def check_output_paths(out: Path, cache: Path | None) -> Path:
-    """The checkpoint's folder and the cache folder exist and are writable, before any work (a
-    read-only -o would otherwise fail only when the first checkpoint is saved). Returns the cache folder."""
-    from ..sinks import prepare_output_dir, prepare_output_file
-
-    prepare_output_file(out, "-o")
-    cache = cache or out.with_name(out.name + ".cache")
-    prepare_output_dir(cache, "--cache")
-    return cache
+    prepare_checkpoint_paths(o.out, o.cache)
 
 
 def run(o: TrainMaeOptions, log) -> int:
     """Train; returns the exit code (1 when some inputs failed and were left out)."""
     import torch
 
+    from ..devices import apply_threads
     from ..distributed import current_share
     from ..models.codec import load_codec, resolve_device
     from ..models.lm import tokenizer_info
@@ -94,7 +94,9 @@ def run(o: TrainMaeOptions, log) -> int:
         import torch.distributed as dist
 
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        torch.set_num_threads(max(1, torch.get_num_threads() // share.world))
+        if o.threads is None:
+            o.threads = max(1, torch.get_num_threads() // share.world)
+    apply_threads(o.threads)
     codec = load_codec("encodec_24khz", o.codec_checkpoint, dev)
     codec_info = tokenizer_info(codec, BANDWIDTH, list(range(8)))
     enc_state = codec_encoder_state(codec) if o.frontend == "ec" else None
