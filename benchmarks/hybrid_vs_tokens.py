@@ -225,12 +225,13 @@ def main() -> None:
                     help="use only the first S seconds of every file (a smaller run with as many files)")
     ap.add_argument("--size", default="micro", choices=["micro", "tiny", "small", "large"])
     ap.add_argument("--arms", default=DEFAULT_ARMS, help=f"comma list of {', '.join(ARMS)}")
-    ap.add_argument("--fusions", default=",".join(f for f in FUSIONS),
-                    help="whisper-gpt fusions compared on validation (seed 0); the best is used")
+    ap.add_argument("--fusions", default="proj",
+                    help=f"whisper-gpt fusions compared on validation (seed 0), the best is used; e.g. {','.join(FUSIONS)}")
     ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--max-steps", type=int, default=3000, help="schedule length; early stopping usually ends sooner")
-    ap.add_argument("--eval-every", type=int, default=100, help="steps between validations")
-    ap.add_argument("--patience", type=int, default=3, help="validations without improvement before stopping")
+    ap.add_argument("--max-steps", type=int, default=800,
+                    help="schedule length (cosine over it); early stopping can end a run sooner")
+    ap.add_argument("--eval-every", type=int, default=50, help="steps between validations")
+    ap.add_argument("--patience", type=int, default=4, help="validations without improvement before stopping")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
