@@ -252,7 +252,7 @@ def random_encodecmae_state(frontend: str = "mel", dim: int = 64, layers: int = 
 
         torch.manual_seed(seed)
         for k, v in _seanet_encoder().state_dict().items():
-            sd["wav_encoder.encoder." + k] = v.clone()
+            sd["wav_encoder.encoder.model." + k] = v.clone()  # the reference's layout (SEANet's .model inside)
     for stack, n_layers in (("visible_encoder", layers), ("decoder", 2)):
         ff = {"0.weight": w(ff_dim, dim), "0.bias": b(ff_dim), "2.weight": w(dim, ff_dim), "2.bias": b(dim)}
         for i in range(n_layers):

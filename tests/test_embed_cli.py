@@ -16,9 +16,9 @@ import torch
 
 from audiotok.testing import fill_hf_cache
 
-from .conftest import shared_path, write_wav
+from .conftest import FIXTURE_ATOL, FIXTURE_RTOL, shared_path, write_wav
 
-ATOL, RTOL = 1e-5, 1e-4
+ATOL, RTOL = FIXTURE_ATOL, FIXTURE_RTOL
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -9,7 +9,7 @@ import torch
 from audiotok import hear
 from audiotok.testing import fill_hf_cache, synthetic_audio
 
-from .conftest import shared_path
+from .conftest import FIXTURE_ATOL, FIXTURE_RTOL, shared_path
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,7 +43,7 @@ def test_timestamp_embeddings_shapes_and_milliseconds(model, fixture_dir):
     assert isinstance(emb, torch.Tensor) and isinstance(ts, torch.Tensor)
     assert emb.shape == (2, 674, 64) and ts.shape == (2, 674)
     assert emb.dtype == torch.float32 and ts.dtype == torch.float32
-    np.testing.assert_allclose(emb[0].numpy(), expected["last_b"], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(emb[0].numpy(), expected["last_b"], atol=FIXTURE_ATOL, rtol=FIXTURE_RTOL)
     # frame centres in ms: 318.5 / 24000 s after each chunk start, every 13.25 ms
     assert ts[0, 0].item() == pytest.approx(13.2708, abs=1e-3)
     assert ts[0, 1].item() - ts[0, 0].item() == pytest.approx(13.25, abs=1e-3)

@@ -20,9 +20,9 @@ from audiotok.testing import (
     synthetic_audio,
 )
 
-from .conftest import shared_path
+from .conftest import FIXTURE_ATOL, FIXTURE_RTOL, shared_path
 
-ATOL, RTOL = 1e-5, 1e-4  # the fixture README's tolerance
+ATOL, RTOL = FIXTURE_ATOL, FIXTURE_RTOL
 NAMES = "abcd"
 
 
@@ -280,8 +280,10 @@ def test_encodec_front_end_matches_the_encodec_encoder(tmp_path):
     model = load_mae(path)
     assert (model.cfg.frontend, model.cfg.in_features, model.cfg.frame_rate) == ("ec", 128, 75.0)
     m = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
-    m.encoder.load_state_dict({k[len("wav_encoder.encoder."):]: v for k, v in sd.items()
-                               if k.startswith("wav_encoder.encoder.")})
+    # the reference layout: its EncodecEncoder wraps encodec's SEANetEncoder, whose Sequential is .model
+    seanet = {k[len("wav_encoder.encoder.model."):]: v for k, v in sd.items() if k.startswith("wav_encoder.encoder.")}
+    assert set(seanet) == set(m.encoder.state_dict())
+    m.encoder.load_state_dict(seanet)
     wav = torch.from_numpy(synthetic_audio(1.01, seed=4)[0])
     with torch.no_grad():
         ref = m.encoder(wav[None, None])[0].T  # [T, 128]
@@ -290,9 +292,15 @@ def test_encodec_front_end_matches_the_encodec_encoder(tmp_path):
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), atol=1e-5, rtol=1e-4)
     emb = _embedder(model, pool="none").embed(wav.numpy(), 24000)
     np.testing.assert_allclose(emb, _naive_forward(sd, ref, heads=4).numpy(), atol=1e-4, rtol=1e-4)
+    # checkpoints written with the SEANet keys one level up (audiotok train mae before 2026-12-03) load the same
+    short = {("wav_encoder.encoder." + k[len("wav_encoder.encoder.model."):] if k.startswith("wav_encoder.encoder.")
+              else k): v for k, v in sd.items()}
+    old = load_mae(save_encodecmae_checkpoint(tmp_path / "ec_short.pt", short, encodecmae_gin(32, 2, 4, 48, "ec")))
+    assert old.cfg.frontend == "ec"
+    assert torch.equal(old.features(wav[None])[0], ours)
     # v1 layout of an EC model (wav_encoder.model.*)
     folder = save_encodecmae_checkpoint(tmp_path / "ec_v1", sd, encodecmae_gin(32, 2, 4, 48, "ec"), layout="v1")
-    assert any(k.startswith("wav_encoder.model.") for k in torch.load(folder / "model.pt", weights_only=True)["state_dict"])
+    assert any(k.startswith("wav_encoder.model.model.") for k in torch.load(folder / "model.pt", weights_only=True)["state_dict"])
     np.testing.assert_array_equal(_embedder(load_mae(folder), pool="none").embed(wav.numpy(), 24000), emb)
 
 

@@ -200,8 +200,15 @@ def test_ec_frontend_model_loads_strictly_with_the_codec_encoder_inside(hub_cach
     state = {k[len("encoder."):]: v for k, v in codec.items() if k.startswith("encoder.")}
     model = _tiny("ec", codec_state=state)
     assert not any(p.requires_grad for p in model.wav_encoder.encoder.parameters())
-    net = build_model(LoadedCheckpoint(model.v2_state(), gin_config(model.spec), "v2", "mem"))
+    saved = model.v2_state()
+    # the reference's key layout: wav_encoder.encoder (its EncodecEncoder) .model (encodec's SEANetEncoder) .model...
+    ec_keys = {k[len("wav_encoder.encoder.model."):] for k in saved if k.startswith("wav_encoder.encoder.")}
+    assert ec_keys == {k for k in state if k.startswith("model.")} and all(k.startswith("model.") for k in ec_keys)
+    net = build_model(LoadedCheckpoint(saved, gin_config(model.spec), "v2", "mem"))
     assert net.cfg.frontend == "ec" and net.cfg.in_features == 128
+    again = _tiny("ec", codec_state=state)
+    again.load_v2_state(saved)  # --resume reads the layout it writes
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
     wave = torch.from_numpy(synthetic_audio(0.5, seed=3))
     f_train = model.features(wave)
     f_inf = net.features(wave)

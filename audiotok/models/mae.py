@@ -397,7 +397,10 @@ def _our_key(key: str) -> str | None:
     if key.startswith("wav_encoder.post_net."):
         return "post_net." + key[len("wav_encoder.post_net."):]
     if key.startswith("wav_encoder.encoder."):
-        return "codec_encoder." + _weight_norm_name(key[len("wav_encoder.encoder."):])
+        rest = key[len("wav_encoder.encoder."):]
+        if rest.startswith("model.model."):  # the reference's layout: EncodecEncoder.model (SEANet) .model
+            rest = rest[len("model."):]
+        return "codec_encoder." + _weight_norm_name(rest)
     if key.startswith("visible_encoder.final_norm."):
         return "final_norm." + key[len("visible_encoder.final_norm."):]
     m = re.match(r"visible_encoder\.encoder_layers\.(\d+)\.(.*)$", key)

@@ -40,6 +40,9 @@ DECODER_LAYERS = 2
 FRONTENDS = MAE_FRONTENDS
 SIZES = MAE_SIZES
 
+EC_PREFIX = "wav_encoder.encoder."  # + the SEANetEncoder's own keys (model.N...)
+REFERENCE_EC_PREFIX = "wav_encoder.encoder.model."
+
 
 @dataclass
 class MaeTrainSpec:
@@ -218,8 +221,17 @@ class MaeTrainer(nn.Module):
         return self.head.layer(out).view(B, T, self.spec.n_targets, self.spec.target_classes)
 
     def v2_state(self) -> dict:
-        """``state_dict`` in the official v2 key layout, on the CPU."""
-        return {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        """``state_dict`` in the official v2 key layout, on the CPU. The ec front end's EnCodec encoder
+        is ``wav_encoder.encoder.model.model.*`` there (the reference wraps encodec's SEANetEncoder,
+        whose own Sequential is ``.model``); this module holds the SEANetEncoder itself."""
+        return {REFERENCE_EC_PREFIX + k[len(EC_PREFIX):] if k.startswith(EC_PREFIX) else k: v.detach().cpu()
+                for k, v in self.state_dict().items()}
+
+    def load_v2_state(self, state: dict) -> None:
+        """The inverse of ``v2_state`` (strict); checkpoints written before the reference layout load too."""
+        ref = REFERENCE_EC_PREFIX + "model."  # every SEANet key starts with model.
+        self.load_state_dict({EC_PREFIX + k[len(REFERENCE_EC_PREFIX):] if k.startswith(ref) else k: v
+                              for k, v in state.items()}, strict=True)
 
 
 def mae_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor,

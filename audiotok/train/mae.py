@@ -271,7 +271,7 @@ def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec
                              f"{saved['spec']['n_targets']} target stream(s); pass the options it was trained with")
         if saved["training"].get("val_files") != val_ids:
             raise UsageError(f"--resume: the inputs, --val-fraction or --seed differ from the run that wrote {out}")
-        model.load_state_dict(blob["state_dict"], strict=True)
+        model.load_v2_state(blob["state_dict"])
         start_step = int(saved["training"]["step"])
         history = list(saved["training"].get("history", []))
         opt_state = saved["optimizer"]
