@@ -196,7 +196,7 @@ def _read_done(path: Path | None) -> tuple[dict[str, set], dict[tuple[str, str],
 def _recorded_arch(previous: dict[tuple[str, str], dict]):
     """``arch_of`` for ``pair_models`` that answers from the records of an earlier run (the file's
     sha256 names its LM), else reads the checkpoint."""
-    by_sha = {rec["lm"].get("sha256"): rec["model"] for rec in previous.values()}
+    by_sha = {sha: rec.get("model") for rec in previous.values() if isinstance(sha := rec["lm"].get("sha256"), str)}
 
     def arch_of(checkpoint):
         from ..models.names import ARCHS
@@ -223,7 +223,7 @@ def _recorded_scorers(pairs, previous: dict[tuple[str, str], dict], bandwidth: f
 
     if not previous:
         return None
-    by_sha = {rec["lm"].get("sha256"): rec for rec in previous.values()}
+    by_sha = {sha: rec for rec in previous.values() if isinstance(sha := rec["lm"].get("sha256"), str)}
 
     def weights(name: str, given) -> Path:
         return Path(given) if given is not None else hub_checkpoint_dir() / ENCODEC_CHECKPOINTS.get(name, "?")
