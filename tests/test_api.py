@@ -134,7 +134,8 @@ def test_train_lm_equals_the_cli_bit_for_bit(cli, tmp_path):
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     assert a["training"] == b["training"] == result.training
-    assert sorted(a["training"]["train_files"] + a["training"]["val_files"]) == ["f0.wav", "f1.wav", "f2.wav", "g.npz"]
+    assert sorted(a["training"]["train_files"] + a["training"]["val_files"]) == ["codes/g.npz", "data/f0.wav", "data/f1.wav",
+                                                                                     "data/f2.wav"]
     assert a["config"] == b["config"] and a["tokenizer"] == b["tokenizer"]
 
 

@@ -96,12 +96,13 @@ def test_score_rerun_over_scored_inputs_skips_without_torch(tmp_path, hub_cache)
     scores, frames = tmp_path / "scores.jsonl", tmp_path / "frames"
     both = ["score", tmp_path / "in", "-m", "token-gpt", "-m", "encodec-lm", "--checkpoint", ckpt, "-o", scores,
             "--frames", frames, "--device", "cpu", "-q"]
-    results = _runs([
+    runs = [
         both + ["--summary", tmp_path / "s1.json"],
         both + ["--summary", tmp_path / "s2.json"],
         ["score", tmp_path / "in", "--checkpoint", ckpt, "-o", scores, "--frames", frames, "-q"],  # arch from the records
         both + ["-b", "12"],
-    ], _env(hub_cache))
+    ]
+    results = [_runs([argv], _env(hub_cache))[0] for argv in runs]  # a fresh process each
     first, rerun, by_checkpoint, other_bandwidth = results
     assert first[:2] == [0, True], first
     assert rerun[:2] == [0, False], rerun
