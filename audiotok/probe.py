@@ -40,6 +40,7 @@ class Labelled:
     labels: list[str]
     groups: list[str]
     features: list[Features] = field(default_factory=list)
+    threads: int | None = None  # torch threads that embedded audio inputs (None: embeddings were read)
 
 
 # --- labels ------------------------------------------------------------------------------------

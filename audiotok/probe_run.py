@@ -45,12 +45,16 @@ class ProbeOptions:
     plot: Path | None = None
     ext: str = ""
     device: str = "cpu"
+    threads: int | None = None  # torch threads for embedding audio inputs (None: torch's default)
 
 
 def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
     """Option errors before any work; returns (probes, baselines)."""
     if (o.labels is None) == (not o.labels_from_parent):
         raise UsageError("give exactly one of --labels labels.csv and --labels-from-parent")
+    from .devices import check_threads
+
+    check_threads(o.threads)
     probes = list(PROBES) if o.probe == "both" else [o.probe]
     if any(p not in PROBES for p in probes):
         raise UsageError(f"--probe {o.probe!r} is not valid; choose linear, mlp or both")
@@ -125,7 +129,10 @@ def collect(o: ProbeOptions, baselines: list[str], log) -> tuple[Labelled, list[
     net = load_mae(resolve_encodecmae(o.model))
     resolve_layers(o.layer, net.cfg.layers)
     layer = "all" if o.layer.strip().lower() == "all" else int(o.layer)
+    from .devices import apply_threads
+
     dev = resolve_device(o.device)
+    data.threads = apply_threads(o.threads)
     log(f"embedding {len(data.paths)} files with {o.model} ...")
     feats = embed_audio(data.paths, net, layer, o.pool, dev)
     feats.name = str(o.model)
@@ -166,6 +173,7 @@ def run(o: ProbeOptions, log, echo) -> int:
     report["chance_accuracy"] = chance_accuracy(data.labels)
     report["inputs"] = [os.fspath(p) for p in data.paths]
     report["failed"] = [{"input": p, "error": e} for p, e in failed]
+    report["threads"] = data.threads
     echo(table(report))
     if o.out is not None:
         write_report(report, o.out)

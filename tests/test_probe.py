@@ -104,9 +104,10 @@ def test_probe_on_audio_with_baselines(cli, tmp_path):
     for i in range(8):
         write_wav(tmp_path / "audio" / ("low" if i % 2 else "high") / f"{i}.wav", 0.5, seed=i)
     r = cli("probe", tmp_path / "audio", "--labels-from-parent", "--model", ckpt, "--baseline", "logmel,random",
-            "--folds", "2", "--probe", "linear", "-o", tmp_path / "r.json")
+            "--folds", "2", "--probe", "linear", "-o", tmp_path / "r.json", "--threads", "1")
     assert r.code == 0, r
     rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["threads"] == 1
     feats = [(x["features"], x["layer"]) for x in rep["results"]]
     assert feats == [(str(ckpt), "0"), (str(ckpt), "1"), ("random-init", "0"), ("random-init", "1"),
                      ("log-mel mean+std", "-")]

@@ -28,12 +28,13 @@ def probe(
     ext: str = typer.Option(",".join((*AUDIO_EXTENSIONS, "npz", "npy")), "--ext",
                             help="Extensions taken from directories (npz/npy: `audiotok embed` outputs)."),
     device: str = typer.Option("cpu", "--device", help="Device for embedding audio inputs."),
+    threads: int = cli.THREADS,
 ) -> None:
     """Score how well embeddings separate labelled classes (k-fold CV, grouped; JSON report and table)."""
     from ..probe_run import ProbeOptions, check, run
 
     opts = ProbeOptions(inputs, labels, labels_from_parent, out, model, layer, pool, probe_kind, folds, seed,
-                        baseline, plot, ext, device)
+                        baseline, plot, ext, device, threads)
     check(opts)
     with cli.interruptible("interrupted: no report was written; rerun the same command"):
         code = run(opts, cli.eprint, print)
