@@ -31,11 +31,10 @@ def probe(
     threads: int = cli.THREADS,
 ) -> None:
     """Score how well embeddings separate labelled classes (k-fold CV, grouped; JSON report and table)."""
-    from ..probe_run import ProbeOptions, check, run
+    from ..probe_run import ProbeOptions, run
 
     opts = ProbeOptions(inputs, labels, labels_from_parent, out, model, layer, pool, probe_kind, folds, seed,
                         baseline, plot, ext, device, threads)
-    check(opts)
     with cli.interruptible("interrupted: no report was written; rerun the same command"):
         code = run(opts, cli.eprint, print)
     raise typer.Exit(code)
