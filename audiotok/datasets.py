@@ -2,11 +2,14 @@
 
 Rows (one per input or manifest segment) are buffered and written as one shard of one row group
 once about ``max_bytes`` of arrays are buffered, and at the end of the run:
-``OUT/data/shard-<rank>-<index>.parquet`` (rank 000 without torchrun or ``--shard``; a folder of
-shards only, so ``pandas.read_parquet("OUT/data")`` reads them all). Each shard is
+``OUT/data/shard-<rank>-<index>-<run>.parquet`` (rank 000 without torchrun or ``--shard``; ``run``:
+8 hex digits drawn by each run, so runs writing into one folder at once never pick the same name;
+a folder of shards only, so ``pandas.read_parquet("OUT/data")`` reads them all). Each shard is
 written to a temporary name and renamed, so a shard that exists is complete. A rerun reads the
 ``id`` column of the finished shards and skips those inputs (resumable like the per-file
-outputs); rows still buffered when a process is killed are redone.
+outputs); rows still buffered when a process is killed are redone. A run that meets an input
+claimed by another run (``sharing.Claims``) first reads the shards written since it started, so
+a row finished meanwhile is not written twice.
 
 Arrays are nested lists (``codes``: ``list<list<int16>>`` = ``[n_q][frames]``; ``embedding``: one
 list level per axis) with their ``shape`` beside them, so pandas, pyarrow and Hugging Face
@@ -17,9 +20,11 @@ mixing rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +34,7 @@ import numpy as np
 from .errors import UsageError
 from .sources import Source, display_path
 
-SHARD_RE = re.compile(r"^shard-(\d{3,})-(\d{5,})\.parquet$")
+SHARD_RE = re.compile(r"^shard-(\d{3,})-(\d{5,})(?:-[0-9a-f]{8})?\.parquet$")  # older runs: no run tag
 DEFAULT_SHARD_BYTES = 64 << 20
 META_KEY = b"audiotok"
 DATA_DIR = "data"  # shards go in OUT/data (OUT also holds manifest.jsonl)
@@ -71,9 +76,9 @@ class ShardWriter:
 
     ``settings`` (JSON-able) describe how the rows were made; finished shards made with other
     settings make the constructor raise ``UsageError`` unless ``overwrite`` (or not ``check_settings``:
-    a dry run that does not know every setting yet). With ``overwrite``,
-    this rank's old shards (every shard when ``world`` is 1) are removed when the first new shard
-    is written."""
+    a dry run that does not know every setting yet). With ``overwrite``, this rank's shards that
+    existed when the writer was made (every shard when ``world`` is 1) are removed when the first
+    new shard is written; shards other runs write meanwhile are kept."""
 
     def __init__(self, root: str | os.PathLike, settings: dict, rank: int = 0, world: int = 1,
                  max_bytes: int = DEFAULT_SHARD_BYTES, overwrite: bool = False, check_settings: bool = True):
@@ -87,8 +92,12 @@ class ShardWriter:
         self.buffered = 0
         self.written: list[Path] = []
         self.done: dict[str, Path] = {}  # id -> finished shard holding it
+        self.tag = secrets.token_hex(4)  # this writer's part of the shard names
         shards = self.finished_shards()
-        self.next_index = 1 + max((i for r, i, _ in shards if r == rank), default=-1)
+        self.existing = {path.name for _, _, path in shards}  # shards read (or, with overwrite, to replace)
+        # names are unique through the tag; the index keeps this rank's shards in order after earlier ones
+        self.next_index = 0 if overwrite else 1 + max((i for r, i, _ in shards if r == rank), default=-1)
+        self.on_flush: Callable[[list[str]], None] | None = None  # called with each shard's ids once it is on disk
         if not overwrite:
             for _, _, path in shards:
                 self._read_finished(path)
@@ -123,10 +132,25 @@ class ShardWriter:
     def has(self, row_id: str) -> bool:
         return row_id in self.done
 
+    def refresh(self) -> None:
+        """Read the ids of shards other runs finished since this writer last looked."""
+        mine = {p.name for p in self.written}
+        for _, _, path in self.finished_shards():
+            if path.name in self.existing or path.name in mine:
+                continue
+            self.existing.add(path.name)
+            _, pq = _pa()
+            try:
+                ids = pq.read_table(path, columns=["id"]).column("id").to_pylist()
+            except Exception:  # a shard removed or replaced meanwhile (another run's --overwrite)
+                continue
+            for i in ids:
+                self.done.setdefault(i, path)
+
     # --- writing ------------------------------------------------------------------------
     def shard_path(self, index: int | None = None) -> Path:
         i = self.next_index if index is None else index
-        return self.root / f"shard-{self.rank:03d}-{i:05d}.parquet"
+        return self.root / f"shard-{self.rank:03d}-{i:05d}-{self.tag}.parquet"
 
     def add(self, row: dict, nbytes: int) -> Path:
         """Buffer one row (a dict of column -> value; arrays as numpy); returns the shard it goes in."""
@@ -138,7 +162,8 @@ class ShardWriter:
         return target
 
     def flush(self) -> Path | None:
-        """Write the buffered rows as the next shard (one row group). Returns its path."""
+        """Write the buffered rows as the next shard (one row group). Returns its path (None when
+        nothing was buffered); ``on_flush(ids)`` is called with the ids now on disk."""
         if not self.rows:
             return None
         from .sinks import atomic_write
@@ -154,7 +179,10 @@ class ShardWriter:
             self.done[r["id"]] = path
         self.written.append(path)
         self.next_index += 1
+        ids = [r["id"] for r in self.rows]
         self.rows, self.buffered = [], 0
+        if self.on_flush is not None:
+            self.on_flush(ids)
         return path
 
     def close(self) -> None:
@@ -162,9 +190,9 @@ class ShardWriter:
 
     def _remove_old(self) -> None:
         for r, _, p in self.finished_shards():
-            if self.world <= 1 or r == self.rank:
-                p.unlink()
-        self.next_index = 0
+            if p.name in self.existing and (self.world <= 1 or r == self.rank):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
 
     def _table(self, rows: list[dict]):
         pa, _ = _pa()
@@ -222,15 +250,32 @@ class DatasetJob:
     command's job (its ``probe`` and ``load``) with a ``ShardWriter`` and a row builder
     ``row(source, info, result, settings) -> (row, nbytes)``."""
 
+    releases_claims = True  # a row's claim is released once its shard is on disk, not when it is buffered
+
     def __init__(self, job: Any, writer: ShardWriter, row: Callable, settings: dict):
         self.job, self.writer, self.row, self.settings = job, writer, row, settings
         self.probe = job.probe
         self.load = job.load
         name = type(job).__name__
         self.label = getattr(job, "label", None) or (name[:-3] if name.endswith("Job") else name).lower()
+        self.claims = None  # sharing.Claims of the run (set by the runner)
+        writer.on_flush = self._flushed
 
     def is_done(self, source: Source) -> bool:
         return self.writer.has(source_id(source))
+
+    def claim_key(self, source: Source) -> str:
+        return "row:" + source_id(source)
+
+    def done_after_claim(self, source: Source) -> bool:
+        """Whether another run wrote this row since this run started (read from its new shards)."""
+        self.writer.refresh()
+        return self.is_done(source)
+
+    def _flushed(self, ids: list[str]) -> None:
+        if self.claims is not None:
+            for i in ids:
+                self.claims.release("row:" + i)
 
     def target(self, source: Source) -> Path:
         return self.writer.done.get(source_id(source)) or self.writer.shard_path()

@@ -24,6 +24,15 @@ The *job* (``protocols.Job``) says what to do with inputs and results (command-s
     job.load                                   # picklable: path -> (payload, AudioInfo), in workers
     job.finish(source, info, result) -> dict   # write outputs, return manifest fields
     job.describe_error(source, info) -> dict   # manifest fields for a failed input (optional)
+    job.claim_key(source) -> str               # the output's name for claims (optional; default:
+                                               # its target relative to the output folder)
+    job.done_after_claim(source) -> bool       # made meanwhile by another run (optional)
+
+With ``claims`` (``sharing.Claims``; the runner passes one per output folder), each input's output
+is claimed just before the input is decoded: one held by another live run is left to it (a
+``skipped`` record saying so) and one finished meanwhile is skipped, so runs sharing an output
+folder share the work instead of doing it twice. Claims are released once the output is written
+(or failed); a job with ``releases_claims`` releases them itself (Parquet: when the shard is on disk).
 
 Memory stays bounded: at most ``2 * workers + 2`` loaded inputs wait at any time, and a batch
 holds about ``batch_seconds`` of audio (one input longer than that forms its own batch).
@@ -63,6 +72,7 @@ class Summary:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     output_trouble: str | None = None  # the first "disk full / read-only" error of an output write
+    elsewhere: int = 0  # skipped because another run into the same output folder was making them
     warnings: list[tuple[Source, str]] = field(default_factory=list)  # inputs that are ok but suspicious
 
     @property
@@ -228,14 +238,20 @@ def run(
     overwrite: bool = False,
     record_sink: Callable[[Outcome], None] = lambda o: None,
     progress: Any = None,
+    claims: Any = None,
 ) -> Summary:
     """Run ``sources`` through ``adapter`` and ``job``; ``record_sink`` receives every outcome."""
     summary = Summary()
     t0 = time.perf_counter()
     infos: dict[int, AudioInfo] = {}
     todo: list[int] = []
+    claimed: dict[int, str] = {}  # input -> the claim this run holds on its output
+    job_releases = bool(getattr(job, "releases_claims", False))
 
     def emit(i: int, outcome: Outcome) -> None:
+        ident = claimed.pop(i, None)
+        if ident is not None and (outcome.status != "ok" or not job_releases):
+            claims.release(ident)
         if outcome.status == "ok":
             summary.ok += 1
         elif outcome.status == "skipped":
@@ -287,6 +303,45 @@ def run(
 
     handed: set[int] = set()  # given to the adapter, no outcome yet
 
+    def claim_key(src: Source) -> str:
+        key = getattr(job, "claim_key", None)
+        if key is not None:
+            return key(src)
+        import os
+
+        return os.path.relpath(job.target(src), claims.root)
+
+    def done_meanwhile(src: Source) -> bool:
+        check = getattr(job, "done_after_claim", None)
+        if check is not None:
+            return check(src)
+        return not overwrite and job.is_done(src)
+
+    fed = 0
+
+    def feed() -> Iterator[tuple[int, Any]]:
+        """The inputs to decode, each claimed first (one another run holds or finished is skipped)."""
+        nonlocal fed
+        for i in todo:
+            src = sources[i]
+            if claims is not None:
+                ident = claim_key(src)
+                holder = claims.take(ident)
+                if holder is None:
+                    claimed[i] = ident
+                why = f"being made by {holder} into the same output folder" if holder is not None else \
+                    "made by another run into the same output folder meanwhile" if done_meanwhile(src) else None
+                if why is not None:
+                    if progress is not None and hasattr(progress, "discount"):
+                        progress.discount(infos[i].duration)
+                    summary.elsewhere += 1
+                    known = hasattr(job, "target") and (holder is None or not job_releases)  # a row's shard is not
+                    emit(i, Outcome(src, "skipped", {"input": src.path, **segment_fields(src), "status": "skipped",
+                                                     "output": str(job.target(src)) if known else None, "note": why}))
+                    continue
+            fed += 1
+            yield i, load_arg(src)
+
     def deliver(results) -> None:
         for key, res in results:
             if key not in handed:
@@ -323,8 +378,9 @@ def run(
 
     loader = Loader(SegmentLoad(job.load), workers)
     try:
-        loaded = loader.imap([(i, load_arg(sources[i])) for i in todo])
-        if todo and not isinstance(adapter, Adapter):
+        loaded = loader.imap(feed())  # submits the first inputs (as many as the loader keeps in flight)
+        working = fed > 0  # else every input was done or is another run's
+        if working and not isinstance(adapter, Adapter):
             adapter = adapter()  # a factory: build the model while the first inputs decode (never if all are done)
         attach_progress(adapter, progress, infos)
         batch: list[tuple[int, Any]] = []
@@ -344,7 +400,7 @@ def run(
         if batch:
             handed.update(k for k, _ in batch)
             deliver(_run_batch(adapter, batch, handed))
-        if todo:
+        if working:
             deliver(_guarded(adapter.flush, handed))
         for key in sorted(handed):  # every input gets a record, even one an adapter lost
             fail(key, "got no result from the model (a model step failed while it was held); rerun to retry")

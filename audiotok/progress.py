@@ -107,6 +107,13 @@ class Progress:
             self.t0 = self.clock()
         self._refresh_bar()
 
+    def discount(self, audio_seconds: float) -> None:
+        """Take one file out of the totals (another run into the same output folder is making it)."""
+        with self._lock:
+            self.files_total = max(0, self.files_total - 1)
+            self.audio_total = max(0.0, self.audio_total - audio_seconds)
+        self._refresh_bar()
+
     def update_file(self, key, seconds_done: float) -> None:
         """``seconds_done`` of the file ``key`` (not finished yet) are through the model."""
         with self._lock:

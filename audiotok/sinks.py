@@ -248,8 +248,9 @@ def _json_line(record: dict) -> str:
 
 
 class Manifest:
-    """Append-only JSONL, one line per input per run, flushed line by line (the last line per
-    input wins). Under torchrun or ``--shard``, each rank appends to its own part file.
+    """Append-only JSONL, one line per input per run, each line one ``write`` (the last line per
+    input wins; runs sharing the file append whole lines). Under torchrun or ``--shard``, each
+    rank appends to its own part file.
 
     A write that fails (disk full, file system gone read-only) does not end the run: the error is
     kept in ``failure`` and the run reports it at the end; outputs already written stay."""
@@ -263,10 +264,11 @@ class Manifest:
         self._cut = False  # a failed write may have left part of a line: start the next on a new line
 
     def append(self, record: dict) -> None:
-        line = ("\n" if self._cut else "") + _json_line(record)
-        try:
-            self._f.write(line)
-            self._f.flush()
+        line = (("\n" if self._cut else "") + _json_line(record)).encode("utf-8")
+        try:  # one write per line on an O_APPEND file: lines of runs sharing the manifest never interleave
+            fd = self._f.fileno()
+            while line:
+                line = line[os.write(fd, line):]
             self._cut = False
         except (OSError, ValueError) as exc:  # ValueError: the file could not be reopened after a failure
             self.lost += 1

@@ -78,12 +78,20 @@ def test_rerun_with_other_settings_is_refused(cli, tmp_path):
     write_wav(src / "a.wav", 0.5, seed=8)
     assert cli("encode", src, "-o", tmp_path / "o", "--quiet").code == 0
     r = cli("encode", src, "-o", tmp_path / "o", "-b", "24", "--quiet")
+    assert r.code == 2 and "holds outputs made with --bandwidth 6 (asked now: --bandwidth 24;" in r.err
+    assert "--overwrite" in r.err
+    (tmp_path / "o" / "settings.json").unlink()  # a folder from before settings.json: each output is compared
+    r = cli("encode", src, "-o", tmp_path / "o", "-b", "24", "--quiet")
     assert r.code == 2 and "was made with bandwidth 6.0 (asked now: 24.0)" in r.err and "--overwrite" in r.err
+    assert not (tmp_path / "o" / "settings.json").exists()  # the refused run does not record its settings
     r = cli("encode", src, "-o", tmp_path / "o", "-b", "24", "--quiet", "--overwrite")
     assert r.code == 0
     with np.load(tmp_path / "o" / "a.npz") as z:
         assert z["codes"].shape[0] == 32
     assert cli("encode", src, "-o", tmp_path / "n", "-f", "npy", "--quiet").code == 0
+    r = cli("encode", src, "-o", tmp_path / "n", "-f", "npy", "-b", "3", "--quiet")
+    assert r.code == 2 and "made with --bandwidth 6 (asked now: --bandwidth 3;" in r.err
+    (tmp_path / "n" / "settings.json").unlink()
     r = cli("encode", src, "-o", tmp_path / "n", "-f", "npy", "-b", "3", "--quiet")
     assert r.code == 2 and "8 codebooks (asked now: 4" in r.err
 
@@ -95,6 +103,9 @@ def test_embed_rerun_with_other_settings_is_refused(cli, tmp_path):
                                       encodecmae_gin(64, 2, 4))
     write_wav(tmp_path / "in" / "a.wav", 0.8, seed=9)
     assert cli("embed", tmp_path / "in", "-o", tmp_path / "e", "--model", ckpt, "--quiet").code == 0
+    r = cli("embed", tmp_path / "in", "-o", tmp_path / "e", "--model", ckpt, "--pool", "none", "--layer", "all", "--quiet")
+    assert r.code == 2 and "made with --layer -1 (asked now: --layer all;" in r.err
+    (tmp_path / "e" / "settings.json").unlink()  # a folder from before settings.json: each output is compared
     r = cli("embed", tmp_path / "in", "-o", tmp_path / "e", "--model", ckpt, "--pool", "none", "--layer", "all", "--quiet")
     assert r.code == 2 and "was made with layer '-1' (asked now: 'all')" in r.err
     with np.load(tmp_path / "e" / "a.npz") as z:

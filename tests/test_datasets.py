@@ -16,6 +16,19 @@ from audiotok.errors import UsageError
 from .conftest import shared_path, write_wav
 
 
+def _untagged(path) -> str:
+    """A shard's name without the run's tag (``shard-000-00000-1a2b3c4d.parquet`` -> ``shard-000-00000.parquet``)."""
+    import re
+
+    name = getattr(path, "name", None) or str(path).rsplit("/", 1)[-1]
+    assert re.fullmatch(r"shard-\d{3}-\d{5}-[0-9a-f]{8}\.parquet", name), name
+    return re.sub(r"-[0-9a-f]{8}\.parquet$", ".parquet", name)
+
+
+def _shards(folder) -> list[str]:
+    return sorted(_untagged(p) for p in folder.iterdir())
+
+
 def _row(i: int, n: int = 10) -> dict:
     codes = np.arange(2 * n, dtype=np.int16).reshape(2, n) + i
     return {"id": f"f{i}.wav", "codes": codes, "shape": np.asarray(codes.shape, np.int32), "model": "m"}
@@ -37,15 +50,16 @@ def test_shards_rotate_by_size_are_atomic_and_resumable(tmp_path):
     targets = [w.add(_row(i), _row(i)["codes"].nbytes) for i in range(5)]  # 40 bytes each: 3 rows per shard
     w.close()
     names = sorted(p.name for p in (tmp_path / "data").iterdir())
-    assert names == ["shard-000-00000.parquet", "shard-000-00001.parquet"]  # no temporary files left
-    assert [t.name for t in targets] == ["shard-000-00000.parquet"] * 3 + ["shard-000-00001.parquet"] * 2
+    assert [_untagged(n) for n in names] == ["shard-000-00000.parquet", "shard-000-00001.parquet"]  # no temp files
+    assert [_untagged(t) for t in targets] == ["shard-000-00000.parquet"] * 3 + ["shard-000-00001.parquet"] * 2
+    assert targets[0].name == names[0] and targets[3].name == names[1]
     first = pq.ParquetFile(tmp_path / "data" / names[0])
     assert first.metadata.num_row_groups == 1 and first.metadata.num_rows == 3
     again = ShardWriter(tmp_path / "data", {"kind": "codes", "model": "m"})
     assert [again.has(f"f{i}.wav") for i in range(6)] == [True] * 5 + [False]
     again.add(_row(5), 40)
     again.close()
-    assert again.written[0].name == "shard-000-00002.parquet"
+    assert _untagged(again.written[0]) == "shard-000-00002.parquet" and again.tag != w.tag
     table = read_parquet_dataset(tmp_path)
     assert table.column("id").to_pylist() == [f"f{i}.wav" for i in range(6)]
     assert np.array_equal(np.asarray(table.column("codes")[4].as_py(), np.int16), _row(4)["codes"])
@@ -64,8 +78,8 @@ def test_other_settings_are_refused_and_overwrite_replaces_this_ranks_shards(tmp
     assert not w.has("f1.wav")
     w.add(_row(7), 1)
     w.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-000-00000.parquet", "shard-001-00000.parquet"]
-    assert pq.read_table(tmp_path / "shard-001-00000.parquet").column("id").to_pylist() == ["f7.wav"]
+    assert _shards(tmp_path) == ["shard-000-00000.parquet", "shard-001-00000.parquet"]
+    assert pq.read_table(w.written[0]).column("id").to_pylist() == ["f7.wav"]
 
 
 def test_a_damaged_shard_is_one_clear_error(tmp_path):
@@ -95,8 +109,9 @@ def test_encode_parquet_equals_npz_and_reads_in_pandas_and_datasets(cli, clips, 
     r = cli("encode", clips, "-o", out, "-q", "--format", "parquet", "--jsonl")
     assert r.code == 0, r
     recs = [json.loads(x) for x in r.out.splitlines()]
-    assert {x["id"]: x["output"] for x in recs} == {"a.wav": str(out / "data" / "shard-000-00000.parquet"),
-                                                    "b/c.flac": str(out / "data" / "shard-000-00000.parquet")}
+    (shard,) = (out / "data").iterdir()
+    assert _untagged(shard) == "shard-000-00000.parquet"
+    assert {x["id"]: x["output"] for x in recs} == {"a.wav": str(shard), "b/c.flac": str(shard)}
 
     import pandas as pd
 
@@ -125,7 +140,7 @@ def test_encode_parquet_equals_npz_and_reads_in_pandas_and_datasets(cli, clips, 
     write_wav(clips / "d.wav", 0.5, seed=3)
     r = cli("encode", clips, "-o", out, "-q", "--format", "parquet", "--jsonl")
     assert r.code == 0 and sorted(json.loads(x)["status"] for x in r.out.splitlines()) == ["ok", "skipped", "skipped"]
-    assert sorted(p.name for p in (out / "data").iterdir()) == ["shard-000-00000.parquet", "shard-000-00001.parquet"]
+    assert _shards(out / "data") == ["shard-000-00000.parquet", "shard-000-00001.parquet"]
     r = cli("encode", clips, "-o", out, "-q", "--format", "parquet", "-b", "1.5")
     assert r.code == 2 and "made with other settings (bandwidth)" in r.err and "Traceback" not in r.err
     r = cli("encode", clips, "-o", out, "--format", "parquet", "--dry-run")
@@ -163,10 +178,10 @@ def test_embed_parquet_equals_npz(cli, clips, tmp_path):
     assert df.loc["a.wav", "pooling"] == "none" and df.loc["a.wav", "model_sample_rate"] == 24000
     r = cli("embed", clips, "-o", tmp_path / "pq", "-m", ckpt, "--format", "parquet", "--stack", tmp_path / "s.npy")
     assert r.code == 2 and "--stack reads per-file outputs" in r.err
-    r = cli("embed", clips, "-o", tmp_path / "pq", "-m", ckpt, "--format", "parquet", "--dry-run")
+    r = cli("embed", clips, "-o", tmp_path / "pq", "-m", ckpt, "--format", "parquet", "--dry-run", "--pool", "none")
+    (shard,) = (tmp_path / "pq" / "data").iterdir()
     assert r.code == 0 and r.out.splitlines() == [
-        f"skip    {clips}/a.wav ({tmp_path}/pq/data/shard-000-00000.parquet exists)",
-        f"skip    {clips}/b/c.flac ({tmp_path}/pq/data/shard-000-00000.parquet exists)"]
+        f"skip    {clips}/a.wav ({shard} exists)", f"skip    {clips}/b/c.flac ({shard} exists)"]
 
 
 def test_unknown_format_names_parquet(cli, clips, tmp_path):

@@ -26,7 +26,8 @@ from .conftest import REPO, shared_path, write_wav
 
 
 def _tree(root: Path) -> dict[str, Path]:
-    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file() and "manifest" not in p.name}
+    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file() and "manifest" not in p.name
+            and p.name != "settings.json"}
 
 
 def _codes(path: Path) -> np.ndarray:

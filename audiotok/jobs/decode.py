@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ..devices import check_device, check_threads
 from ..errors import UsageError
@@ -24,16 +27,30 @@ def _load_codes(path: str):
 
     c = read_codes(path)
     spec = get_codec(c.model)
-    return (c.model, c.item), AudioInfo(spec.sample_rate, spec.channels, c.item.n_samples)
+    return (c.model, c.item, c.bandwidth), AudioInfo(spec.sample_rate, spec.channels, c.item.n_samples)
+
+
+@dataclass
+class Decoded:
+    """One decoded file and what it was made with (recorded in the audio file and the manifest)."""
+
+    audio: np.ndarray  # float32 [channels, n_samples] at the codec's rate
+    codec: str
+    weights_sha256: str | None
+    bandwidth: float | None
 
 
 class DecodeJob:
-    """What decode does with each codes file: read it, write audio at the codec's rate."""
+    """What decode does with each codes file: read it, write audio at the codec's rate (with a JSON
+    comment naming the codec, its weights' sha256, the codes' bandwidth, the source and the numerics)."""
+
+    command = "decode"
 
     def __init__(self, out: Path, fmt: str, keep_ext: bool = False):
         from ..sinks import OutputTree
 
         self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
+        self.out = out
         self.fmt = fmt
         self.load = _load_codes
         self.numerics: dict = {}
@@ -47,17 +64,43 @@ class DecodeJob:
     def probe(self, path: str):
         return _load_codes(path)[1]
 
-    def finish(self, source, info, wav) -> dict:
+    def finish(self, source, info, dec: Decoded) -> dict:
+        import json
+
         import soundfile as sf
 
-        def write(f, data):  # encoded in memory first: a full disk is an OSError of f.write, not a libsndfile assertion
+        from .. import __version__
+        from ..sources import display_path
+
+        made = {"codec": dec.codec, "weights_sha256": dec.weights_sha256, "bandwidth": dec.bandwidth}
+        comment = json.dumps({"audiotok": __version__, **made, "source": display_path(source.path),
+                              "numerics": self.numerics}, sort_keys=True)
+
+        def write(f, wav):  # encoded in memory first: a full disk is an OSError of f.write, not a libsndfile assertion
             buf = io.BytesIO()
-            sf.write(buf, data.T.clip(-1.0, 1.0), info.sample_rate, format=self.fmt.upper(), subtype="PCM_16")
+            with sf.SoundFile(buf, "w", info.sample_rate, wav.shape[0], format=self.fmt.upper(), subtype="PCM_16") as snd:
+                snd.comment = comment  # WAV: the LIST/INFO ICMT chunk; FLAC: a Vorbis comment
+                snd.write(wav.T.clip(-1.0, 1.0))
             f.write(buf.getbuffer())
 
-        path = self.tree.write(source, write, wav)
-        return {"output": str(path), "n_samples": int(wav.shape[1]), "out_sample_rate": info.sample_rate,
-                "out_channels": int(wav.shape[0]), "numerics": self.numerics}
+        path = self.tree.write(source, write, dec.audio)
+        return {"output": str(path), "n_samples": int(dec.audio.shape[1]), "out_sample_rate": info.sample_rate,
+                "out_channels": int(dec.audio.shape[0]), **made, "numerics": self.numerics}
+
+
+def read_decoded_comment(path: str) -> dict | None:
+    """What a file ``decode`` wrote records about itself (codec, weights sha256, bandwidth, source,
+    numerics), or None for audio without that comment."""
+    import json
+
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(path) as f:
+            data = json.loads(f.comment or "null")
+    except (RuntimeError, ValueError, OSError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class CodecRouter:
@@ -67,24 +110,37 @@ class CodecRouter:
 
     def __init__(self, checkpoint, device, job: DecodeJob | None = None):
         self.checkpoint, self.device, self.decoders, self.job = checkpoint, device, {}, job
+        self.hashes: dict[str, str | None] = {}  # codec -> sha256 of the weights it loaded
+        self.pending: dict = {}  # key -> (codec, bandwidth) of items handed to a decoder
 
     def run(self, batch):
         from ..provenance import runtime
         from ..registry import get_codec
+        from ..weights import file_sha256
 
         groups: dict[str, list] = {}
-        for key, (model, item) in batch:
+        for key, (model, item, bandwidth) in batch:
             groups.setdefault(model, []).append((key, item))
+            self.pending[key] = (model, bandwidth)
         out = []
         for model, items in groups.items():
             if model not in self.decoders:
                 spec = get_codec(model)
-                self.decoders[model] = spec.load(self.checkpoint, self.device).decoder(self.device)
+                codec = spec.load(self.checkpoint, self.device)
+                self.decoders[model] = codec.decoder(self.device)
+                weights = getattr(codec, "checkpoint_path", None)
+                self.hashes[model] = file_sha256(weights, 16) if weights and Path(weights).is_file() else None
                 if self.job is not None:
                     self.job.numerics = runtime(self.device)
             self.decoders[model].on_progress = self.on_progress
             out.extend(self.decoders[model].run(items))
-        return out
+        return [(key, self._decoded(key, res)) for key, res in out]
+
+    def _decoded(self, key, res):
+        model, bandwidth = self.pending.pop(key, (None, None))
+        if isinstance(res, Exception):
+            return res
+        return Decoded(res, model, self.hashes.get(model), bandwidth)
 
     def flush(self):
         return []
@@ -113,6 +169,12 @@ def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, 
 
         raise WeightsError(f"checkpoint file {checkpoint} does not exist; check the --checkpoint path")
     job = DecodeJob(out, fmt, keep_ext)
+    weights: dict = {}
+    if not dry_run:  # the weights of a dry run are not resolved: not compared
+        from ..weights import file_sha256
+
+        weights = {"weights": f"sha256:{file_sha256(checkpoint, 16)}" if checkpoint is not None else "official"}
+    job.folder_settings = {"format": fmt, "keep_ext": keep_ext, **weights}
     if dry_run:
         from .runner import dry_run as plan
 

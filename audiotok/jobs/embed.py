@@ -93,6 +93,11 @@ def _stored_meta(path: Path) -> dict | None:
         return None
 
 
+def _folder_settings(fmt: str, keep_ext: bool, meta: dict) -> dict:
+    """What ``OUT/settings.json`` records for embed (the run's settings that change the arrays)."""
+    return {"format": fmt, "keep_ext": keep_ext, **{k: meta[k] for k in SETTINGS_KEYS if k in meta}}
+
+
 def write_stack(stack: Path, sources, job: EmbedJob) -> int:
     """``--stack``: see ``audiotok.stack`` (the ``[N, D]`` matrix + ``FILE.paths.jsonl``)."""
     from ..stack import write_stack as write
@@ -144,6 +149,10 @@ def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", la
         job.compare_settings = False
         if parquet:
             job = parquet_job(job, out, "embedding", {}, share, overwrite, shard_mb, check_settings=False)
+        job.command, job.out = "embed", out
+        job.folder_settings = _folder_settings(fmt, keep_ext, {
+            "model": str(model), "layer": "all" if str(layer).strip().lower() == "all" else str(int(layer)),
+            "pooling": pool, "chunk_seconds": float(chunk_seconds), "overlap": float(overlap), "dtype": dtype})
         return plan(sources, job, opts, excluded)
     from ..devices import apply_threads, resolve_device
     from ..embedder import MaeAdapter
@@ -171,6 +180,8 @@ def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", la
 
         settings = {("model_sample_rate" if k == "sample_rate" else k): v for k, v in meta.items()}
         job = parquet_job(embed_job, out, "embedding", settings, share, overwrite, shard_mb)
+    job.command = "embed"
+    job.folder_settings = _folder_settings(fmt, keep_ext, meta)
     summary = run_job(sources, share, job, adapter, out, opts)
     summary.stacked = write_stack(Path(stack), sources, embed_job) if stack is not None else None
     return summary

@@ -130,6 +130,10 @@ def encode_files(inputs, out: str | Path, *, model: str = DEFAULT_CODEC, bandwid
         from ..datasets import parquet_job
 
         job = parquet_job(job, out, "codes", {"model": spec.name, "bandwidth": bandwidth}, share, overwrite, shard_mb)
+    # what OUT/settings.json records (the weights are not resolved in a dry run: not compared then)
+    job.command, job.out = "encode", out
+    job.folder_settings = {"format": fmt, "keep_ext": keep_ext, "model": spec.name, "bandwidth": bandwidth,
+                           **({} if dry_run else {"weights_sha256": sha})}
     if dry_run:
         from .runner import dry_run as plan
 

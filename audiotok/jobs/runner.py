@@ -121,12 +121,23 @@ def run_job(sources, share, job, adapter, out: Path | None, opts: RunOptions, un
     from .. import pipeline
     from ..interrupts import termination_as_interrupt
     from ..progress import Progress
+    from ..sharing import Claims, check_folder_settings
     from ..sinks import JsonLines, Manifest, manifest_part_name, merge_manifest_parts, prepare_run_output
 
     manifest = None
+    claims = None
+    checked = None
     if out is not None:
         prepare_run_output(out)
+        settings = getattr(job, "folder_settings", None)
+        if settings is not None:  # the first run writes OUT/settings.json; other settings are refused
+            checked = check_folder_settings(out, job.command, settings, overwrite=opts.overwrite)
+            if checked.note:
+                eprint(checked.note)
+        claims = Claims(out).open()  # runs into one -o share the work: each output is made by one run
         manifest = Manifest(out / manifest_part_name(share.rank, share.world))
+        if hasattr(job, "claims"):
+            job.claims = claims  # Parquet: released once the shard holding the row is on disk
     stream = None
     if opts.jsonl:
         stream = JsonLines(None if opts.jsonl is True else opts.jsonl)
@@ -143,14 +154,24 @@ def run_job(sources, share, job, adapter, out: Path | None, opts: RunOptions, un
             summary = pipeline.run(
                 sources, job, adapter,
                 batch_seconds=opts.batch_seconds, workers=opts.workers, overwrite=opts.overwrite,
-                record_sink=record or default_record, progress=progress,
+                record_sink=record or default_record, progress=progress, claims=claims,
             )
+    except UsageError:  # an output made with other settings (a folder from before settings.json)
+        if checked is not None and checked.created:
+            from ..sharing import SETTINGS_FILE
+
+            (out / SETTINGS_FILE).unlink(missing_ok=True)  # it would claim settings the folder does not hold
+        raise
     finally:  # also when building the model fails (no GPU, damaged weights): the lines so far stay
         if manifest is not None:
             manifest.close()
-        close = getattr(job, "close", None)
-        if close is not None:
-            close()  # e.g. the last Parquet shard (also after Ctrl-C: finished rows are kept)
+        try:
+            close = getattr(job, "close", None)
+            if close is not None:
+                close()  # e.g. the last Parquet shard (also after Ctrl-C: finished rows are kept)
+        finally:
+            if claims is not None:
+                claims.close()
     if manifest is not None and manifest.failure is None:
         merge_manifest_parts(out, share.rank, share.world)
     settle(summary, manifest)
@@ -173,8 +194,13 @@ def dry_run(sources, job, opts: RunOptions, excluded=()):
     import sys
 
     from .. import pipeline
+    from ..sharing import check_folder_settings
     from ..sinks import JsonLines
 
+    settings = getattr(job, "folder_settings", None)
+    out = getattr(job, "out", None)
+    if settings is not None and out is not None:  # what a run would refuse, without writing the file
+        check_folder_settings(out, job.command, settings, overwrite=opts.overwrite, write=False)  # refuses
     records = pipeline.plan(sources, job, overwrite=opts.overwrite)
     records += [{"input": s.path, **pipeline.segment_fields(s), "status": "excluded"} for s in excluded]
     stdout = (JsonLines(None if opts.jsonl is True else opts.jsonl)) if opts.jsonl else None
@@ -226,7 +252,9 @@ def report(summary, quiet: bool) -> None:
     if not quiet:
         speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
         unit, per = pick_unit(summary.audio_seconds)
-        eprint(f"{summary.ok} done, {summary.skipped} skipped, {len(summary.failed)} failed; "
+        elsewhere = getattr(summary, "elsewhere", 0)
+        skipped = f"{summary.skipped} skipped" + (f" ({elsewhere} made by another run into the same -o)" if elsewhere else "")
+        eprint(f"{summary.ok} done, {skipped}, {len(summary.failed)} failed; "
                f"{format_amount(summary.audio_seconds, per)} {unit} of audio in {summary.wall_seconds:.1f} s "
                f"({speed:.1f}x real time)")
     for src, warning in getattr(summary, "warnings", []):

@@ -254,6 +254,31 @@ def _recorded_scorers(pairs, previous: dict[tuple[str, str], dict], bandwidth: f
     return scorers
 
 
+def _scorer_settings(tag: str, scorer) -> dict:
+    """What one model's frames and curves depend on, as ``TAG.KEY`` entries of a folder's settings file."""
+    tok = scorer.tokenizer
+    made = {"model": scorer.name, "lm_sha256": scorer.identity.get("sha256"), "codec": tok.get("codec"),
+            "codec_sha256": tok.get("codec_sha256"), "bandwidth": tok.get("bandwidth"),
+            "codebooks": list(scorer.codebooks), "context": scorer.context, "stride": scorer.stride}
+    return {f"{tag}.{k}": v for k, v in made.items()}
+
+
+def _check_folders(job: ScoreJob, frames: Path | None, plot: Path | None, overwrite: bool) -> None:
+    """``--frames`` and ``--plot`` folders hold one setting per model name (``settings.json``): a rerun
+    with other LM or codec weights, bandwidth or window is refused unless ``overwrite``. Frames
+    files are per model name, so a folder takes further models; a plot shows the run's models together."""
+    from ..sharing import check_folder_settings
+
+    settings: dict = {}
+    for tag, scorer in zip(job.tags, job.scorers):
+        settings.update(_scorer_settings(tag, scorer))
+    for folder, command, merge in ((frames, "score --frames", True), (plot, "score --plot", False)):
+        if folder is not None:
+            note = check_folder_settings(folder, command, settings, overwrite=overwrite, merge=merge).note
+            if note:
+                eprint(note)
+
+
 @dataclass
 class ScoreResult:
     summary: object  # pipeline.Summary
@@ -336,6 +361,7 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
         adapter = ScoreAdapter(features, scorers, rows=rows)
         job = ScoreJob(scorers, frames, plot, done, need_mel)
 
+    _check_folders(job, frames, plot, overwrite)
     from ..sinks import open_append
 
     out_stream = open_append(output) if output is not None else None
