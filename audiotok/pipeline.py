@@ -108,13 +108,21 @@ def final_status(summary: Summary, manifest: Any, say: Callable[[str], None]) ->
     return summary.exit_code
 
 
-def _worker_init(parent: int) -> None:
+def _worker_init(parent: int, codecs: tuple = ()) -> None:
     """Decode workers die with the main process, even when it is killed with SIGKILL: Linux's
     parent-death signal, and on every system a thread that exits when the parent is gone. Ctrl-C
-    and SIGTERM are the main process's to handle (it shuts the workers down)."""
+    and SIGTERM are the main process's to handle (it shuts the workers down). ``codecs``: the
+    parent's registered codecs (facts only), so codes of a codec registered by the user's script
+    read in a worker as they do in the parent."""
     import os
     import signal
     import threading
+
+    from .registry import CODECS, register_codec
+
+    for spec in codecs:
+        if spec.name not in CODECS:
+            register_codec(spec)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -138,24 +146,84 @@ def _worker_init(parent: int) -> None:
     threading.Thread(target=watch, name="audiotok-parent-watch", daemon=True).start()
 
 
+def _worker_codecs() -> tuple:
+    """The registered codecs as facts a worker can unpickle (an implementation given as a function,
+    maybe defined in the user's script, is dropped: workers read codes files, they load no model)."""
+    import dataclasses
+
+    from .registry import CODECS
+
+    specs = {id(s): s for s in CODECS.values()}.values()
+    return tuple(s if isinstance(s.implementation, str) else dataclasses.replace(s, implementation="") for s in specs)
+
+
+def _quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with its stderr on the null device.
+
+    The tracker outlives a parent killed with SIGKILL just long enough to remove the semaphores
+    the worker pool's queues used, and says so ("There appear to be 1 leaked semaphore objects to
+    clean up at shutdown"): a warning about its own cleanup, printed into the user's terminal or
+    log after the kill. The cleanup still runs; only that message goes. (No-op once the tracker
+    runs, and on systems without it.)"""
+    import os
+
+    try:
+        from multiprocessing import resource_tracker
+    except ImportError:  # pragma: no cover - Windows
+        return
+    tracker = resource_tracker._resource_tracker
+    if getattr(tracker, "_fd", None) is not None:
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class _QuietStartProcess(mp.context.SpawnProcess):
-    """A decode worker born with SIGINT ignored. Ctrl-C in a terminal signals the whole process
-    group; a worker still starting (importing, before ``_worker_init`` runs) would print its own
-    KeyboardInterrupt traceback. An ignored signal stays ignored across exec, and Python keeps it
-    so; the main process handles Ctrl-C and stops the workers. (Only the main thread may change a
-    handler; elsewhere the worker starts as usual.)"""
+    """A decode worker that never runs the user's main module, born with SIGINT ignored.
+
+    Spawned children normally import the parent's ``__main__`` again (its path, or its module
+    name): a script calling ``audiotok.encode_files`` at top level, without an
+    ``if __name__ == "__main__"`` guard, would run again in every worker, and ``python -`` (main
+    ``<stdin>``) cannot be imported at all. The workers need nothing from it (they run audiotok's
+    readers), so ``__main__`` is a bare module while a worker starts, and the API works in plain
+    scripts, ``python -``, ``python -c`` and notebooks.
+
+    Ctrl-C in a terminal signals the whole process group; a worker still starting (importing,
+    before ``_worker_init`` runs) would print its own KeyboardInterrupt traceback. An ignored
+    signal stays ignored across exec, and Python keeps it so; the main process handles Ctrl-C and
+    stops the workers. (Only the main thread may change a handler; elsewhere SIGINT is left as it is.)"""
 
     def start(self) -> None:
         import signal
         import threading
+        import types
 
-        if threading.current_thread() is not threading.main_thread():
-            return super().start()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")  # what the child is told to import: nothing
         try:
-            return super().start()
+            if threading.current_thread() is not threading.main_thread():
+                return super().start()
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                return super().start()
+            finally:
+                signal.signal(signal.SIGINT, previous)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if main is not None:
+                sys.modules["__main__"] = main
 
 
 class _QuietSpawnContext(mp.context.SpawnContext):
@@ -177,10 +245,12 @@ class Loader:
             return cf.ThreadPoolExecutor(max_workers=1)
         import os
 
-        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_QuietSpawnContext(),
-                                      initializer=_worker_init, initargs=(os.getpid(),))
+        _quiet_resource_tracker()
 
-    def imap(self, items: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
+        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_QuietSpawnContext(),
+                                      initializer=_worker_init, initargs=(os.getpid(), _worker_codecs()))
+
+    def imap(self, items) -> Iterator[tuple[int, Any]]:
         """Results in order. The first ``window`` inputs are submitted at once, before the first
         result is asked for."""
         pending: deque = deque()

@@ -205,3 +205,61 @@ def test_score_files_equals_the_cli(cli, offline_cache, tmp_path):
         with np.load(tmp_path / "fcli" / rec["frames_output"]) as x, np.load(tmp_path / "fapi" / rec["frames_output"]) as y:
             for key in ("token", "surprisal", "entropy", "rank"):
                 np.testing.assert_array_equal(x[key], y[key])
+
+
+def _docs_example() -> str:
+    """The first Python block of docs/api.md ("Files in, files out"), as a user would copy it."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_docs_example_runs_as_a_script_from_stdin_and_as_a_module(offline_cache, tmp_path):
+    """The docs/api.md example with default options and no ``__main__`` guard: run as a script, fed to
+    ``python -`` and run with ``python -m`` (a main module imported by name, as notebooks' kernels
+    are), every command works once: the decode workers never run the user's main module again."""
+    import os
+    import subprocess
+    import sys
+
+    from audiotok.testing import (
+        encodecmae_gin,
+        fill_hf_cache,
+        random_encodecmae_state,
+        save_encodecmae_checkpoint,
+        save_random_lm_checkpoint,
+    )
+
+    from .conftest import REPO
+
+    example = _docs_example()
+    assert 'encode_files(["data/"], "tokens/"' in example and "if __name__" not in example
+    mae = save_encodecmae_checkpoint(tmp_path / "mae.pt", random_encodecmae_state("mel", dim=64, layers=2, heads=4),
+                                     encodecmae_gin(64, 2, 4))
+    fill_hf_cache(tmp_path / "hf" / "hub", "lpepino/encodecmae-v2", {"mel256-ec-base_st.pt": mae})
+    codec = offline_cache / "hub" / "checkpoints" / "encodec_24khz-d7cc33bc.th"
+    env = {**os.environ, "TORCH_HOME": str(offline_cache), "AUDIOTOK_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    env.pop("HF_HUB_CACHE", None)
+    for way in ("script", "stdin", "module"):
+        work = tmp_path / way
+        write_wav(work / "data" / "a.wav", 0.6, seed=1)
+        write_wav(work / "data" / "b" / "c.wav", 0.4, sr=16000, seed=2)
+        save_random_lm_checkpoint(work / "wgpt.pt", codec, arch="whisper-gpt")
+        # the whole example as a script; its first command (encode, decode workers) the other ways
+        code = example if way == "script" else example.split("\naudiotok.decode_files")[0] + "\n"
+        (work / "api_example.py").write_text(code)
+        cmd, stdin = {"script": ([sys.executable, "api_example.py"], None),
+                      "stdin": ([sys.executable, "-"], code),
+                      "module": ([sys.executable, "-m", "api_example"], None)}[way]
+        proc = subprocess.run(cmd, cwd=work, env=env, input=stdin, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (way, proc.stderr[-3000:])
+        assert "Traceback" not in proc.stderr and "bootstrapping phase" not in proc.stderr, (way, proc.stderr[-3000:])
+        lines = proc.stdout.splitlines()  # each print once: the script ran once
+        assert sorted(p.relative_to(work).as_posix() for p in (work / "tokens").rglob("*.npz")) == ["tokens/a.npz", "tokens/b/c.npz"]
+        if way != "script":
+            assert lines == ["2 0 []"], (way, lines)
+            continue
+        assert lines[:2] == ["2 0 []", "2"] and len(lines) == 3 and lines[2].endswith(" 0"), (way, lines)
+        assert float(lines[2].split()[0]) > 0 and len((work / "scores.jsonl").read_text().splitlines()) == 2
+        assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*.flac")) == ["audio/a.flac", "audio/b/c.flac"]
+        assert np.load(work / "feats.npy").shape == (2, 64)

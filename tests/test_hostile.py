@@ -541,6 +541,8 @@ def test_workers_die_with_a_killed_parent(tmp_path, hub_cache):
     while time.monotonic() < deadline and any(_alive(c) for c in children):
         time.sleep(0.2)
     assert not [c for c in children if _alive(c)], "worker or resource tracker outlived its killed parent"
+    err = proc.stderr.read()  # the tracker cleaned up the pool's semaphores without a word about it
+    assert "leaked semaphore" not in err and "resource_tracker" not in err, err
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
