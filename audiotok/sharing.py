@@ -51,22 +51,25 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
             if blocking:
                 raise
             return False
-
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 else:
+    import errno
     import fcntl
 
+    _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
     def _lock(fd: int, blocking: bool, shared: bool = False) -> bool:
+        """Lock ``fd``; False when another holds it (non-blocking). A file system without locks
+        (some FUSE and NFS mounts) counts as locked: runs there cannot see each other's claims
+        (docs/guarantees.md), but they run."""
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
             return True
         except BlockingIOError:
             return False
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            if exc.errno in _NO_LOCKS:
+                return True
+            raise
 
 
 def _open(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
