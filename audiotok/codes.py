@@ -149,11 +149,83 @@ def read_codes(path: str, lm_loader=None) -> CodesFile:
                 _check_scales(scales.reshape(-1), len(CODECS[model].segment_frames(n_samples)))
                 scales = scales.reshape(-1)
             item = EncodedItem(codes.astype(np.int16), scales, n_samples)
-            bandwidth = float(z["bandwidth"]) if "bandwidth" in z.files else CODECS[model].bandwidth_for(codes.shape[0])
+            bandwidth = _check_metadata(z, model, codes.shape[0])
             return CodesFile(item, model, bandwidth)
     except (ValueError, KeyError, OSError, EOFError, TypeError, zipfile.BadZipFile) as exc:
         raise InputError(f"is not a valid .{suffix} codes file ({exc})") from None
-    raise InputError("has an unknown extension; decode reads .npz, .npy and .ecdc")
+    raise InputError("has an unknown extension; codes are read from .npz, .npy and .ecdc files (and decode reads "
+                     "the .parquet shards of encode --format parquet)")
+
+
+_EDITED = "; the file is corrupt or was edited"
+
+
+def _check_bandwidth(model: str, bandwidth: float, n_q: int) -> None:
+    """A declared bandwidth must be one of the model's and give exactly ``n_q`` codebooks."""
+    spec = get_codec(model)
+    if not any(abs(bandwidth - b) < 1e-6 for b in spec.bandwidths):
+        raise InputError(f"declares bandwidth {bandwidth:g} kbps, which {model} does not have "
+                         f"({', '.join(f'{b:g}' for b in spec.bandwidths)}){_EDITED}")
+    want = spec.n_codebooks(bandwidth)
+    if want != n_q:
+        raise InputError(f"declares bandwidth {bandwidth:g} kbps ({want} codebooks) but holds {n_q} codebooks{_EDITED}")
+
+
+def check_codes_fit(item: EncodedItem, model: str, bandwidth: float | None) -> None:
+    """Codes read from elsewhere (a Parquet row) checked as ``.npz`` codes are: the model is known,
+    codes in range, frames fit ``n_samples``, scales fit the segments, the bandwidth the codebooks."""
+    if model not in CODECS:
+        raise InputError(f"was written for an unknown model {model!r}")
+    _check_codes(item.codes, model)
+    _check_length(model, item.n_samples, item.codes.shape[1])
+    if CODECS[model].normalize:
+        if item.scales is None:
+            raise InputError(f"holds {CODECS[model].sample_rate // 1000} kHz codes without their scales, so they "
+                             "cannot be decoded to the right loudness; encode the audio again")
+        _check_scales(item.scales.reshape(-1), len(CODECS[model].segment_frames(item.n_samples)))
+    if bandwidth is not None:
+        _check_bandwidth(model, float(bandwidth), item.codes.shape[0])
+
+
+def _check_metadata(z, model: str, n_q: int) -> float | None:
+    """What an ``.npz`` declares beside its codes (bandwidth, ``n_q``, rates, ``settings``) must fit
+    the codes and the model; returns the bandwidth (from the codebook count when none is stored)."""
+    spec = get_codec(model)
+    edited = _EDITED
+
+    def number(key: str) -> float | None:
+        if key not in z.files:
+            return None
+        value = z[key]
+        if value.shape != () or not np.issubdtype(value.dtype, np.number):
+            raise InputError(f"has {key} of dtype {value.dtype} and shape {value.shape}, not one number{edited}")
+        return float(value)
+
+    if (declared := number("n_q")) is not None and declared != n_q:
+        raise InputError(f"declares {declared:g} codebooks (n_q) but holds {n_q}{edited}")
+    if (rate := number("sample_rate")) is not None and rate != spec.sample_rate:
+        raise InputError(f"declares a sample rate of {rate:g} Hz but {model} runs at {spec.sample_rate} Hz{edited}")
+    if (fps := number("frame_rate")) is not None and abs(fps - spec.frame_rate) > 1e-6 * spec.frame_rate:
+        raise InputError(f"declares {fps:g} frames per second but {model} has {spec.frame_rate:g}{edited}")
+    bandwidth = number("bandwidth")
+    if bandwidth is None:
+        return spec.bandwidth_for(n_q)
+    _check_bandwidth(model, bandwidth, n_q)
+    if "settings" in z.files:
+        import json
+
+        try:
+            settings = json.loads(str(z["settings"]))
+        except ValueError:
+            raise InputError(f"has settings that are not valid JSON{edited}") from None
+        if isinstance(settings, dict):
+            for key, have in (("model", model), ("bandwidth", bandwidth)):
+                value = settings.get(key)
+                if value is not None and value != have:
+                    shown = f"{value:g}" if isinstance(value, (int, float)) else repr(value)
+                    mine = f"{have:g}" if isinstance(have, float) else repr(have)
+                    raise InputError(f"records {key} {shown} in its settings but declares {mine}{edited}")
+    return bandwidth
 
 
 def _check_npy_header(f: IO[bytes], available: int, what: str) -> None:

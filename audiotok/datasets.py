@@ -304,3 +304,107 @@ def read_parquet_dataset(out: str | os.PathLike):
     root = Path(out) / DATA_DIR
     paths = sorted(p for p in root.iterdir() if SHARD_RE.match(p.name)) if root.is_dir() else []
     return pa.concat_tables([pq.read_table(p) for p in paths]) if paths else None
+
+
+# --- reading rows back (``decode`` of ``encode --format parquet`` output) -------------------------------
+def expand_rows(sources: list[Source]) -> list[Source]:
+    """Each ``.parquet`` source becomes one source per row (``row``: its ``id``; outputs mirror the
+    id, so ``decode DS/data -o audio/`` rebuilds the input tree); other sources stay as they are. A
+    shard that cannot be read, or has no ``id`` column, stays one source with that error."""
+    import dataclasses
+
+    out: list[Source] = []
+    for s in sources:
+        if s.error or not s.path.lower().endswith(".parquet"):
+            out.append(s)
+            continue
+        try:
+            ids = _read_columns(s.path, ["id"]).column("id").to_pylist()
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            out.append(dataclasses.replace(s, error=f"is not a readable Parquet shard with an id column ({_short(exc)})"))
+            continue
+        for i in ids:
+            if not isinstance(i, str) or not i or i.startswith("/") or ".." in Path(i).parts:
+                out.append(dataclasses.replace(s, rel=s.rel, error=f"has a row whose id {i!r} is not a relative path"))
+                continue
+            out.append(dataclasses.replace(s, rel=str(Path(*Path(i).parts)), row=i))
+    return out
+
+
+def _short(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc).strip() else ''}"
+
+
+def _read_columns(path: str, columns: list[str]):
+    _, pq = _pa()
+    from .sources import open_regular
+
+    with open_regular(path) as f:
+        return pq.read_table(f, columns=columns)
+
+
+_TABLES: dict = {}  # (path, mtime_ns, size, arrays) -> (table, {id: index}), per process
+_ROW_COLUMNS = ["id", "shape", "n_samples", "model", "bandwidth", "scales", "codes"]
+
+
+def _shard_table(path: str, arrays: bool):
+    """The columns of a shard ``decode`` reads (without ``codes`` unless ``arrays``), cached: the
+    small columns of every shard (probing goes through rows in id order, across shards), the codes
+    of the last two (decoding goes shard by shard)."""
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size, arrays)
+    if key not in _TABLES:
+        _, pq = _pa()
+        names = set(pq.read_schema(path).names)
+        missing = [c for c in _ROW_COLUMNS if c not in names and c != "scales"]
+        if missing:
+            from .errors import InputError
+
+            raise InputError(f"is not a shard of `encode --format parquet` (no {', '.join(missing)} column)")
+        table = _read_columns(path, [c for c in _ROW_COLUMNS if c in names and (arrays or c != "codes")])
+        if arrays:
+            for old in [k for k in _TABLES if k[3]][:-1]:  # rows come shard by shard: two cover a switch
+                _TABLES.pop(old)
+        _TABLES[key] = (table, {rid: i for i, rid in enumerate(table.column("id").to_pylist())})
+    return _TABLES[key]
+
+
+def read_codes_row(path: str, row: str, probe_only: bool = False):
+    """Row ``row`` of an ``encode --format parquet`` shard as a ``codes.CodesFile``, checked as
+    ``.npz`` files are (shape, codebooks, bandwidth, length, scales); ``probe_only``: without the
+    codes array (for lengths)."""
+    from .codes import CodesFile, EncodedItem, check_codes_fit
+    from .errors import InputError
+
+    try:
+        table, index = _shard_table(path, arrays=not probe_only)
+    except InputError:
+        raise
+    except Exception as exc:  # unreadable, not a regular file, damaged: pyarrow raises several types
+        raise InputError(f"is not a readable Parquet shard ({_short(exc)})") from None
+    if row not in index:
+        raise InputError(f"has no row {row!r} (the shard changed since it was listed)")
+    i = index[row]
+
+    def value(name):
+        return table.column(name)[i].as_py() if name in table.column_names else None
+
+    model, n_samples, bandwidth = value("model"), value("n_samples"), value("bandwidth")
+    shape = value("shape")
+    if not isinstance(model, str) or not isinstance(n_samples, int) or not isinstance(shape, list) or len(shape) != 2:
+        raise InputError(f"has a row {row!r} without a model, n_samples or [n_q, frames] shape; the shard is corrupt")
+    if probe_only:
+        codes = np.zeros((int(shape[0]), 0), np.int16)
+    else:
+        cell = table.column("codes")[i]
+        inner = cell.values  # list<int16> per codebook
+        flat = inner.flatten().to_numpy(zero_copy_only=False) if inner is not None else np.zeros(0, np.int16)
+        if len(inner or []) != shape[0] or flat.size != shape[0] * shape[1]:
+            raise InputError(f"has a row {row!r} whose codes do not fit its shape {shape}; the shard is corrupt")
+        codes = flat.reshape(shape[0], shape[1])
+    scales = value("scales")
+    scales = None if scales is None else np.asarray(scales, np.float32)
+    item = EncodedItem(codes, scales, n_samples)
+    if not probe_only:
+        check_codes_fit(item, model, bandwidth)
+    return CodesFile(item, model, bandwidth)

@@ -1,5 +1,6 @@
-"""``encode`` outputs as inputs of the LM commands (``score``, ``train lm``): the codes as written,
-checked against the tokenizer the LM reads, and the source audio when a mel is needed.
+"""``encode`` outputs as inputs of the LM commands (``score``: ``.npz``, ``.npy``, ``.ecdc``; ``train
+lm``: ``.npz``): the codes as written, checked against the tokenizer the LM reads, and the source
+audio when a mel is needed (``.npz`` only: the others record no source).
 
 Using the codes file gives the same numbers as tokenising the audio again, because the first ``k``
 codebooks of a residual quantiser do not depend on how many more were asked for and the codec's
@@ -26,8 +27,8 @@ class EncodedInput:
 
 
 def is_codes_file(path: str) -> bool:
-    """Whether an LM input is an ``encode`` output rather than audio."""
-    return str(path).lower().endswith(".npz")
+    """Whether an LM input is an ``encode`` output (``.npz``, ``.npy``, ``.ecdc``) rather than audio."""
+    return str(path).lower().endswith((".npz", ".npy", ".ecdc"))
 
 
 def _source_audio(path: str, stored: str | None, n_samples: int, sample_rate: int) -> np.ndarray:
@@ -68,7 +69,9 @@ def read_encoded(path: str, tokenizer: dict, need_codebooks: int, need_audio: bo
                          f"({asked}); encode again with those weights, or score the audio itself")
     audio = None
     if need_audio:
-        with np.load(path, allow_pickle=False) as z:
-            src = str(z["source"]) if "source" in z.files else None
+        src = None
+        if str(path).lower().endswith(".npz"):  # .npy / .ecdc record no source audio
+            with np.load(path, allow_pickle=False) as z:
+                src = str(z["source"]) if "source" in z.files else None
         audio = _source_audio(path, src, c.item.n_samples, int(tokenizer["sample_rate"]))
     return EncodedInput(c.item.codes[:need_codebooks].astype(np.int16), int(c.item.n_samples), audio)

@@ -368,8 +368,9 @@ def run(
     if progress is not None:
         progress.set_total(len(sources), sum(infos[i].duration for i in todo))
 
-    # 2. longest first (memory problems show at once; batches of similar lengths)
-    todo.sort(key=lambda i: (-infos[i].duration, i))
+    # 2. longest first (memory problems show at once; batches of similar lengths); rows of one
+    # dataset file together, so each file is read once
+    todo.sort(key=lambda i: (sources[i].path if sources[i].row is not None else "", -infos[i].duration, i))
 
     handed: set[int] = set()  # given to the adapter, no outcome yet
 
@@ -493,14 +494,25 @@ class SegmentRef:
     duration: float | None
 
 
+@dataclass(frozen=True)
+class RowRef:
+    """What the loader is handed for one row of a dataset file (picklable)."""
+
+    path: str
+    row: str
+
+
 def load_arg(src: Source):
-    """The loader's argument for ``src``: its path, or a ``SegmentRef`` for a manifest segment."""
+    """The loader's argument for ``src``: its path, a ``SegmentRef`` for a manifest segment or a
+    ``RowRef`` for a row of a dataset file."""
+    if src.row is not None:
+        return RowRef(src.path, src.row)
     return SegmentRef(src.path, src.offset, src.duration) if src.is_segment else src.path
 
 
 class SegmentLoad:
-    """Wraps a job's ``load(path)`` so segments are read as ``load(path, offset=, duration=)``
-    (picklable when ``load`` is)."""
+    """Wraps a job's ``load(path)`` so segments are read as ``load(path, offset=, duration=)`` and
+    dataset rows as ``load(path, row=)`` (picklable when ``load`` is)."""
 
     def __init__(self, load: Callable):
         self.load = load
@@ -508,12 +520,27 @@ class SegmentLoad:
     def __call__(self, arg):
         if isinstance(arg, SegmentRef):
             return self.load(arg.path, offset=arg.offset, duration=arg.duration)
+        if isinstance(arg, RowRef):
+            return self.load(arg.path, row=arg.row)
         return self.load(arg)
 
 
-def probe_source(job: Any, src: Source) -> AudioInfo:
-    """``job.probe`` of the source's file, clipped to its segment."""
-    info = job.probe(src.path)
+def probe_source(job: Any, src: Source, cache: dict | None = None) -> AudioInfo:
+    """``job.probe`` of the source's file (or dataset row), clipped to its segment. ``cache``: the
+    headers read so far by path (the segments of one recording read its header once)."""
+    if src.row is not None:
+        return job.probe(src.path, row=src.row)
+    if cache is None:
+        info = job.probe(src.path)
+    else:
+        if src.path not in cache:
+            try:
+                cache[src.path] = job.probe(src.path)
+            except Exception as exc:  # the same error for every segment of the file
+                cache[src.path] = exc
+        info = cache[src.path]
+        if isinstance(info, Exception):
+            raise info
     if not src.is_segment:
         return info
     from .audio import clip_info
@@ -522,7 +549,9 @@ def probe_source(job: Any, src: Source) -> AudioInfo:
 
 
 def segment_fields(src: Source) -> dict:
-    """Manifest fields naming a segment (none for a whole file)."""
+    """Manifest fields naming a segment or a dataset row (none for a whole file)."""
+    if src.row is not None:
+        return {"row": src.row}
     return {"offset": src.offset, "segment_duration": src.duration} if src.is_segment else {}
 
 

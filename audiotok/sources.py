@@ -26,6 +26,7 @@ class Source:
     error: str | None = None  # set when the input cannot even be listed (missing, loop)
     offset: float = 0.0  # seconds into the recording where this input starts (manifest segments)
     duration: float | None = None  # seconds from ``offset``; None: to the end
+    row: str | None = None  # one row (its ``id``) of a dataset file (``decode`` of Parquet shards)
 
     @property
     def is_segment(self) -> bool:

@@ -61,7 +61,8 @@ def decode(
     out: Path = cli.OUT,
     fmt: str = typer.Option("wav", "--format", "-f", help="wav or flac (16-bit PCM at the model's rate)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Codec weights file (default: official, torch hub cache)."),
-    ext: str = typer.Option(",".join(CODE_EXTENSIONS), "--ext", help="Extensions to take from directories."),
+    ext: str = typer.Option(",".join((*CODE_EXTENSIONS, "parquet")), "--ext",
+                            help="Extensions to take from directories (parquet: `encode --format parquet` shards)."),
     exclude: list[str] = cli.EXCLUDE,
     dry_run: bool = cli.DRY_RUN,
     keep_ext: bool = cli.KEEP_EXT,
@@ -75,7 +76,7 @@ def decode(
     shard: str = cli.SHARD,
     log_every: float = cli.LOG_EVERY,
 ) -> None:
-    """Decode .npz / .npy / .ecdc codes back to audio, trimmed to the original length."""
+    """Decode .npz / .npy / .ecdc codes (or Parquet shards' rows) back to audio, trimmed to the original length."""
     from ..jobs.decode import decode_files
 
     summary = cli.run(decode_files, inputs, out, fmt=fmt, checkpoint=checkpoint, exclude=exclude, dry_run=dry_run,

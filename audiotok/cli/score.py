@@ -25,8 +25,9 @@ def score(
     frames: Path = typer.Option(None, "--frames", help="Per-frame arrays (time, token, surprisal, entropy, rank) under DIR."),
     plot: Path = typer.Option(None, "--plot", help="A PNG per file (spectrogram + surprisal curves) under DIR."),
     rows: int = typer.Option(8, "--rows", min=1, help="Windows per model call (speed only; scores do not change)."),
-    ext: str = typer.Option(",".join((*AUDIO_EXTENSIONS, "npz")), "--ext",
-                            help="Extensions to take from directories (comma-separated; npz: codes written by encode)."),
+    ext: str = typer.Option(",".join((*AUDIO_EXTENSIONS, "npz", "ecdc")), "--ext",
+                            help="Extensions to take from directories (comma-separated; npz, ecdc: codes written by encode)."),
+    exclude: list[str] = cli.EXCLUDE,
     device: str = cli.DEVICE,
     threads: int = cli.THREADS,
     batch_seconds: float = cli.BATCH_SECONDS,
@@ -40,7 +41,7 @@ def score(
 
     result = cli.run(score_files, inputs, models=model, checkpoints=checkpoint, codec_checkpoint=codec_checkpoint,
                      bandwidth=bandwidth, output=output, summary_path=summary_path, frames=frames, plot=plot,
-                     rows=rows, ext=ext, device=device, threads=threads, batch_seconds=batch_seconds,
+                     rows=rows, ext=ext, exclude=exclude, device=device, threads=threads, batch_seconds=batch_seconds,
                      workers=workers, overwrite=overwrite, progress=not quiet, shard=shard)
     print_corpus(result.corpus)
     cli.finish(result.summary, quiet)

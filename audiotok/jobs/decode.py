@@ -1,4 +1,5 @@
-"""Decode: codes files (``.npz`` / ``.npy`` / ``.ecdc``) -> audio at the codec's rate.
+"""Decode: codes files (``.npz`` / ``.npy`` / ``.ecdc``, and the rows of ``encode --format parquet``
+shards) -> audio at the codec's rate.
 
     from audiotok import decode_files
     summary = decode_files(["tokens/"], "audio/", fmt="flac")
@@ -20,12 +21,18 @@ from .runner import RunOptions, collect_sources, run_job
 FORMATS = ("wav", "flac")
 
 
-def _load_codes(path: str):
+def _load_codes(path: str, row: str | None = None, probe_only: bool = False):
+    """A codes file (or one row of an ``encode --format parquet`` shard) -> ((model, item, bandwidth), AudioInfo)."""
     from ..audio import AudioInfo
     from ..codes import read_codes
     from ..registry import get_codec
 
-    c = read_codes(path)
+    if row is not None:
+        from ..datasets import read_codes_row
+
+        c = read_codes_row(path, row, probe_only=probe_only)
+    else:
+        c = read_codes(path)
     spec = get_codec(c.model)
     return (c.model, c.item, c.bandwidth), AudioInfo(spec.sample_rate, spec.channels, c.item.n_samples)
 
@@ -61,8 +68,8 @@ class DecodeJob:
     def is_done(self, source) -> bool:
         return self.tree.done(source)
 
-    def probe(self, path: str):
-        return _load_codes(path)[1]
+    def probe(self, path: str, row: str | None = None):
+        return _load_codes(path, row, probe_only=True)[1]
 
     def finish(self, source, info, dec: Decoded) -> dict:
         import json
@@ -162,8 +169,10 @@ def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, 
     out = Path(out)
     opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard, log_every).check()
     excluded: list = []
-    sources, share = collect_sources(inputs, ext or CODE_EXTENSIONS, shard, out, fmt, exclude=exclude,
-                                     keep_ext=keep_ext, excluded=excluded, check_out=not dry_run)
+    from ..datasets import expand_rows
+
+    sources, share = collect_sources(inputs, ext or (*CODE_EXTENSIONS, "parquet"), shard, out, fmt, exclude=exclude,
+                                     keep_ext=keep_ext, excluded=excluded, check_out=not dry_run, expand=expand_rows)
     if checkpoint is not None and not dry_run and not Path(checkpoint).is_file():
         from ..errors import WeightsError
 

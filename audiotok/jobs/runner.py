@@ -51,11 +51,11 @@ def as_inputs(inputs: str | Path | Sequence[str | Path]) -> list[str]:
 def collect_sources(inputs, ext: str | Sequence[str] | None, shard_opt: str | None, out: Path | None = None,
                     suffix: str | None = None, *, manifest: str | Path | None = None,
                     exclude: Sequence[str] | None = None, keep_ext: bool = False, excluded: list | None = None,
-                    check_out: bool = True):
+                    check_out: bool = True, expand: Callable[[list], list] | None = None):
     """Discover (paths and/or ``manifest`` entries: path + optional offset/duration segments),
-    drop ``exclude`` glob matches (appended to ``excluded`` when given), sort, check the outputs
-    ``OUT/<rel>.<suffix>`` (when given; see ``sinks.claim_targets``) and take this process's
-    share. Returns (sources, share)."""
+    ``expand`` them (``decode``: a Parquet shard into its rows), drop ``exclude`` glob matches
+    (appended to ``excluded`` when given), sort, check the outputs ``OUT/<rel>.<suffix>`` (when
+    given; see ``sinks.claim_targets``) and take this process's share. Returns (sources, share)."""
     import os
 
     from ..distributed import current_share
@@ -76,6 +76,8 @@ def collect_sources(inputs, ext: str | Sequence[str] | None, shard_opt: str | No
     sources = discover(paths, exts) if paths else []
     if manifest is not None:
         sources = sorted(sources + read_manifest_inputs(manifest), key=lambda s: os.fsencode(s.rel))
+    if expand is not None:
+        sources = sorted(expand(sources), key=lambda s: os.fsencode(s.rel))
     sources, dropped = drop_excluded(sources, list(exclude or []))
     if excluded is not None:
         excluded.extend(dropped)

@@ -287,9 +287,9 @@ class ScoreResult:
 
 def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, bandwidth: float | None = None,
                 output: str | Path | None = None, summary_path: str | Path | None = None, frames=None, plot=None,
-                rows: int = 8, ext=None, device: str = "auto", threads: int | None = None, batch_seconds: float = 60.0,
-                workers: int = 1, overwrite: bool = False, progress: bool = False, shard: str | None = None,
-                stream=None) -> ScoreResult:
+                rows: int = 8, ext=None, exclude=None, device: str = "auto", threads: int | None = None,
+                batch_seconds: float = 60.0, workers: int = 1, overwrite: bool = False, progress: bool = False,
+                shard: str | None = None, stream=None) -> ScoreResult:
     """Score every input under one or two LMs. Records go to ``output`` (appended; reruns skip
     inputs already in it) or ``stream`` (default stdout); returns the run summary and the corpus
     summaries (also written to ``summary_path`` as JSON when given)."""
@@ -317,8 +317,8 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
             prepare_output_file(path, what)
     from ..sources import AUDIO_EXTENSIONS
 
-    exts = ext if ext is not None else (*AUDIO_EXTENSIONS, "npz")  # audio, and the codes encode writes
-    sources, share = collect_sources(inputs, exts, shard)
+    exts = ext if ext is not None else (*AUDIO_EXTENSIONS, "npz", "ecdc")  # audio, and the codes encode writes
+    sources, share = collect_sources(inputs, exts, shard, exclude=exclude)
     from ..sources import normalise_extensions
     from .runner import as_inputs, check_outputs_apart
 
