@@ -344,7 +344,9 @@ def run(
             rec.update(describe(src, info))
         emit(i, Outcome(src, "error", rec, message))
 
-    # 1. skip finished outputs; read headers (fast) for ordering and progress totals
+    # 1. skip finished outputs; read headers (fast; once per file, however many segments) for
+    # ordering and progress totals
+    headers: dict = {}
     for i, src in enumerate(sources):
         if src.error:
             fail(i, src.error)
@@ -354,7 +356,7 @@ def run(
                                           "output": str(job.target(src)) if hasattr(job, "target") else None}))
             continue
         try:
-            infos[i] = probe_source(job, src)
+            infos[i] = probe_source(job, src, headers)
         except AudiotokError as exc:
             fail(i, str(exc))
             continue
@@ -663,6 +665,7 @@ def plan(sources: list[Source], job: Any, *, overwrite: bool = False) -> list[di
     exists) or ``error`` (would be refused: missing, unreadable header, duplicate output, segment
     past the end...), and ``output`` where known."""
     out = []
+    headers: dict = {}
     for src in sources:
         rec: dict = {"input": src.path, **segment_fields(src)}
         target = str(job.target(src)) if hasattr(job, "target") and not src.error else None
@@ -672,7 +675,7 @@ def plan(sources: list[Source], job: Any, *, overwrite: bool = False) -> list[di
             rec.update(status="skipped", output=target)
         else:
             try:
-                info = probe_source(job, src)
+                info = probe_source(job, src, headers)
             except AudiotokError as exc:
                 rec.update(status="error", error=str(exc))
             else:

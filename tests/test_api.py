@@ -167,6 +167,13 @@ def test_train_lm_usage_errors_and_failed_inputs(cli, tmp_path):
     r = cli("train", "lm", tmp_path / "in", "-o", tmp_path / "c.pt", "--arch", "token-gpt", "--steps", "1",
             "--batch-size", "2", "--context", "8", "--val-fraction", "0", "--device", "cpu", "--workers", "0", "-q")
     assert r.code == 1 and "1 input(s) failed and are left out of training" in r.err and "bad.wav: " in r.err
+    # --exclude leaves the bad file out (train lm and train mae take it like every command with inputs)
+    r = cli("train", "lm", tmp_path / "in", "-o", tmp_path / "x.pt", "--arch", "token-gpt", "--steps", "1",
+            "--batch-size", "2", "--context", "8", "--val-fraction", "0", "--device", "cpu", "--workers", "0", "-q",
+            "--exclude", "bad.*")
+    assert r.code == 0, r
+    r = cli("train", "mae", tmp_path / "in", "-o", tmp_path / "mae.pt", "--device", "cpu", "--exclude", "*.wav", "-q")
+    assert r.code == 2 and "no input files found; check the paths, --ext and --exclude" in r.err, r
 
 
 def test_score_files_equals_the_cli(cli, offline_cache, tmp_path):

@@ -194,6 +194,37 @@ def test_dry_run_needs_no_weights(cli, corpus, tmp_path, monkeypatch):
     assert r.code == 3 and "is not in the torch hub cache" in r.err
 
 
+def test_segments_of_one_recording_read_its_header_once(corpus, tmp_path):
+    """A manifest of 1000 segments of one recording starts work at once: its header is read once,
+    not once per segment (a compressed file's header can take a decoder pass to count frames)."""
+    from audiotok import pipeline
+    from audiotok.jobs.encode import EncodeJob
+
+    m = _jsonl(tmp_path / "m.jsonl", [{"path": str(corpus / "talks" / "long.wav"), "offset": i * 0.006,
+                                       "duration": 0.006} for i in range(1000)])
+    sources = read_manifest_inputs(m)
+    job = EncodeJob(tmp_path / "o", "npz", "encodec_24khz", 6.0, None)
+    calls = []
+    probe = job.probe
+    job.probe = lambda path: calls.append(path) or probe(path)
+    plan = pipeline.plan(sources, job)
+    assert len(plan) == 1000 and {r["status"] for r in plan} == {"todo"} and len(calls) == 1
+
+    class Nothing:  # an adapter that fails every input: only the probing is looked at here
+        def run(self, batch):
+            return [(k, InputError("not computed")) for k, _ in batch]
+
+        def flush(self):
+            return []
+
+        def reset(self):
+            pass
+
+    calls.clear()
+    summary = pipeline.run(sources[:50], job, Nothing(), workers=0)
+    assert len(summary.failed) == 50 and len(calls) == 1
+
+
 def test_embed_manifest_segment_equals_embedding_the_cut_audio(cli, corpus, tmp_path):
     from .conftest import shared_path
 

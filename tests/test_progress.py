@@ -243,3 +243,36 @@ def test_a_long_file_logs_growing_seconds_at_the_log_interval(tmp_path, one_thre
     times = [t0] + [t for t, _ in stream.lines] + [t1]
     # the interval is 0.1 s; 5 s leaves room for a loaded machine (the default interval is 10 s)
     assert max(b - a for a, b in zip(times, times[1:])) < 5.0, [round(b - a, 2) for a, b in zip(times, times[1:])]
+
+
+def test_lm_tokenising_reports_seconds_within_a_file(offline_cache, tmp_path, one_thread):
+    """`train lm` / `score` tokenise through LMFeatures (and ScoreAdapter): progress moves within a
+    long file as encode's does, instead of sitting at 0 until the file is done."""
+    from audiotok import pipeline
+    from audiotok.models.codec import CodecEncoder, load_codec
+    from audiotok.models.lm_adapter import LMFeatures, ScoreAdapter
+    from audiotok.sources import discover
+    from audiotok.train.data import CacheJob
+
+    wav = write_wav(tmp_path / "in" / "long.wav", 6.0)
+    encoder = CodecEncoder(load_codec("encodec_24khz"), 6.0, torch.device("cpu"))
+    rec = Recorder()
+    summary = pipeline.run(discover([str(wav)]), CacheJob(tmp_path / "cache"), LMFeatures(encoder, with_mel=True),
+                           workers=0, progress=rec)
+    assert summary.ok == 1 and rec.finished == [(0, 6.0)]
+    seconds = [s for _, s in rec.within]
+    assert len(seconds) >= 2 and seconds == sorted(seconds) and 0 < seconds[0] < seconds[-1] < 6.0
+
+    score = ScoreAdapter(LMFeatures(encoder, with_mel=False), [])
+    seen = []
+    pipeline.attach_progress(score, SimpleProgress(seen), {7: pipeline.AudioInfo(24000, 1, 48000)})
+    encoder.on_progress(7, 1, 2)  # the encoder inside the score adapter reports to the run's progress
+    assert seen == [(7, 1.0)]
+
+
+class SimpleProgress:
+    def __init__(self, seen):
+        self.seen = seen
+
+    def update_file(self, key, seconds):
+        self.seen.append((key, seconds))

@@ -36,6 +36,7 @@ def train_lm(
     cache: Path = typer.Option(None, "--cache", help="Feature cache folder (default: OUT.cache beside the checkpoint)."),
     ext: str = typer.Option(",".join((*AUDIO_EXTENSIONS, "npz")), "--ext",
                             help="Extensions taken from directories (npz: folders written by `audiotok encode`)."),
+    exclude: list[str] = cli.EXCLUDE,
     device: str = cli.DEVICE,
     threads: int = cli.THREADS,
     batch_seconds: float = cli.BATCH_SECONDS,
@@ -48,7 +49,7 @@ def train_lm(
     result = cli.run(run_training, inputs, out, arch=arch, size=size, steps=steps, batch_size=batch_size,
                      context=context, lr=lr, seed=seed, val_fraction=val_fraction, resume=resume, patience=patience,
                      eval_every=eval_every, codec_checkpoint=codec_checkpoint, bandwidth=bandwidth, cache=cache,
-                     ext=ext, device=device, threads=threads, batch_seconds=batch_seconds, workers=workers,
+                     ext=ext, exclude=exclude, device=device, threads=threads, batch_seconds=batch_seconds, workers=workers,
                      progress=not quiet, log=cli.eprint, interrupted=lambda: _stopped(out))
     raise typer.Exit(result.status)
 
@@ -82,6 +83,7 @@ def train_mae(
     cache: Path = typer.Option(None, "--cache", help="Audio + codes cache folder (default: OUT.cache beside the checkpoint)."),
     ext: str = typer.Option(",".join((*AUDIO_EXTENSIONS, "npz")), "--ext",
                             help="Extensions taken from directories (npz: folders written by `audiotok encode`)."),
+    exclude: list[str] = cli.EXCLUDE,
     device: str = cli.DEVICE,
     threads: int = cli.THREADS,
     batch_seconds: float = cli.BATCH_SECONDS,
@@ -93,6 +95,6 @@ def train_mae(
 
     opts = TrainMaeOptions(inputs, out, size, frontend, steps, batch_size, lr, seed, val_fraction, crop_seconds,
                            eval_every, resume, self_train, clusters, kmeans_frames, codec_checkpoint, cache, ext,
-                           device, batch_seconds, workers, quiet, threads)
+                           device, batch_seconds, workers, quiet, threads, exclude)
     check(opts)
     raise typer.Exit(cli.run(run, opts, cli.eprint, interrupted=lambda: _stopped(out)))

@@ -60,7 +60,7 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
              batch_size: int = 16, context: int = 256, lr: float = 3e-4, seed: int = 0, val_fraction: float = 0.1,
              resume: bool = False, patience: int | None = None, eval_every: int | None = None,
              codec_checkpoint: str | Path | None = None, bandwidth: float = 6.0, cache: str | Path | None = None,
-             ext=None, device: str = "auto", threads: int | None = None, batch_seconds: float = 60.0,
+             ext=None, exclude=None, device: str = "auto", threads: int | None = None, batch_seconds: float = 60.0,
              workers: int = 1, progress: bool = False, log: Callable[[str], None] = eprint) -> TrainResult:
     """Train (or ``resume``) an LM on ``inputs`` (audio files, directories, globs, ``-``; ``.npz``
     files written by ``encode`` are read instead of tokenised) and write its checkpoint to ``out``
@@ -122,7 +122,8 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
         paths, exts, CacheJob(cache_dir(cache_root, tokenizer), tokenizer["codec"]),
         lambda: LMFeatures(CodecEncoder(codec, tokenizer["bandwidth"], dev), with_mel=True),
         lambda path, ident: read_cached(path, ident, tokenizer), read_code_file,
-        batch_seconds=batch_seconds, workers=workers, quiet=not progress, share=share, log=log, label="tokenise")
+        batch_seconds=batch_seconds, workers=workers, quiet=not progress, share=share, log=log, label="tokenise",
+        exclude=list(exclude or []))
     if not examples:
         raise UsageError("no usable training input (every input failed; see the messages above)")
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_fraction=val_fraction,

@@ -299,6 +299,15 @@ class WithAudio:
         self.encoder = encoder
         self.audio: dict = {}
 
+    @property
+    def on_progress(self):
+        """Progress within a file is the encoder's (audio seconds through the codec, as in ``encode``)."""
+        return self.encoder.on_progress
+
+    @on_progress.setter
+    def on_progress(self, report) -> None:
+        self.encoder.on_progress = report
+
     def combine(self, audio: np.ndarray, item: EncodedItem):
         raise NotImplementedError
 

@@ -48,6 +48,15 @@ class ScoreAdapter:
         self.features = features
         self.scorers = [WindowScorer(s, rows=rows) for s in scorers]
 
+    @property
+    def on_progress(self):
+        """Progress within a file: its tokenisation (audio seconds through the codec, as in ``encode``)."""
+        return self.features.on_progress
+
+    @on_progress.setter
+    def on_progress(self, report) -> None:
+        self.features.on_progress = report
+
     def run(self, batch):
         """``batch``: audio ``[1, N]`` (tokenised here) and ``lm_inputs.EncodedInput`` (codes read
         from an ``encode`` output; only the mel is computed, from the same source samples)."""

@@ -13,23 +13,26 @@ from ..errors import AudiotokError, UsageError
 
 def collect_examples(inputs: list[str], exts, job, adapter, read_cached: Callable[[Path, str], Any],
                      read_encoded: Callable[[str, str], Any], *, batch_seconds: float, workers: int, quiet: bool,
-                     share, log: Callable[[str], None], label: str = "progress") -> tuple[list, list[tuple[str, str]]]:
+                     share, log: Callable[[str], None], label: str = "progress",
+                     exclude: list[str] | None = None) -> tuple[list, list[tuple[str, str]]]:
     """Examples from every input, in input order (cached audio first, then encode outputs).
 
     ``job``: the pipeline job that writes the cache (``target``/``is_done``); ``adapter``: the
     pipeline adapter (or a factory, built only when some input is not cached yet);
     ``read_cached(cache_file, ident)`` / ``read_encoded(npz_path, ident)`` -> example, where
     ``ident`` is the input's path relative to its root (the id the train/validation split uses).
-    Under torchrun each rank caches its share, then waits for the others. Returns the examples
-    and the ``(input, error)`` of every input that failed (listed through ``log`` on rank 0)."""
+    Under torchrun each rank caches its share, then waits for the others. Inputs matching a glob
+    of ``exclude`` are left out. Returns the examples and the ``(input, error)`` of every input that
+    failed (listed through ``log`` on rank 0)."""
     from .. import pipeline
     from ..progress import Progress
     from ..sources import check_inputs_exist, discover, shard
+    from ..sources import exclude as drop_excluded
 
     check_inputs_exist(inputs)
-    sources = discover(inputs, exts)
+    sources, _ = drop_excluded(discover(inputs, exts), list(exclude or []))
     if not sources:
-        raise UsageError("no input files found; check the paths and --ext")
+        raise UsageError("no input files found; check the paths, --ext and --exclude")
     audio_src = [s for s in sources if not s.path.lower().endswith(".npz")]
     code_src = [s for s in sources if s.path.lower().endswith(".npz")]
     failed: list[tuple[str, str]] = []

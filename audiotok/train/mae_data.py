@@ -99,7 +99,8 @@ def read_encoded(path: str, ident: str) -> MaeExample:
 
 
 def collect(inputs: list[str], exts, codec, codec_info: dict, cache_root: Path, device, batch_seconds: float,
-            workers: int, quiet: bool, share, log) -> tuple[list[MaeExample], list[tuple[str, str]]]:
+            workers: int, quiet: bool, share, log, exclude: list[str] | None = None
+            ) -> tuple[list[MaeExample], list[tuple[str, str]]]:
     """Examples from every input (``inputs.collect_examples``): audio through the pipeline into the
     cache, encode outputs read directly. Returns the examples and the ``(input, error)`` of every
     input that failed."""
@@ -107,7 +108,8 @@ def collect(inputs: list[str], exts, codec, codec_info: dict, cache_root: Path, 
 
     return collect_examples(inputs, exts, CacheJob(cache_dir(cache_root, codec_info)),
                             lambda: TargetFeatures(codec_targets(codec, device)), read_cached, read_encoded,
-                            batch_seconds=batch_seconds, workers=workers, quiet=quiet, share=share, log=log)
+                            batch_seconds=batch_seconds, workers=workers, quiet=quiet, share=share, log=log,
+                            exclude=exclude)
 
 
 def codec_encoder_state(codec) -> dict:

@@ -34,6 +34,7 @@ class TrainMaeOptions:
     workers: int = 1
     quiet: bool = False
     threads: int | None = None
+    exclude: list[str] | None = None  # glob patterns of inputs to leave out
 
 
 def check(o: TrainMaeOptions) -> None:
@@ -102,7 +103,7 @@ def run(o: TrainMaeOptions, log) -> int:
     enc_state = codec_encoder_state(codec) if o.frontend == "ec" else None
     examples, failed = collect(o.inputs, normalise_extensions([o.ext]), codec, codec_info,
                                o.cache or o.out.with_name(o.out.name + ".cache"), dev, o.batch_seconds, o.workers,
-                               o.quiet, share, log)
+                               o.quiet, share, log, exclude=o.exclude)
     if not examples:
         raise UsageError("no usable training input (every input failed; see the messages above)")
     tcfg = MaeTrainConfig(steps=o.steps, batch_size=o.batch_size, lr=o.lr, seed=o.seed, val_fraction=o.val_fraction,
