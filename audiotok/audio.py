@@ -146,13 +146,20 @@ class _Output:
 
 def segment_frames(frames: int, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> tuple[int, int]:
     """``(first frame, frame count)`` of the segment ``offset`` .. ``offset + duration`` seconds of a
-    recording of ``frames`` frames (clipped at its end). An offset at or past the end is an
-    ``InputError``."""
+    recording of ``frames`` frames. An offset at or past the end, or a segment ending more than
+    1 ms (the resolution of segment names) past the end, is an ``InputError``: the output's name
+    gives the segment's span, which would not be the audio it holds."""
     start = int(round(offset * sample_rate))
+    length = frames / sample_rate
     if start >= frames:
-        raise InputError(f"offset {offset:g} s is past the end of the recording ({frames / sample_rate:.3f} s)")
-    count = frames - start if duration is None else min(frames - start, max(1, int(round(duration * sample_rate))))
-    return start, count
+        raise InputError(f"offset {offset:g} s is past the end of the recording ({length:.3f} s)")
+    if duration is None:
+        return start, frames - start
+    count = max(1, int(round(duration * sample_rate)))
+    if start + count > frames + round(0.001 * sample_rate):
+        raise InputError(f"asks for {offset:g} s to {offset + duration:g} s, past the end of the recording "
+                         f"({length:.3f} s); give a duration that ends within it, or none (to the end)")
+    return start, min(frames - start, count)
 
 
 def clip_info(info: AudioInfo, offset: float = 0.0, duration: float | None = None) -> AudioInfo:

@@ -46,12 +46,17 @@ class ProbeOptions:
     ext: str = ""
     device: str = "cpu"
     threads: int | None = None  # torch threads for embedding audio inputs (None: torch's default)
+    label_depth: int | None = None  # label = the folder this many levels below the input root
+    exclude: list[str] | None = None  # glob patterns of inputs to leave out
 
 
 def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
     """Option errors before any work; returns (probes, baselines)."""
-    if (o.labels is None) == (not o.labels_from_parent):
-        raise UsageError("give exactly one of --labels labels.csv and --labels-from-parent")
+    if (o.labels is not None) + o.labels_from_parent + (o.label_depth is not None) != 1:
+        raise UsageError("give exactly one of --labels labels.csv, --labels-from-parent and --label-depth N")
+    if o.label_depth is not None and o.label_depth < 1:
+        raise UsageError(f"--label-depth {o.label_depth} is not valid; give 1 (the top-level folders under the "
+                         "input) or more")
     from .devices import check_threads
 
     check_threads(o.threads)
@@ -75,20 +80,24 @@ def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
 
 
 def collect(o: ProbeOptions, baselines: list[str], log) -> tuple[Labelled, list[tuple[str, str]]]:
-    from .sources import check_inputs_exist, discover, normalise_extensions
+    from .sources import check_inputs_exist, discover, exclude, normalise_extensions
 
     check_inputs_exist(o.inputs)
-    sources = discover(o.inputs, normalise_extensions([o.ext]))
+    sources, _ = exclude(discover(o.inputs, normalise_extensions([o.ext])), list(o.exclude or []))
     failed = [(s.display, s.error) for s in sources if s.error]
     sources = [s for s in sources if not s.error]
     if not sources:
-        raise UsageError("no input files found; check the paths and --ext")
+        raise UsageError("no input files found; check the paths, --ext and --exclude")
+    if o.label_depth is not None:
+        sources = _depth_labelled(sources, o.label_depth, failed)
     paths = [s.path for s in sources]
     emb_inputs = [p.lower().endswith(EMBEDDING_EXTENSIONS) for p in paths]
     if any(emb_inputs) and not all(emb_inputs):
         raise UsageError("the inputs mix embedding files and audio; probe one kind at a time")
     if o.labels:
         matched = match_labels(paths, read_labels(o.labels))
+    elif o.label_depth is not None:
+        matched = [(Path(s.rel).parts[o.label_depth - 1], s.path) for s in sources]
     else:
         matched = [(Path(p).parent.name, p) for p in paths]
     keep = []
@@ -145,6 +154,22 @@ def collect(o: ProbeOptions, baselines: list[str], log) -> tuple[Labelled, list[
     if "logmel" in baselines:
         data.features.append(logmel_features(data.paths))
     return data, failed
+
+
+def _depth_labelled(sources: list, depth: int, failed: list) -> list:
+    """The inputs with a folder ``depth`` levels below their input root (the others are failed)."""
+    keep = []
+    for s in sources:
+        folders = len(Path(s.rel).parts) - 1
+        if folders >= depth:
+            keep.append(s)
+        else:
+            where = "directly in the input folder" if folders == 0 else f"only {folders} folder(s) below the input folder"
+            failed.append((s.display, f"is {where}, so --label-depth {depth} gives it no label"))
+    if not keep:
+        raise UsageError(f"no input is {depth} folder(s) below its input root; --label-depth {depth} labels a file by "
+                         "that folder (give the folder holding the class folders as input)")
+    return keep
 
 
 def write_report(report: dict, path: Path) -> None:

@@ -125,6 +125,29 @@ def prepare_output_dir(out: str | os.PathLike, what: str = "-o") -> Path:
     return out
 
 
+def check_output_dir(out: str | os.PathLike, what: str = "-o") -> Path:
+    """``prepare_output_dir`` without creating anything: an existing folder must take a file; a
+    missing one must be creatable (its nearest existing parent a writable folder). So a run that
+    stops before any work (weights missing, a usage error found later) leaves no empty folder."""
+    out = Path(out)
+    if out.exists():
+        return prepare_output_dir(out, what)
+    shown = display_path(str(out))
+    parent = out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{what} {shown} cannot be created: {display_path(str(parent))} is a file, not a folder; "
+                         "choose another path")
+    try:
+        probe = parent / temp_name("write-check")
+        os.close(create_exclusive(probe))
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {what} {shown} ({exc.strerror or exc}); choose a writable folder") from None
+    return out
+
+
 def prepare_output_file(path: str | os.PathLike, what: str = "-o") -> Path:
     """Check, before any work, that a single output file (a checkpoint, a report, a records file)
     can be written at ``path``: not a folder, its folder created and writable. One sentence otherwise

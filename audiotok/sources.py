@@ -42,6 +42,15 @@ def display_path(path: str) -> str:
     return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f)} | {0x0a: "\\n", 0x0d: "\\r", 0x09: "\\t"}
+
+
+def printable(path: str) -> str:
+    """``display_path`` with control characters escaped (``\\n``, ``\\t``, ``\\x1b``), so a name
+    holding a newline stays on one line of a listing."""
+    return display_path(path).translate(_CONTROL)
+
+
 def normalise_extensions(exts: Iterable[str]) -> tuple[str, ...]:
     out = []
     for e in exts:
@@ -242,7 +251,7 @@ def read_manifest_inputs(manifest: str | os.PathLike) -> list[Source]:
     if kind not in (".jsonl", ".csv"):
         raise UsageError(f"--manifest {display_path(str(path))} must be a .jsonl or .csv file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheet exports) is dropped
     except FileNotFoundError:
         raise UsageError(f"--manifest {display_path(str(path))} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -256,9 +265,7 @@ def read_manifest_inputs(manifest: str | os.PathLike) -> list[Source]:
         if not isinstance(name, str):
             raise UsageError(f"{where} has no path (a \"path\" or \"audio_filepath\" field)")
         offset = _seconds(row.get("offset"), where, "offset")
-        duration = _seconds(row.get("duration"), where, "duration")
-        if duration is not None and duration <= 0:
-            raise UsageError(f"{where}: duration must be positive, not {duration:g}")
+        duration = _seconds(row.get("duration"), where, "duration", positive=True)
         full = name if os.path.isabs(name) else os.path.join(base, name)
         entries.append((full, offset or 0.0, duration))
     if not entries:
@@ -298,18 +305,33 @@ def _csv_rows(text: str, path: Path):
             yield reader.line_num, clean
 
 
-def _seconds(value, where: str, name: str) -> float | None:
+def _seconds(value, where: str, name: str, positive: bool = False) -> float | None:
+    """A number of seconds from a manifest field (None when absent or empty). JSON ``true`` /
+    ``false`` are not numbers here, though Python would take them as 1 and 0."""
     from .errors import UsageError
 
     if value is None or value == "":
         return None
+    what = "a finite number of seconds above 0" if positive else "a finite number of seconds, 0 or more"
+    if isinstance(value, bool):
+        raise UsageError(f"{where}: {name} must be {what}, not {json_text(value)}")
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{where}: {name} must be a number of seconds, not {value!r}") from None
-    if not seconds >= 0 or seconds == float("inf"):
-        raise UsageError(f"{where}: {name} must be a finite number of seconds >= 0, not {value!r}")
+        raise UsageError(f"{where}: {name} must be {what}, not {json_text(value)}") from None
+    if not (seconds > 0 if positive else seconds >= 0) or seconds == float("inf"):
+        raise UsageError(f"{where}: {name} must be {what}, not {json_text(value)}")
     return seconds
+
+
+def json_text(value) -> str:
+    """How a manifest value reads in its file (``true``, ``"abc"``, ``NaN``), for messages."""
+    import json
+
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def segment_rel(rel: str, offset: float, duration: float | None) -> str:

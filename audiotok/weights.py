@@ -92,7 +92,7 @@ def _load_reason(exc: Exception) -> str:
     return (text.splitlines() or [type(exc).__name__])[0][:160]
 
 
-def download(url: str, dest: Path, check_name: str | None = None) -> Path:
+def download(url: str, dest: Path, check_name: str | None = None, option: str = "--checkpoint") -> Path:
     """Download ``url`` to ``dest`` atomically (``sinks.atomic_write``: temp file, fsync, rename),
     checking the announced length and the hash prefix that official checkpoint names carry."""
     from .sinks import atomic_write
@@ -110,7 +110,7 @@ def download(url: str, dest: Path, check_name: str | None = None) -> Path:
         if expected.isdigit() and got != int(expected):
             raise WeightsError(
                 f"could not download {url} (the connection closed after {got} of {expected} bytes); "
-                f"put the file at {dest} or pass --checkpoint PATH"
+                f"put the file at {dest} or pass {option} PATH"
             )
         if check_name and not _sha256_prefix_ok(h.hexdigest(), check_name):
             raise WeightsError(
@@ -122,19 +122,20 @@ def download(url: str, dest: Path, check_name: str | None = None) -> Path:
         atomic_write(dest, fetch)
     except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
         raise WeightsError(
-            f"could not download {url} ({exc}); put the file at {dest} or pass --checkpoint PATH"
+            f"could not download {url} ({exc}); put the file at {dest} or pass {option} PATH"
         ) from None
     return dest
 
 
-def resolve_encodec(name: str, checkpoint: str | os.PathLike | None = None) -> Path:
+def resolve_encodec(name: str, checkpoint: str | os.PathLike | None = None, option: str = "--checkpoint") -> Path:
     """Path of the weights file for the EnCodec model or LM ``name`` (a key of ENCODEC_CHECKPOINTS).
 
-    An explicit ``checkpoint`` wins; else the torch hub cache; else a download (unless offline)."""
+    An explicit ``checkpoint`` wins; else the torch hub cache; else a download (unless offline).
+    ``option``: the command's option that gives this file (named in messages)."""
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
-            raise WeightsError(f"checkpoint file {path} does not exist; check the --checkpoint path")
+            raise WeightsError(f"checkpoint file {path} does not exist; check the {option} path")
         return path
     try:
         filename = ENCODEC_CHECKPOINTS[name]
@@ -148,9 +149,9 @@ def resolve_encodec(name: str, checkpoint: str | os.PathLike | None = None) -> P
     if offline():
         raise WeightsError(
             f"{filename} is not in the torch hub cache and downloads are off; "
-            f"put it at {cached} or pass --checkpoint PATH"
+            f"put it at {cached} or pass {option} PATH"
         )
-    return download(encodec_base_url() + filename, cached, check_name=filename)
+    return download(encodec_base_url() + filename, cached, check_name=filename, option=option)
 
 
 # --- EnCodecMAE (Hugging Face hub) ---------------------------------------------------------------

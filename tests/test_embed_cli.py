@@ -209,6 +209,7 @@ def test_missing_model_is_one_sentence(run, tmp_path, clips):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     code, _, err = run("embed", clips, "-o", tmp_path / "o", "-m", tmp_path / "nope.pt")
     assert code == 3 and "nope.pt does not exist" in err
+    assert not (tmp_path / "o").exists()  # nothing computed: no empty output folder either
 
 
 def test_released_name_from_hf_cache_in_a_fresh_process(tmp_path, fixture_dir, clips):

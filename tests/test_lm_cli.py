@@ -273,3 +273,92 @@ def test_score_shards_partition_the_inputs_and_equal_one_run(trained, hub_cache,
     assert sorted(inputs[0] + inputs[1]) == sorted(one)
     for r in parts[0] + parts[1]:
         assert r["nll"] == one[r["input"]]["nll"] and r["tokens"] == one[r["input"]]["tokens"]
+
+
+# --- messages and weights of score (issue 17) ---------------------------------------------------
+@pytest.fixture
+def two_clips(tmp_path):
+    from .conftest import write_wav
+
+    write_wav(tmp_path / "in" / "a.wav", 0.8, seed=11)
+    write_wav(tmp_path / "in" / "b.wav", 0.6, seed=12)
+    return tmp_path / "in"
+
+
+def _hub_copy(offline_cache, tmp_path, monkeypatch, drop_official: bool = False):
+    """A private copy of the random-weight torch hub cache (TORCH_HOME points at it)."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(offline_cache, home)
+    if drop_official:
+        (home / "hub" / "checkpoints" / "encodec_24khz-d7cc33bc.th").unlink()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home / "hub" / "checkpoints"
+
+
+def test_score_names_its_codec_option_when_codec_weights_are_missing(cli, offline_cache, two_clips, tmp_path,
+                                                                     monkeypatch):
+    from audiotok.testing import save_random_lm_checkpoint
+
+    ckpt = save_random_lm_checkpoint(tmp_path / "tok.pt", offline_cache / "hub" / "checkpoints" / "encodec_24khz-d7cc33bc.th")
+    _hub_copy(offline_cache, tmp_path, monkeypatch, drop_official=True)
+    r = cli("score", two_clips, "--checkpoint", ckpt, "--device", "cpu", "-q")
+    assert r.code == 3 and "pass --codec-checkpoint PATH" in r.err and "pass --checkpoint" not in r.err, r
+
+
+def test_a_token_model_scores_codes_without_codec_weights(cli, offline_cache, two_clips, tmp_path, monkeypatch):
+    """Codes files scored by a trained token-only LM need no codec: the codes' weights hash is
+    checked against the one the LM recorded. The scores equal those with the codec present."""
+    from audiotok.testing import save_random_lm_checkpoint
+
+    ckpt = save_random_lm_checkpoint(tmp_path / "tok.pt", offline_cache / "hub" / "checkpoints" / "encodec_24khz-d7cc33bc.th")
+    assert cli("encode", two_clips, "-o", tmp_path / "tok", "-q").code == 0
+    r = cli("score", tmp_path / "tok", "--checkpoint", ckpt, "--device", "cpu", "-q")
+    assert r.code == 0, r
+    _hub_copy(offline_cache, tmp_path, monkeypatch, drop_official=True)
+    again = cli("score", tmp_path / "tok", "--checkpoint", ckpt, "--device", "cpu", "-q")
+    assert again.code == 0, again
+    assert [json.loads(x)["nll"] for x in again.out.splitlines()] == [json.loads(x)["nll"] for x in r.out.splitlines()]
+    r = cli("score", two_clips, "--checkpoint", ckpt, "--device", "cpu", "-q")  # audio still needs the codec
+    assert r.code == 3 and "encodec_24khz-d7cc33bc.th is not in the torch hub cache" in r.err, r
+
+
+def test_score_finds_the_lm_codec_file_by_the_name_it_records(cli, offline_cache, two_clips, tmp_path, monkeypatch):
+    """An LM trained with other codec weights (recorded by name and sha256) is scored with that file
+    from the torch hub cache, not with the official weights (which its tokens do not come from)."""
+    import torch as _torch
+
+    from audiotok.testing import save_random_lm_checkpoint
+
+    hub = _hub_copy(offline_cache, tmp_path, monkeypatch)
+    state = _torch.load(hub / "encodec_24khz-d7cc33bc.th", weights_only=True)
+    name = next(k for k, v in state.items() if v.dtype.is_floating_point and v.ndim > 1)
+    state[name] = state[name] * 1.001
+    _torch.save(state, hub / "mycodec.th")
+    ckpt = save_random_lm_checkpoint(tmp_path / "tok.pt", hub / "mycodec.th")
+    r = cli("score", two_clips, "--checkpoint", ckpt, "--device", "cpu", "-q")
+    assert r.code == 0, r
+    given = cli("score", two_clips, "--checkpoint", ckpt, "--codec-checkpoint", hub / "mycodec.th", "--device", "cpu", "-q")
+    assert given.out == r.out
+    (hub / "mycodec.th").rename(tmp_path / "mycodec.th")
+    r = cli("score", two_clips, "--checkpoint", ckpt, "--device", "cpu", "-q")
+    assert r.code == 3 and f"{ckpt} was trained on tokens of the codec weights mycodec.th (sha256 " in r.err, r
+    assert "put the file there or pass --codec-checkpoint PATH" in r.err
+
+
+def test_a_custom_encodec_lm_is_not_labelled_official(cli, offline_cache, two_clips, tmp_path):
+    import shutil
+
+    custom = tmp_path / "my_lm.th"
+    shutil.copy(offline_cache / "hub" / "checkpoints" / "encodec_lm_24khz-1608e3c0.th", custom)
+    r = cli("score", two_clips / "a.wav", "-m", "encodec-lm", "--checkpoint", custom, "--device", "cpu", "-q")
+    assert r.code == 0, r
+    assert json.loads(r.out)["lm"]["size"] == "custom" and "encodec-lm (custom)" in r.err
+    r = cli("score", two_clips / "a.wav", "-m", "encodec-lm", "--device", "cpu", "-q", "--exclude", "b.wav")
+    assert json.loads(r.out)["lm"]["size"] == "official" and "encodec-lm (official)" in r.err
+
+
+def test_score_exclude(cli, offline_cache, two_clips, tmp_path):
+    r = cli("score", two_clips, "-m", "encodec-lm", "--device", "cpu", "-q", "--exclude", "b.wav")
+    assert r.code == 0 and [os.path.basename(json.loads(x)["input"]) for x in r.out.splitlines()] == ["a.wav"], r

@@ -50,6 +50,17 @@ def test_jsonl_manifest_segments_relative_paths_and_nemo_field(corpus):
     assert got[2].path == str(corpus / "talks/long.wav") and got[2].is_segment and not got[0].is_segment
 
 
+@pytest.mark.parametrize("name, text", [
+    ("m.csv", "path,offset,duration\ntalks/long.wav,0.5,1\n"),
+    ("m.jsonl", '{"path": "talks/long.wav", "offset": 0.5, "duration": 1}\n'),
+])
+def test_a_byte_order_mark_is_read_past(corpus, name, text):
+    """Spreadsheet programs start CSV (and some tools JSONL) with a UTF-8 byte-order mark."""
+    (corpus / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (got,) = read_manifest_inputs(corpus / name)
+    assert (got.rel, got.offset, got.duration, got.error) == ("long_0.500-1.500.wav", 0.5, 1.0, None)
+
+
 def test_csv_manifest_with_empty_cells(corpus):
     m = corpus / "list.csv"
     m.write_text("path,offset,duration\ntalks/long.wav,0.5,1\na.wav,,\n\n")
@@ -61,9 +72,12 @@ def test_csv_manifest_with_empty_cells(corpus):
     ("m.jsonl", '{"path": "a.wav"}\n{"path": \n', "m.jsonl line 2 is not valid JSON"),
     ("m.jsonl", '["a.wav"]\n', "m.jsonl line 1 is not a JSON object"),
     ("m.jsonl", '{"file": "a.wav"}\n', 'm.jsonl line 1 has no path (a "path" or "audio_filepath" field)'),
-    ("m.jsonl", '{"path": "a.wav", "offset": -1}\n', "m.jsonl line 1: offset must be a finite number of seconds >= 0"),
-    ("m.jsonl", '{"path": "a.wav", "duration": 0}\n', "m.jsonl line 1: duration must be positive, not 0"),
-    ("m.csv", "path,duration\na.wav,ten\n", "m.csv line 2: duration must be a number of seconds, not 'ten'"),
+    ("m.jsonl", '{"path": "a.wav", "offset": -1}\n', "m.jsonl line 1: offset must be a finite number of seconds, 0 or more, not -1"),
+    ("m.jsonl", '{"path": "a.wav", "duration": 0}\n', "m.jsonl line 1: duration must be a finite number of seconds above 0, not 0"),
+    ("m.jsonl", '{"path": "a.wav", "duration": NaN}\n', "m.jsonl line 1: duration must be a finite number of seconds above 0, not NaN"),
+    ("m.jsonl", '{"path": "a.wav", "offset": true}\n', "m.jsonl line 1: offset must be a finite number of seconds, 0 or more, not true"),
+    ("m.jsonl", '{"path": "a.wav", "duration": "1e999"}\n', 'm.jsonl line 1: duration must be a finite number of seconds above 0, not "1e999"'),
+    ("m.csv", "path,duration\na.wav,ten\n", 'm.csv line 2: duration must be a finite number of seconds above 0, not "ten"'),
     ("m.csv", "file,offset\na.wav,1\n", "m.csv needs a header row with a path column"),
     ("m.jsonl", "\n\n", "lists no inputs"),
     ("m.txt", "a.wav\n", "must be a .jsonl or .csv file"),
@@ -84,8 +98,8 @@ def test_read_segment_equals_the_slice_of_the_whole_file(corpus):
     assert (seg_info.sample_rate, seg_info.channels, seg_info.frames) == (24000, 1, 48000) and info.frames == 144000
     tail, tail_info = audio.read(path, offset=5.5)  # to the end
     np.testing.assert_array_equal(tail, whole[:, 132000:])
-    long, _ = audio.read(path, offset=5.0, duration=100.0)  # clipped at the end
-    assert long.shape == (1, 24000)
+    end, _ = audio.read(path, offset=5.0, duration=1.0005)  # within 1 ms of the end: the rest of the file
+    assert end.shape == (1, 24000)
     res, res_info = audio.read(path, sample_rate=16000, offset=1.0, duration=1.5)
     assert res.shape == (1, 24000) and res_info.frames == 36000
 
@@ -93,6 +107,12 @@ def test_read_segment_equals_the_slice_of_the_whole_file(corpus):
 def test_segment_past_the_end_is_an_input_error(corpus):
     with pytest.raises(InputError, match=r"offset 7 s is past the end of the recording \(6.000 s\)"):
         audio.read(str(corpus / "talks" / "long.wav"), offset=7)
+    # its output would be named long_5.000-105.000 but hold 1 s: refused, reading and probing alike
+    message = r"asks for 5 s to 105 s, past the end of the recording \(6.000 s\); give a duration that ends within it"
+    with pytest.raises(InputError, match=message):
+        audio.read(str(corpus / "talks" / "long.wav"), offset=5, duration=100)
+    with pytest.raises(InputError, match=message):
+        audio.clip_info(audio.probe(str(corpus / "talks" / "long.wav")), 5, 100)
 
 
 # --- --exclude --------------------------------------------------------------------------------
@@ -192,6 +212,19 @@ def test_dry_run_needs_no_weights(cli, corpus, tmp_path, monkeypatch):
     assert r.code == 0 and r.out.startswith("todo ")
     r = cli("encode", corpus / "a.wav", "-o", tmp_path / "o")
     assert r.code == 3 and "is not in the torch hub cache" in r.err
+    assert not (tmp_path / "o").exists()  # nothing computed, nothing created
+
+
+def test_dry_run_prints_one_line_per_input_whatever_its_name(cli, tmp_path):
+    write_wav(tmp_path / "in" / "two\nlines.wav", 0.3)
+    write_wav(tmp_path / "in" / "tab\there.wav", 0.2)
+    r = cli("encode", tmp_path / "in", "-o", tmp_path / "o", "--dry-run")
+    assert r.code == 0 and r.out.splitlines() == [
+        f"todo    {tmp_path}/in/tab\\there.wav -> {tmp_path}/o/tab\\there.npz (0.200 s)",
+        f"todo    {tmp_path}/in/two\\nlines.wav -> {tmp_path}/o/two\\nlines.npz (0.300 s)"]
+    r = cli("encode", tmp_path / "in", "-o", tmp_path / "o", "--dry-run", "--jsonl")  # JSON keeps the name exact
+    assert [json.loads(x)["input"] for x in r.out.splitlines()] == [f"{tmp_path}/in/tab\there.wav",
+                                                                   f"{tmp_path}/in/two\nlines.wav"]
 
 
 def test_segments_of_one_recording_read_its_header_once(corpus, tmp_path):

@@ -139,3 +139,34 @@ def test_frame_level_embeddings_are_pooled_on_the_fly(tmp_path):
     arr, names = read_embedding_file(str(tmp_path / "b.npy"), "max")
     assert names == ["-1"]
     np.testing.assert_array_equal(arr[0], frames[0].max(0))
+
+
+def test_label_depth_labels_by_the_top_level_folder(cli, tmp_path):
+    """`--label-depth 1` on speech/ music/ trees with subfolders gives 2 classes, where
+    `--labels-from-parent` gives one per subfolder; files too shallow fail with a reason; --exclude."""
+    X, y = _separable(10, classes=2, dim=4)
+    emb = tmp_path / "emb"
+    for i, (row, label) in enumerate(zip(X, y)):
+        top = "speech" if label == "c0" else "music"
+        sub = emb / top / f"sub{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        np.save(sub / f"f{i}.npy", row)
+    np.save(emb / "loose.npy", X[0])  # directly in the input folder: no top-level folder to label it by
+    np.save(emb / "speech" / "sub0" / "skip_me.npy", X[1])
+    r = cli("probe", emb, "--label-depth", "1", "-o", tmp_path / "r.json", "--folds", "2", "--probe", "linear",
+            "--exclude", "skip_*")
+    assert r.code == 1, r  # loose.npy has no label
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["classes"] == ["music", "speech"] and rep["n_items"] == len(y)
+    assert rep["failed"] == [{"input": str(emb / "loose.npy"),
+                              "error": "is directly in the input folder, so --label-depth 1 gives it no label"}]
+    assert rep["results"][0]["accuracy"] >= 0.9
+    r = cli("probe", emb / "speech", emb / "music", "--labels-from-parent", "-o", tmp_path / "p.json", "--folds", "2",
+            "--probe", "linear", "--exclude", "skip_*")
+    assert json.loads((tmp_path / "p.json").read_text())["classes"] == ["sub0", "sub1", "sub2"]
+    r = cli("probe", emb, "--label-depth", "3", "--folds", "2")
+    assert r.code == 2 and "no input is 3 folder(s) below its input root" in r.err
+    r = cli("probe", emb, "--label-depth", "1", "--labels-from-parent")
+    assert r.code == 2 and "give exactly one of --labels labels.csv, --labels-from-parent and --label-depth N" in r.err
+    r = cli("probe", emb, "--label-depth", "0")
+    assert r.code == 2 and "--label-depth 0 is not valid" in r.err

@@ -16,6 +16,8 @@ def probe(
     inputs: list[str] = cli.INPUTS,
     labels: str = typer.Option(None, "--labels", help="CSV of path,label[,group] (paths matched by their tail, without extension)."),
     labels_from_parent: bool = typer.Option(False, "--labels-from-parent", help="Label = the file's parent folder name."),
+    label_depth: int = typer.Option(None, "--label-depth", metavar="N",
+                                    help="Label = the folder N levels below the input root (1: its top-level folders)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
     model: str = typer.Option("mel256-ec-base_st", "--model", "-m", help="EnCodecMAE for audio inputs (path or released name)."),
     layer: str = typer.Option("all", "--layer", "-l", help="Layer for audio inputs: index, negative index or all (one score per layer)."),
@@ -29,12 +31,13 @@ def probe(
                             help="Extensions taken from directories (npz/npy: `audiotok embed` outputs)."),
     device: str = typer.Option("cpu", "--device", help="Device for embedding audio inputs."),
     threads: int = cli.THREADS,
+    exclude: list[str] = cli.EXCLUDE,
 ) -> None:
     """Score how well embeddings separate labelled classes (k-fold CV, grouped; JSON report and table)."""
     from ..probe_run import ProbeOptions, run
 
     opts = ProbeOptions(inputs, labels, labels_from_parent, out, model, layer, pool, probe_kind, folds, seed,
-                        baseline, plot, ext, device, threads)
+                        baseline, plot, ext, device, threads, label_depth, exclude)
     with cli.interruptible("interrupted: no report was written; rerun the same command"):
         code = run(opts, cli.eprint, print)
     raise typer.Exit(code)

@@ -18,6 +18,7 @@ from ..sources import (
     discover,
     display_path,
     normalise_extensions,
+    printable,
     shard,
 )
 
@@ -59,7 +60,7 @@ def collect_sources(inputs, ext: str | Sequence[str] | None, shard_opt: str | No
     import os
 
     from ..distributed import current_share
-    from ..sinks import OutputTree, claim_targets, prepare_output_dir
+    from ..sinks import OutputTree, check_output_dir, claim_targets
     from ..sources import exclude as drop_excluded
     from ..sources import read_manifest_inputs
 
@@ -86,7 +87,7 @@ def collect_sources(inputs, ext: str | Sequence[str] | None, shard_opt: str | No
     if out is not None:
         check_outputs_apart(paths, out, suffix, exts)
     if out is not None and check_out:
-        prepare_output_dir(out)  # an existing file or a read-only folder fails before any work
+        check_output_dir(out)  # an existing file or a read-only folder fails before any work (nothing is created)
     if out is not None and suffix is not None:
         sources = claim_targets(sources, OutputTree(out, suffix, keep_ext=keep_ext))
     return shard(sources, share.rank, share.world), share
@@ -211,18 +212,20 @@ def dry_run(sources, job, opts: RunOptions, excluded=()):
         if stdout is not None:
             stdout.emit({**rec, "input": display_path(rec["input"])})
             continue
-        name = display_path(rec["input"])
+        name = printable(rec["input"])  # one line per input, whatever its name holds
         if "offset" in rec:
             end = "end" if rec["segment_duration"] is None else f"{rec['offset'] + rec['segment_duration']:g} s"
             name += f" [{rec['offset']:g} s - {end}]"
+        if "row" in rec:
+            name += f" [row {printable(rec['row'])}]"
         line = f"{words[rec['status']]:8s}{name}"
         if rec["status"] == "todo":
-            line += f" -> {display_path(rec['output'])} ({rec['duration']:.3f} s)" if rec.get("output") else \
+            line += f" -> {printable(rec['output'])} ({rec['duration']:.3f} s)" if rec.get("output") else \
                 f" ({rec['duration']:.3f} s)"
         elif rec["status"] == "skipped":
-            line += f" ({display_path(rec['output'])} exists)" if rec.get("output") else ""
+            line += f" ({printable(rec['output'])} exists)" if rec.get("output") else ""
         elif rec["status"] == "error":
-            line += f": {rec['error']}"
+            line += f": {printable(rec['error'])}"
         sys.stdout.write(line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
     sys.stdout.flush()
     count = {k: sum(r["status"] == k for r in records) for k in words}
@@ -260,11 +263,11 @@ def report(summary, quiet: bool) -> None:
                f"{format_amount(summary.audio_seconds, per)} {unit} of audio in {summary.wall_seconds:.1f} s "
                f"({speed:.1f}x real time)")
     for src, warning in getattr(summary, "warnings", []):
-        eprint(f"warning: {display_path(src.path)} {warning}")
+        eprint(f"warning: {printable(src.path)} {warning}")
     if summary.failed:
         eprint(f"{plural(len(summary.failed), 'input')} failed:")
         for o in summary.failed:
-            eprint(f"  {display_path(o.source.path)}: {o.error}")
+            eprint(f"  {printable(o.source.path)}: {printable(o.error or '')}")
     for message in getattr(summary, "messages", []):
         eprint(message)
 

@@ -254,12 +254,35 @@ def _recorded_scorers(pairs, previous: dict[tuple[str, str], dict], bandwidth: f
     return scorers
 
 
+def _lm_codec_file(pairs, tokenizers: list[dict]) -> Path | None:
+    """The codec weights a trained LM was trained with, found in the torch hub cache by the file name
+    and sha256 its checkpoint records (None: the official file, resolved as usual). A file the LM
+    names that is not there is a ``WeightsError`` saying which file (and how to give it)."""
+    from ..registry import get_codec
+    from ..weights import file_sha256, hub_checkpoint_dir
+
+    for (_, checkpoint), tok in zip([p for p in pairs if p[0] != "encodec-lm"], tokenizers):
+        name, sha = tok.get("codec_checkpoint"), tok.get("codec_sha256")
+        official = get_codec(tok["codec"]).checkpoint
+        if not isinstance(name, str) or not isinstance(sha, str) or name == official or Path(name).name != name:
+            continue
+        path = hub_checkpoint_dir() / name
+        if path.is_file() and file_sha256(path, len(sha)) == sha:
+            return path
+        from ..errors import WeightsError
+
+        raise WeightsError(f"{checkpoint} was trained on tokens of the codec weights {name} (sha256 {sha}), which are "
+                           f"not in the torch hub cache ({hub_checkpoint_dir()}); put the file there or pass "
+                           "--codec-checkpoint PATH")
+    return None
+
+
 def _scorer_settings(tag: str, scorer) -> dict:
     """What one model's frames and curves depend on, as ``TAG.KEY`` entries of a folder's settings file."""
     tok = scorer.tokenizer
     made = {"model": scorer.name, "lm_sha256": scorer.identity.get("sha256"), "codec": tok.get("codec"),
             "codec_sha256": tok.get("codec_sha256"), "bandwidth": tok.get("bandwidth"),
-            "codebooks": list(scorer.codebooks), "context": scorer.context, "stride": scorer.stride}
+            "codebooks": list(scorer.codebooks or []), "context": scorer.context, "stride": scorer.stride}
     return {f"{tag}.{k}": v for k, v in made.items()}
 
 
@@ -344,9 +367,10 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
             raise AssertionError("score: the model was asked for although every input is done")
     else:
         from ..devices import apply_threads, resolve_device
+        from ..lm_inputs import is_codes_file
         from ..models.codec import CodecEncoder, load_codec
         from ..models.lm import load_scorer, read_tokenizer
-        from ..models.lm_adapter import LMFeatures, ScoreAdapter
+        from ..models.lm_adapter import CodesOnly, LMFeatures, ScoreAdapter
         from ..registry import DEFAULT_CODEC
 
         apply_threads(threads)
@@ -354,10 +378,18 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
         gpt_tok = [read_tokenizer(c) for m, c in pairs if m != "encodec-lm"]
         codec_name = gpt_tok[0]["codec"] if gpt_tok else DEFAULT_CODEC
         bw = bandwidth if bandwidth is not None else (gpt_tok[0]["bandwidth"] if gpt_tok else 6.0)
-        codec = load_codec(codec_name, codec_checkpoint, dev)
+        # the codec tokenises audio inputs; codes files scored by trained LMs need none (their codes
+        # are checked against the codec weights' sha256 the LM recorded)
+        need_codec = any(m == "encodec-lm" for m, _ in pairs) or \
+            any(not s.error and not is_codes_file(s.path) for s in sources)
+        codec = None
+        if need_codec:
+            weights = codec_checkpoint if codec_checkpoint is not None else _lm_codec_file(pairs, gpt_tok)
+            codec = load_codec(codec_name, weights, dev, option="--codec-checkpoint")
         scorers = [load_scorer(m, c, codec, bw, dev) for m, c in pairs]
         need_mel = any(s.uses_mel for s in scorers)
-        features = LMFeatures(CodecEncoder(codec, bw, dev), with_mel=need_mel or plot is not None)
+        with_mel = need_mel or plot is not None
+        features = LMFeatures(CodecEncoder(codec, bw, dev), with_mel) if codec is not None else CodesOnly(with_mel)
         adapter = ScoreAdapter(features, scorers, rows=rows)
         job = ScoreJob(scorers, frames, plot, done, need_mel)
 

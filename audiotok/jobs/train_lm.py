@@ -109,7 +109,7 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
         if threads is None:
             threads = max(1, torch.get_num_threads() // share.world)
     apply_threads(threads)
-    codec = load_codec(spec.codec, codec_checkpoint, dev)
+    codec = load_codec(spec.codec, codec_checkpoint, dev, option="--codec-checkpoint")
     n_in = get_codec(spec.codec).n_codebooks(bandwidth) if arch == "info-control" else 1
     tokenizer = tokenizer_info(codec, bandwidth, list(range(n_in)))
 

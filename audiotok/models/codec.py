@@ -25,12 +25,13 @@ from ..weights import check_finite, load_torch_file, resolve_encodec
 from .inference import for_inference
 
 
-def load_codec(model: str, checkpoint=None, device: str | torch.device = "cpu"):
-    """The ``encodec`` model ``model`` with weights from ``checkpoint`` or the torch hub cache."""
+def load_codec(model: str, checkpoint=None, device: str | torch.device = "cpu", option: str = "--checkpoint"):
+    """The ``encodec`` model ``model`` with weights from ``checkpoint`` or the torch hub cache
+    (``option``: the command's option for that file, named in messages)."""
     import encodec
 
     spec = get_codec(model)
-    path = resolve_encodec(spec.name, checkpoint)
+    path = resolve_encodec(spec.name, checkpoint, option)
     state = load_torch_file(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -47,7 +48,17 @@ def load_encodec_lm(codec: str = "encodec_24khz", checkpoint=None):
         first = str(exc).strip().splitlines()[0][:200]
         raise WeightsError(f"checkpoint {path} does not hold EnCodec LM weights ({first})") from None
     lm.checkpoint_path = str(path)
+    lm.official = checkpoint is None or official_file(path, LM_NAMES[codec])  # else labelled "custom"
     return lm.eval()
+
+
+def official_file(path, name: str) -> bool:
+    """Whether ``path`` is the official weights file ``name`` (its file name, and the sha256 prefix
+    that official names carry)."""
+    from ..weights import ENCODEC_CHECKPOINTS, _sha256_prefix_ok, file_sha256
+
+    official = ENCODEC_CHECKPOINTS.get(name)
+    return official is not None and Path(path).name == official and _sha256_prefix_ok(file_sha256(path), official)
 
 
 def lm_step(lm, indices: torch.Tensor, states: list[torch.Tensor] | None, offset: int):

@@ -250,7 +250,7 @@ class EncodecLMScorer:
         self.codebooks = list(range(n_q))
         self.tokenizer = tokenizer
         path = getattr(lm, "checkpoint_path", None)
-        self.identity = {"model": self.name, "arch": "encodec-lm", "size": "official",
+        self.identity = {"model": self.name, "arch": "encodec-lm", "size": "official" if getattr(lm, "official", True) else "custom",
                          "params": count_params(lm), "checkpoint": path,
                          "sha256": file_digest(path) if path else None, "step": None}
 
@@ -268,7 +268,8 @@ class EncodecLMScorer:
 
 
 def load_scorer(model: str, checkpoint, codec, bandwidth: float | None, device: torch.device):
-    """The scorer for ``--model``; ``codec`` is the loaded tokenizer codec."""
+    """The scorer for ``--model``; ``codec`` is the loaded tokenizer codec (None for a trained LM
+    scoring codes files only: its recorded tokenizer stands for it)."""
     if model not in MODELS:
         raise UsageError(f"--model {model!r} is not valid; choose one of {', '.join(MODELS)}")
     if model == "encodec-lm":
@@ -281,5 +282,8 @@ def load_scorer(model: str, checkpoint, codec, bandwidth: float | None, device: 
         raise UsageError(f"--model {model} needs --checkpoint (a file written by `audiotok train lm`)")
     stored = read_tokenizer(checkpoint)
     bw = stored["bandwidth"] if bandwidth is None else float(bandwidth)
-    tok = tokenizer_info(codec, bw, list(stored.get("codebooks") or [0]))
+    if codec is None:  # codes files only: the tokenizer the LM records, at the bandwidth asked for
+        tok = {**stored, "bandwidth": float(bw), "n_q": get_codec(stored["codec"]).n_codebooks(float(bw))}
+    else:
+        tok = tokenizer_info(codec, bw, list(stored.get("codebooks") or [0]))
     return GPTScorer(load_checkpoint(checkpoint, model, tok, device), device)

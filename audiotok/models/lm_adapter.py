@@ -35,6 +35,26 @@ class LMFeatures(WithAudio):
         return LMItem(item.codes, mel, item.n_samples)
 
 
+class CodesOnly:
+    """Stands in for ``LMFeatures`` when every input is a codes file and no codec was loaded."""
+
+    on_progress = None
+
+    def __init__(self, with_mel: bool):
+        self.with_mel = with_mel
+
+    def run(self, batch):
+        from ..errors import InputError
+
+        return [(k, InputError("is audio, but this run loaded no codec to tokenise it")) for k, _ in batch]
+
+    def flush(self):
+        return []
+
+    def reset(self) -> None:
+        pass
+
+
 @dataclass
 class ScoreResult:
     item: LMItem

@@ -98,7 +98,7 @@ def run(o: TrainMaeOptions, log) -> int:
         if o.threads is None:
             o.threads = max(1, torch.get_num_threads() // share.world)
     apply_threads(o.threads)
-    codec = load_codec("encodec_24khz", o.codec_checkpoint, dev)
+    codec = load_codec("encodec_24khz", o.codec_checkpoint, dev, option="--codec-checkpoint")
     codec_info = tokenizer_info(codec, BANDWIDTH, list(range(8)))
     enc_state = codec_encoder_state(codec) if o.frontend == "ec" else None
     examples, failed = collect(o.inputs, normalise_extensions([o.ext]), codec, codec_info,
