@@ -154,7 +154,7 @@ def random_encodec_lm(n_q: int = 32, seed: int = 0):
     num_layers=5, dim=200, past_context=262)``), eval mode."""
     import torch
 
-    from .models.encodec_lm import build_lm
+    from .lm.encodec_lm import build_lm
 
     torch.manual_seed(seed)
     return build_lm(n_q).eval()
@@ -179,8 +179,8 @@ def save_random_lm_checkpoint(path: str | os.PathLike, codec_weights: str | os.P
     24 kHz weights file ``codec_weights`` at ``bandwidth``: ``audiotok score`` loads and runs it."""
     import torch
 
-    from .models.gpt import GPTConfig, build_gpt
-    from .models.lm import save_checkpoint
+    from .lm.checkpoints import save_checkpoint
+    from .lm.gpt import GPTConfig, build_gpt
     from .registry import get_codec
     from .weights import file_sha256
 
@@ -248,7 +248,7 @@ def random_encodecmae_state(frontend: str = "mel", dim: int = 64, layers: int = 
     sd: dict = {"wav_encoder.post_net.weight": w(dim, feat), "wav_encoder.post_net.bias": b(dim),
                 "masker.positional_encoder.scale": torch.tensor(0.5 + torch.rand((), generator=g).item())}
     if frontend == "ec":
-        from .models.mae import _seanet_encoder
+        from .embedders.encodecmae import _seanet_encoder
 
         torch.manual_seed(seed)
         for k, v in _seanet_encoder().state_dict().items():

@@ -1,4 +1,4 @@
-"""audiotok.audio.read: block-wise decoding equals a one-shot decode, and memory stays at the output."""
+"""audiotok.formats.audio.read: block-wise decoding equals a one-shot decode, and memory stays at the output."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 import soxr
 
-from audiotok import audio
 from audiotok.errors import InputError
+from audiotok.formats import audio
 
 from .conftest import REPO
 

@@ -38,9 +38,9 @@ class TrainMaeOptions:
 
 def check(o: TrainMaeOptions) -> None:
     """Option errors, before anything is loaded."""
-    from ..models.names import MAE_FRONTENDS as FRONTENDS
-    from ..models.names import MAE_SIZES as SIZES
-    from ..sources import check_inputs_exist
+    from ..engine.sources import check_inputs_exist
+    from ..lm.names import MAE_FRONTENDS as FRONTENDS
+    from ..lm.names import MAE_SIZES as SIZES
 
     if o.size not in SIZES:
         raise UsageError(f"--size {o.size!r} is not valid; choose one of {', '.join(SIZES)}")
@@ -56,12 +56,12 @@ def check(o: TrainMaeOptions) -> None:
         raise UsageError(f"--crop-seconds {o.crop_seconds:g} is too short; give at least 0.06 s (4 s as in the paper)")
     if o.clusters < 2:
         raise UsageError(f"--clusters {o.clusters} must be at least 2")
-    from ..devices import check_device, check_threads
+    from ..engine.devices import check_device, check_threads
 
     check_device(o.device)
     check_threads(o.threads)
     check_inputs_exist(o.inputs)  # a missing input is a usage error before torch loads
-    from ..sinks import prepare_checkpoint_paths
+    from ..engine.sinks import prepare_checkpoint_paths
 
     prepare_checkpoint_paths(o.out, o.cache)
 
@@ -70,13 +70,12 @@ def run(o: TrainMaeOptions, log) -> int:
     """Train; returns the exit code (1 when some inputs failed and were left out)."""
     import torch
 
-    from ..devices import apply_threads
-    from ..distributed import current_share
-    from ..models.codec import load_codec, resolve_device
-    from ..models.lm import tokenizer_info
-    from ..models.mae_train import MaeTrainSpec
-    from ..sources import normalise_extensions
-    from .mae import (
+    from ..codecs.encodec import load_codec, resolve_device
+    from ..engine.devices import apply_threads
+    from ..engine.distributed import current_share
+    from ..engine.sources import normalise_extensions
+    from ..lm.checkpoints import tokenizer_info
+    from ..train.mae import (
         MaeTrainConfig,
         SelfTraining,
         fit_centroids,
@@ -84,7 +83,8 @@ def run(o: TrainMaeOptions, log) -> int:
         read_training_checkpoint,
         train,
     )
-    from .mae_data import BANDWIDTH, codec_encoder_state, collect
+    from ..train.mae_data import BANDWIDTH, codec_encoder_state, collect
+    from ..train.mae_net import MaeTrainSpec
 
     check(o)
     teacher = load_teacher(o.self_train) if o.self_train else None
@@ -109,7 +109,7 @@ def run(o: TrainMaeOptions, log) -> int:
                           crop_seconds=o.crop_seconds, eval_every=o.eval_every)
     st = None
     if teacher is not None:
-        from .lm import split_by_file
+        from ..train.lm import split_by_file
 
         if o.resume:
             centroids = read_training_checkpoint(o.out).get("centroids")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 
 @dataclass
@@ -31,7 +31,7 @@ def is_codes_file(path: str) -> bool:
 
 
 def _source_audio(path: str, stored: str | None, n_samples: int, sample_rate: int) -> np.ndarray:
-    from .audio import read
+    from ..formats.audio import read
 
     if not stored:
         raise InputError("records no source audio, which the mel (whisper-gpt, --plot) is computed from; "
@@ -52,7 +52,7 @@ def _source_audio(path: str, stored: str | None, n_samples: int, sample_rate: in
 def read_encoded(path: str, tokenizer: dict, need_codebooks: int, need_audio: bool) -> EncodedInput:
     """Read an ``encode`` ``.npz`` for an LM whose tokenizer is ``tokenizer`` (``models.lm.tokenizer_info``)
     and which reads codebooks ``0 .. need_codebooks - 1``; ``InputError`` (one sentence) when it does not fit."""
-    from .codes import read_codes, read_settings
+    from ..formats.codes import read_codes, read_settings
 
     c = read_codes(path)
     if c.model != tokenizer["codec"]:

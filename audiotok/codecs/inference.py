@@ -3,7 +3,7 @@
 ``fold_weight_norm`` turns weight-normalised convolutions into plain ones (the same weights, no
 per-call norm; about 10 % faster). Nothing here measures the machine: which kernels run, and so
 every rounding, is fixed by the shapes, the device type and the thread count (see
-``audiotok.provenance``). An earlier version timed a float64 ELU against torch's float32 one at
+``audiotok.engine.provenance``). An earlier version timed a float64 ELU against torch's float32 one at
 start-up and kept the faster; under load that choice flipped from process to process and so did
 codes, so every device now runs torch's own ELU, as the official model does.
 """

@@ -41,9 +41,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .audio import AudioInfo
-from .errors import AudiotokError, InputError, WeightsError
-from .protocols import Adapter, Job
+from ..errors import AudiotokError, InputError, WeightsError
+from ..formats.audio import AudioInfo
+from ..protocols import Adapter, Job
 from .sources import Source
 
 
@@ -390,7 +390,7 @@ def probe_source(job: Any, src: Source) -> AudioInfo:
     info = job.probe(src.path)
     if not src.is_segment:
         return info
-    from .audio import clip_info
+    from ..formats.audio import clip_info
 
     return clip_info(info, src.offset, src.duration)
 

@@ -2,7 +2,7 @@
 and one scoring interface over Whisper-GPT, the token-only GPT and EnCodec's own LM.
 
 A scorer turns one file's codes ``[n_q, T]`` (and raw log-mel ``[T, 80]``) into model inputs and
-targets, and maps fixed-shape windows of inputs to logits; ``audiotok.scoring`` does the rest.
+targets, and maps fixed-shape windows of inputs to logits; ``audiotok.lm.scoring`` does the rest.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.sinks import atomic_write
 from ..errors import UsageError, WeightsError
 from ..registry import get_codec
-from ..sinks import atomic_write
 from ..weights import check_finite, file_sha256, load_torch_file
 from .gpt import BOS, GPTConfig, aligned_mel, build_gpt, count_params
-from .lm_tokenizer import tokenizer_spec
 from .names import ARCHS, MODELS  # noqa: F401  (re-exported)
+from .tokenizer import tokenizer_spec
 
 CHECKPOINT_FORMAT = "audiotok-lm"
 # 1: whisper-gpt squeezed its token embedding to d - d_s (loads as fusion "legacy");

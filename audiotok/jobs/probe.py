@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudiotokError, UsageError
-from .probe import (
+from ..embedders.probing import (
     BASELINES,
     EMBEDDING_EXTENSIONS,
     PROBES,
@@ -27,6 +26,7 @@ from .probe import (
     read_labels,
     run_probe,
 )
+from ..errors import AudiotokError, UsageError
 
 
 @dataclass
@@ -52,7 +52,7 @@ def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
     """Option errors before any work; returns (probes, baselines)."""
     if (o.labels is None) == (not o.labels_from_parent):
         raise UsageError("give exactly one of --labels labels.csv and --labels-from-parent")
-    from .devices import check_threads
+    from ..engine.devices import check_threads
 
     check_threads(o.threads)
     probes = list(PROBES) if o.probe == "both" else [o.probe]
@@ -66,7 +66,7 @@ def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
         raise UsageError(f"--pool {o.pool!r} is not valid for probe; choose mean, max or meanstd")
     if o.folds < 2:
         raise UsageError(f"--folds {o.folds} must be at least 2")
-    from .sinks import prepare_output_file
+    from ..engine.sinks import prepare_output_file
 
     for path, what in ((o.out, "-o"), (o.plot, "--plot")):
         if path is not None:
@@ -75,7 +75,7 @@ def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
 
 
 def collect(o: ProbeOptions, baselines: list[str], log) -> tuple[Labelled, list[tuple[str, str]]]:
-    from .sources import check_inputs_exist, discover, normalise_extensions
+    from ..engine.sources import check_inputs_exist, discover, normalise_extensions
 
     check_inputs_exist(o.inputs)
     sources = discover(o.inputs, normalise_extensions([o.ext]))
@@ -122,14 +122,14 @@ def collect(o: ProbeOptions, baselines: list[str], log) -> tuple[Labelled, list[
         data = Labelled([data.paths[i] for i in ok], [data.labels[i] for i in ok], [data.groups[i] for i in ok])
         data.features.append(Features("embeddings", np.stack(rows), names))
         return data, failed
-    from .models.codec import resolve_device
-    from .models.mae import load_mae, resolve_layers
-    from .weights import resolve_encodecmae
+    from ..codecs.encodec import resolve_device
+    from ..embedders.encodecmae import load_mae, resolve_layers
+    from ..weights import resolve_encodecmae
 
     net = load_mae(resolve_encodecmae(o.model))
     resolve_layers(o.layer, net.cfg.layers)
     layer = "all" if o.layer.strip().lower() == "all" else int(o.layer)
-    from .devices import apply_threads
+    from ..engine.devices import apply_threads
 
     dev = resolve_device(o.device)
     data.threads = apply_threads(o.threads)
@@ -148,7 +148,7 @@ def collect(o: ProbeOptions, baselines: list[str], log) -> tuple[Labelled, list[
 
 
 def write_report(report: dict, path: Path) -> None:
-    from .sinks import atomic_write
+    from ..engine.sinks import atomic_write
 
     text = json.dumps(report, indent=1).encode()
     atomic_write(Path(path), lambda f: f.write(text))

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..features import causal_log_mel
-from ..scoring import FrameScores, WindowScorer
-from .codec import CodecEncoder, EncodedItem, WithAudio
+from ..codecs.encodec import CodecEncoder, EncodedItem, WithAudio
+from ..embedders.features import causal_log_mel
+from .scoring import FrameScores, WindowScorer
 
 
 @dataclass
@@ -51,7 +51,7 @@ class ScoreAdapter:
     def run(self, batch):
         """``batch``: audio ``[1, N]`` (tokenised here) and ``lm_inputs.EncodedInput`` (codes read
         from an ``encode`` output; only the mel is computed, from the same source samples)."""
-        from ..lm_inputs import EncodedInput
+        from .inputs import EncodedInput
 
         encoded = [(k, p) for k, p in batch if isinstance(p, EncodedInput)]
         audio = [(k, p) for k, p in batch if not isinstance(p, EncodedInput)]

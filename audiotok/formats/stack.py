@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
-from .sinks import atomic_write
-from .sources import display_path
+from ..engine.sinks import atomic_write
+from ..engine.sources import display_path
+from ..errors import UsageError
 
 
 def read_embedding(path: str | os.PathLike) -> np.ndarray:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import OutputError, UsageError
+from ..errors import OutputError, UsageError
 from .sources import Source, display_path
 
 Writer = Callable[[IO[bytes], Any], None]

@@ -24,8 +24,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from .errors import InputError
-from .registry import CODECS, CodecSpec
+from ..errors import InputError
+from ..registry import CODECS, CodecSpec
 
 MAGIC = b"ECDC"
 VERSION = 0
@@ -327,8 +327,8 @@ def default_lm_loader(model_name: str, checkpoint=None):
 
     from encodec.model import LMModel
 
-    from .errors import WeightsError
-    from .weights import check_finite, load_torch_file, resolve_encodec
+    from ..errors import WeightsError
+    from ..weights import check_finite, load_torch_file, resolve_encodec
 
     spec = MODELS[model_name]
     path = resolve_encodec(spec.lm_name, checkpoint)

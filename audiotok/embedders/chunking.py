@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError
-from .models.mae import SAMPLE_RATE, EncodecMAE, resolve_layers
+from ..errors import InputError
+from .encodecmae import SAMPLE_RATE, EncodecMAE, resolve_layers
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -64,7 +64,7 @@ class _Chunk:
     start: int  # in samples
 
 
-from .jobs.embed_options import check_options  # noqa: E402,F401  (torch-free; re-exported)
+from ..jobs.embed_options import check_options  # noqa: E402,F401  (torch-free; re-exported)
 
 
 def plan_chunks(n_samples: int, chunk: int, overlap: int, cfg) -> list[tuple[int, int, int, int]]:
@@ -240,13 +240,13 @@ class Embedder:
 
     def embed_many(self, audios, sample_rate: int) -> list[Embedding]:
         """Embed several recordings in shared batches; results in input order, with timestamps."""
-        from .pipeline import run_in_memory
+        from ..engine.pipeline import run_in_memory
 
         return run_in_memory(self.adapter, [self._prepare(a, sample_rate) for a in audios])
 
     @staticmethod
     def _prepare(audio, sample_rate: int) -> np.ndarray:
-        from .audio import prepare_array
+        from ..formats.audio import prepare_array
 
         return prepare_array(audio, sample_rate, SAMPLE_RATE, 1)
 
@@ -256,9 +256,9 @@ def load_embedder(name_or_path: str = "mel256-ec-base_st", device: str = "cpu", 
                   overlap: float = 0.0) -> Embedder:
     """An ``Embedder`` for a local checkpoint (v2 ``.pt`` file or v1 folder) or a released name
     (resolved through the Hugging Face cache)."""
-    from .models.codec import resolve_device
-    from .models.mae import load_mae
-    from .weights import resolve_encodecmae
+    from ..codecs.encodec import resolve_device
+    from ..weights import resolve_encodecmae
+    from .encodecmae import load_mae
 
     check_options(pool, dtype, chunk_seconds, overlap)
     dev = resolve_device(device)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, UsageError
+from ..errors import InputError, UsageError
 
 PROBES = ("linear", "mlp")
 BASELINES = ("logmel", "random")
@@ -99,7 +99,7 @@ def match_labels(paths: list[str], rows: list[tuple[str, str, str | None]]) -> l
 
 # --- inputs ------------------------------------------------------------------------------------
 def pool(frames: np.ndarray, how: str) -> np.ndarray:
-    from .embedder import pool_frames
+    from .chunking import pool_frames
 
     if how == "none":
         raise UsageError("--pool none cannot be probed; choose mean, max or meanstd")
@@ -135,8 +135,8 @@ def read_embedding_file(path: str, how: str) -> tuple[np.ndarray, list[str]]:
 
 def embed_audio(paths: list[str], model, layer: str, how: str, device: str, batch: int = 16) -> Features:
     """Embed audio files through the ``embed`` core (24 kHz mono, 4 s chunks)."""
-    from .audio import read
-    from .embedder import Embedder
+    from ..formats.audio import read
+    from .chunking import Embedder
 
     emb = Embedder(model, "probe", device=device, layer=layer, pool=how)
     rows = []
@@ -153,7 +153,7 @@ def logmel_features(paths: list[str]) -> Features:
     """Baseline: mean and std over time of the 256-bin log-mel frames (the mel256 front end)."""
     import torch
 
-    from .audio import read
+    from ..formats.audio import read
     from .features import kaldi_fbank
 
     rows = []
@@ -173,7 +173,7 @@ def random_like(model, seed: int = 0):
 
     import torch
 
-    from .models.mae import EncodecMAE
+    from .encodecmae import EncodecMAE
 
     torch.manual_seed(seed)
     net = EncodecMAE(model.cfg)
@@ -282,7 +282,7 @@ def plot_layers(report: dict, path: str | os.PathLike) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from .sinks import atomic_write
+    from ..engine.sinks import atomic_write
 
     try:
         atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=120))

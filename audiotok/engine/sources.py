@@ -141,7 +141,7 @@ def check_inputs_exist(inputs: Sequence[str]) -> None:
     """Refuse a path given on the command line that does not exist, or a pattern that matches
     nothing, before any work (a usage error: exit status 2). Paths read from stdin (``-``) and
     manifest entries are inputs like any other: each missing one gets an error record."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     for item in inputs:
         if item == "-" or os.path.lexists(item):
@@ -234,7 +234,7 @@ def read_manifest_inputs(manifest: str | os.PathLike) -> list[Source]:
     segment is its own input, with its own output named ``<stem>_<start>-<end><ext>`` (seconds,
     3 decimals; ``end`` is ``end`` when no duration is given). Any malformed entry is a
     ``UsageError`` naming the line."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     path = Path(manifest)
     kind = path.suffix.lower()
@@ -268,7 +268,7 @@ def read_manifest_inputs(manifest: str | os.PathLike) -> list[Source]:
 def _jsonl_rows(text: str, path: Path):
     import json
 
-    from .errors import UsageError
+    from ..errors import UsageError
 
     for i, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
@@ -286,7 +286,7 @@ def _csv_rows(text: str, path: Path):
     import csv
     import io
 
-    from .errors import UsageError
+    from ..errors import UsageError
 
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames or not set(MANIFEST_PATH_FIELDS) & {f.strip() for f in reader.fieldnames}:
@@ -298,7 +298,7 @@ def _csv_rows(text: str, path: Path):
 
 
 def _seconds(value, where: str, name: str) -> float | None:
-    from .errors import UsageError
+    from ..errors import UsageError
 
     if value is None or value == "":
         return None

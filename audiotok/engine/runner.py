@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import UsageError
-from ..sources import (
+from .sources import (
     AUDIO_EXTENSIONS,
     check_inputs_exist,
     discover,
@@ -58,10 +58,10 @@ def collect_sources(inputs, ext: str | Sequence[str] | None, shard_opt: str | No
     share. Returns (sources, share)."""
     import os
 
-    from ..distributed import current_share
-    from ..sinks import OutputTree, claim_targets, prepare_output_dir
-    from ..sources import exclude as drop_excluded
-    from ..sources import read_manifest_inputs
+    from .distributed import current_share
+    from .sinks import OutputTree, claim_targets, prepare_output_dir
+    from .sources import exclude as drop_excluded
+    from .sources import read_manifest_inputs
 
     if ext is None:
         ext = AUDIO_EXTENSIONS
@@ -118,10 +118,10 @@ def run_job(sources, share, job, adapter, out: Path | None, opts: RunOptions, un
     output folder could not take more data; ``messages`` then say so). ``record`` replaces the
     default per-outcome sink (manifest + JSON lines). A KeyboardInterrupt (or SIGTERM, as
     ``interrupts.Terminated``) propagates once the manifest is closed (finished outputs stay listed)."""
-    from .. import pipeline
-    from ..interrupts import termination_as_interrupt
-    from ..progress import Progress
-    from ..sinks import JsonLines, Manifest, manifest_part_name, merge_manifest_parts, prepare_run_output
+    from . import pipeline
+    from .interrupts import termination_as_interrupt
+    from .progress import Progress
+    from .sinks import JsonLines, Manifest, manifest_part_name, merge_manifest_parts, prepare_run_output
 
     manifest = None
     if out is not None:
@@ -160,7 +160,7 @@ def run_job(sources, share, job, adapter, out: Path | None, opts: RunOptions, un
 def settle(summary, record_file) -> None:
     """``summary.status`` and ``summary.messages``: exit 1 with one sentence when outputs or the
     record file (manifest, score output) could not be written."""
-    from .. import pipeline
+    from . import pipeline
 
     summary.messages = []
     summary.status = pipeline.final_status(summary, record_file, summary.messages.append)
@@ -172,8 +172,8 @@ def dry_run(sources, job, opts: RunOptions, excluded=()):
     with ``dry_run`` set (``status`` 1 when inputs would be refused)."""
     import sys
 
-    from .. import pipeline
-    from ..sinks import JsonLines
+    from . import pipeline
+    from .sinks import JsonLines
 
     records = pipeline.plan(sources, job, overwrite=opts.overwrite)
     records += [{"input": s.path, **pipeline.segment_fields(s), "status": "excluded"} for s in excluded]
@@ -199,7 +199,7 @@ def dry_run(sources, job, opts: RunOptions, excluded=()):
     sys.stdout.flush()
     count = {k: sum(r["status"] == k for r in records) for k in words}
     seconds = sum(r.get("duration", 0.0) for r in records if r["status"] == "todo")
-    from ..progress import format_amount, pick_unit
+    from .progress import format_amount, pick_unit
 
     unit, per = pick_unit(seconds)
     eprint(f"dry run: {count['todo']} to do ({format_amount(seconds, per)} {unit} of audio), {count['skipped']} skipped, "
@@ -219,7 +219,7 @@ def _label(job: Any) -> str:
 
 def report(summary, quiet: bool) -> None:
     """The closing lines on stderr: counts, speed, and every failed input with its reason."""
-    from ..progress import format_amount, pick_unit, plural
+    from .progress import format_amount, pick_unit, plural
 
     if getattr(summary, "dry_run", None) is not None:
         return  # the dry run printed its own summary

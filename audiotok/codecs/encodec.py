@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..codes import EncodedItem
-from ..devices import resolve_device  # noqa: F401  (re-exported)
+from ..engine.devices import resolve_device  # noqa: F401  (re-exported)
 from ..errors import WeightsError
+from ..formats.codes import EncodedItem
 from ..registry import CodecSpec, get_codec
 from ..weights import check_finite, load_torch_file, resolve_encodec
 from .inference import for_inference

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..features import MEL_BINS, SILENCE_LOG_MEL
+from ..embedders.features import MEL_BINS, SILENCE_LOG_MEL
 from .blocks import CausalStack, init_weights
 from .names import ARCHS, SIZES  # noqa: F401  (re-exported)
 

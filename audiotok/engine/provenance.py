@@ -26,7 +26,7 @@ def runtime(device: Any = None) -> dict:
     import numpy as np
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     dev = torch.device(device) if device is not None else torch.device("cpu")
     info: dict[str, Any] = {

@@ -18,9 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UsageError
-from ..features import FBANK_NORM, kaldi_fbank
-from .mae import (
+from ..embedders.encodecmae import (
     EC_HOP,
     MASK_BIAS,
     SAMPLE_RATE,
@@ -30,7 +28,9 @@ from .mae import (
     _seanet_encoder,
     sinusoidal_positions,
 )
-from .names import MAE_FRONTENDS, MAE_SIZES
+from ..embedders.features import FBANK_NORM, kaldi_fbank
+from ..errors import UsageError
+from ..lm.names import MAE_FRONTENDS, MAE_SIZES
 
 # per-codebook weights of the masked-prediction loss (codebook 0 first)
 CODEBOOK_WEIGHTS = (0.22407463, 0.1759858, 0.14499009, 0.12150037, 0.10315603, 0.08831368, 0.07608274, 0.06589669)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class AudioInfo:
 
 
 def _open(path: str):
-    from .sources import NotRegularFile, open_regular
+    from ..engine.sources import NotRegularFile, open_regular
 
     try:
         return open_regular(path)
@@ -248,7 +248,7 @@ def n_samples_at(frames: int, sr: int, target_sr: int) -> int:
 def prepare_array(audio, sample_rate: int, target_sr: int, channels: int) -> np.ndarray:
     """An in-memory recording (``[N]`` or ``[channels, N]``, any rate) as float32
     ``[channels, N']`` at ``target_sr``: mixed and resampled exactly as files are."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     x = np.asarray(audio, dtype=np.float32)
     if x.ndim == 1:
