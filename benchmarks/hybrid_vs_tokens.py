@@ -42,7 +42,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from audiotok import pipeline  # noqa: E402
+from audiotok.engine import pipeline  # noqa: E402
 from audiotok.codecs.encodec import CodecEncoder, load_codec  # noqa: E402
 from audiotok.engine.sources import Source  # noqa: E402
 from audiotok.lm.adapter import LMFeatures  # noqa: E402
