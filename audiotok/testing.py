@@ -64,7 +64,7 @@ def _cached_random_state(model: str, seed: int) -> dict:
     ``test_cache_dir()`` (written atomically; an unreadable file is rebuilt)."""
     import torch
 
-    from .engine.sinks import atomic_write
+    from .files import atomic_write
 
     path = test_cache_dir() / f"{model}-seed{seed}-{_builder_key(model, seed)}.pt"
     try:

@@ -42,8 +42,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from audiotok.engine import pipeline  # noqa: E402
 from audiotok.codecs.encodec import CodecEncoder, load_codec  # noqa: E402
+from audiotok.engine import pipeline  # noqa: E402
 from audiotok.engine.sources import Source  # noqa: E402
 from audiotok.lm.adapter import LMFeatures  # noqa: E402
 from audiotok.lm.checkpoints import count_params, tokenizer_info  # noqa: E402

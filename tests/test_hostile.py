@@ -128,7 +128,7 @@ def test_a_linked_manifest_is_refused(cli, tmp_path, clean):
 
 
 def test_stale_temp_files_of_dead_runs_are_removed_live_ones_kept(tmp_path):
-    from audiotok.engine.sinks import remove_stale_temps
+    from audiotok.files import remove_stale_temps
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
@@ -757,7 +757,7 @@ def test_names_up_to_the_file_system_limit(cli, tmp_path, clean, length):
 
 
 def test_temp_names_stay_within_the_limit():
-    from audiotok.engine.sinks import NAME_MAX, temp_name
+    from audiotok.files import NAME_MAX, temp_name
 
     for name in ("x.npz", "y" * 255, os.fsdecode(b"\xe9" * 255)):
         assert len(os.fsencode(temp_name(name))) <= NAME_MAX

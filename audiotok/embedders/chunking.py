@@ -64,7 +64,7 @@ class _Chunk:
     start: int  # in samples
 
 
-from ..jobs.embed_options import check_options  # noqa: E402,F401  (torch-free; re-exported)
+from .options import check_options  # noqa: E402,F401  (torch-free; re-exported)
 
 
 def plan_chunks(n_samples: int, chunk: int, overlap: int, cfg) -> list[tuple[int, int, int, int]]:
@@ -256,7 +256,7 @@ def load_embedder(name_or_path: str = "mel256-ec-base_st", device: str = "cpu", 
                   overlap: float = 0.0) -> Embedder:
     """An ``Embedder`` for a local checkpoint (v2 ``.pt`` file or v1 folder) or a released name
     (resolved through the Hugging Face cache)."""
-    from ..codecs.encodec import resolve_device
+    from ..engine.devices import resolve_device
     from ..weights import resolve_encodecmae
     from .encodecmae import load_mae
 

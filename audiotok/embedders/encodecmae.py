@@ -22,7 +22,7 @@ from torch import nn
 from ..codecs.inference import for_inference
 from ..errors import UsageError, WeightsError
 from ..weights import check_finite
-from .features import FBANK_FRAME_MS, FBANK_NORM, FBANK_SHIFT_MS, fbank_geometry, kaldi_fbank
+from .fbank import FBANK_FRAME_MS, FBANK_NORM, FBANK_SHIFT_MS, fbank_geometry, kaldi_fbank
 
 SAMPLE_RATE = 24000
 EC_HOP = 320  # EnCodec 24 kHz: one latent frame per 320 samples

@@ -154,7 +154,7 @@ def logmel_features(paths: list[str]) -> Features:
     import torch
 
     from ..formats.audio import read
-    from .features import kaldi_fbank
+    from .fbank import kaldi_fbank
 
     rows = []
     for p in paths:
@@ -282,7 +282,7 @@ def plot_layers(report: dict, path: str | os.PathLike) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from ..engine.sinks import atomic_write
+    from ..files import atomic_write
 
     try:
         atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=120))

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, ProgressColumn, TextColumn
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 
-from .sources import display_path
+from ..files import display_path
 
 DEFAULT_LOG_EVERY = 10.0  # seconds between log lines when stderr is not a terminal
 

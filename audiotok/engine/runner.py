@@ -58,8 +58,9 @@ def collect_sources(inputs, ext: str | Sequence[str] | None, shard_opt: str | No
     share. Returns (sources, share)."""
     import os
 
+    from ..files import prepare_output_dir
     from .distributed import current_share
-    from .sinks import OutputTree, claim_targets, prepare_output_dir
+    from .sinks import OutputTree, claim_targets
     from .sources import exclude as drop_excluded
     from .sources import read_manifest_inputs
 
@@ -118,10 +119,11 @@ def run_job(sources, share, job, adapter, out: Path | None, opts: RunOptions, un
     output folder could not take more data; ``messages`` then say so). ``record`` replaces the
     default per-outcome sink (manifest + JSON lines). A KeyboardInterrupt (or SIGTERM, as
     ``interrupts.Terminated``) propagates once the manifest is closed (finished outputs stay listed)."""
+    from ..files import prepare_run_output
     from . import pipeline
     from .interrupts import termination_as_interrupt
     from .progress import Progress
-    from .sinks import JsonLines, Manifest, manifest_part_name, merge_manifest_parts, prepare_run_output
+    from .sinks import JsonLines, Manifest, manifest_part_name, merge_manifest_parts
 
     manifest = None
     if out is not None:

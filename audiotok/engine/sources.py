@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import display_path  # noqa: F401  (re-exported)
+
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "oga", "mp3", "opus", "aiff", "aif")
 CODE_EXTENSIONS = ("npz", "npy", "ecdc")
 _MAGIC = set("*?[")
@@ -34,11 +36,6 @@ class Source:
     @property
     def display(self) -> str:
         return display_path(self.path)
-
-
-def display_path(path: str) -> str:
-    """A printable form of any path (non-UTF-8 bytes shown as \\xNN escapes)."""
-    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 def normalise_extensions(exts: Iterable[str]) -> tuple[str, ...]:

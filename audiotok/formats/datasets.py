@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.sources import Source, display_path
+from ..engine.sources import Source
 from ..errors import UsageError
+from ..files import display_path
 
 SHARD_RE = re.compile(r"^shard-(\d{3,})-(\d{5,})\.parquet$")
 DEFAULT_SHARD_BYTES = 64 << 20
@@ -141,7 +142,7 @@ class ShardWriter:
         """Write the buffered rows as the next shard (one row group). Returns its path."""
         if not self.rows:
             return None
-        from ..engine.sinks import atomic_write
+        from ..files import atomic_write
 
         _, pq = _pa()
         if self.overwrite and not self.written:

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.sinks import atomic_write
-from ..engine.sources import display_path
 from ..errors import UsageError
+from ..files import atomic_write, display_path
 
 
 def read_embedding(path: str | os.PathLike) -> np.ndarray:

@@ -110,7 +110,7 @@ def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", la
     """Embed every input with EnCodecMAE under ``out`` (per-file ``.npz``/``.npy``, or Parquet
     shards with ``fmt="parquet"``); returns the ``pipeline.Summary`` (with ``stacked``: the number
     of rows written to ``stack``, when asked)."""
-    from .embed_options import check_layer_spelling, check_options
+    from ..embedders.options import check_layer_spelling, check_options
 
     check_options(pool, dtype, chunk_seconds, overlap)
     check_layer_spelling(layer)
@@ -131,7 +131,7 @@ def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", la
     if stack is not None and share.world > 1:
         raise UsageError("--stack needs every input in one process; drop --shard/torchrun or stack the outputs afterwards")
     if stack is not None and not dry_run:  # written after the run: checked before it
-        from ..engine.sinks import prepare_output_file
+        from ..files import prepare_output_file
         from ..formats.stack import stack_paths
 
         for path in stack_paths(stack):

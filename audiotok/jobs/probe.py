@@ -66,7 +66,7 @@ def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
         raise UsageError(f"--pool {o.pool!r} is not valid for probe; choose mean, max or meanstd")
     if o.folds < 2:
         raise UsageError(f"--folds {o.folds} must be at least 2")
-    from ..engine.sinks import prepare_output_file
+    from ..files import prepare_output_file
 
     for path, what in ((o.out, "-o"), (o.plot, "--plot")):
         if path is not None:
@@ -148,7 +148,7 @@ def collect(o: ProbeOptions, baselines: list[str], log) -> tuple[Labelled, list[
 
 
 def write_report(report: dict, path: Path) -> None:
-    from ..engine.sinks import atomic_write
+    from ..files import atomic_write
 
     text = json.dumps(report, indent=1).encode()
     atomic_write(Path(path), lambda f: f.write(text))

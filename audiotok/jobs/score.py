@@ -285,7 +285,7 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
     opts = RunOptions(batch_seconds, workers, overwrite, False, progress, shard).check()
     if not checkpoints or models:  # option errors before the inputs are read (--model names, a missing pair)
         pair_models(models, checkpoints, arch_of=lambda c: None)
-    from ..engine.sinks import prepare_output_dir, prepare_output_file
+    from ..files import prepare_output_dir, prepare_output_file
 
     for path, what in ((output, "-o"), (summary_path, "--summary")):
         if path is not None:
@@ -336,7 +336,7 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
         adapter = ScoreAdapter(features, scorers, rows=rows)
         job = ScoreJob(scorers, frames, plot, done, need_mel)
 
-    from ..engine.sinks import open_append
+    from ..files import open_append
 
     out_stream = open_append(output) if output is not None else None
     sink = JsonLines(out_stream if out_stream is not None else (stream or sys.stdout))
@@ -384,7 +384,7 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
         corpus.append({"model": s.name, "lm": s.identity, "tokenizer": s.tokenizer, "context": s.context,
                        "stride": s.stride, **corpus_summary(recs)})
     if summary_path is not None:
-        from ..engine.sinks import atomic_write
+        from ..files import atomic_write
 
         body = json.dumps(corpus if len(corpus) > 1 else corpus[0], indent=2).encode()
         atomic_write(summary_path, lambda f: f.write(body))

@@ -85,7 +85,7 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
     exts = normalise_extensions([ext] if isinstance(ext, str) else [",".join(ext)])
     paths = as_inputs(inputs)
     check_inputs_exist(paths)  # a missing input is a usage error before torch loads
-    from ..engine.sinks import prepare_checkpoint_paths
+    from ..files import prepare_checkpoint_paths
 
     cache_root = prepare_checkpoint_paths(out, cache)
 

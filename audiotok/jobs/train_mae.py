@@ -61,7 +61,7 @@ def check(o: TrainMaeOptions) -> None:
     check_device(o.device)
     check_threads(o.threads)
     check_inputs_exist(o.inputs)  # a missing input is a usage error before torch loads
-    from ..engine.sinks import prepare_checkpoint_paths
+    from ..files import prepare_checkpoint_paths
 
     prepare_checkpoint_paths(o.out, o.cache)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..codecs.encodec import CodecEncoder, EncodedItem, WithAudio
-from ..embedders.features import causal_log_mel
+from .mel import causal_log_mel
 from .scoring import FrameScores, WindowScorer
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.sinks import atomic_write
 from ..errors import UsageError, WeightsError
+from ..files import atomic_write
 from ..registry import get_codec
 from ..weights import check_finite, file_sha256, load_torch_file
 from .gpt import BOS, GPTConfig, aligned_mel, build_gpt, count_params

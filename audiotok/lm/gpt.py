@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..embedders.features import MEL_BINS, SILENCE_LOG_MEL
 from .blocks import CausalStack, init_weights
+from .mel import MEL_BINS, SILENCE_LOG_MEL
 from .names import ARCHS, SIZES  # noqa: F401  (re-exported)
 
 VOCAB = 1024

@@ -60,8 +60,8 @@ def read_encoded(path: str, need_mel: bool, tokenizer: dict) -> Example:
     """An ``encode`` output (``.npz`` with codes and metadata) of any bandwidth: the coarse models
     use codebook 0, the information control the tokenizer's codebooks (the file must hold at least
     those). The mel comes from the source audio recorded in the file (``lm_inputs.read_encoded``)."""
-    from ..embedders.features import causal_log_mel
     from ..lm.inputs import read_encoded as read_lm_input
+    from ..lm.mel import causal_log_mel
 
     e = read_lm_input(path, tokenizer, len(tokenizer["codebooks"]), need_mel)
     mel = causal_log_mel(e.audio[0]).numpy() if e.audio is not None else None

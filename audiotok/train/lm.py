@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..embedders.features import MEL_BINS, SILENCE_LOG_MEL
 from ..engine.progress import plural
 from ..lm.checkpoints import GPTScorer, LMCheckpoint, load_checkpoint, save_checkpoint
 from ..lm.gpt import BOS, GPTConfig, aligned_mel, build_gpt
+from ..lm.mel import MEL_BINS, SILENCE_LOG_MEL
 from ..lm.scoring import WindowScorer, corpus_summary, file_scores
 
 

@@ -174,7 +174,7 @@ def save_checkpoint(path: str | os.PathLike, model: MaeTrainer, training: dict, 
                     centroids: torch.Tensor | None = None) -> Path:
     """The official v2 layout (``state_dict``, ``config``, ``imports``) plus ``audiotok`` (training
     state: spec, step, history, optimizer) and, after self-training, ``centroids``; atomic."""
-    from ..engine.sinks import atomic_write
+    from ..files import atomic_write
 
     blob = {"state_dict": model.v2_state(), "config": gin_config(model.spec, training["train_config"]["lr"], training["train_config"]["crop_seconds"]), "imports": IMPORTS,
             "audiotok": {"format": FORMAT, "spec": model.spec.to_dict(), "training": training,

@@ -28,7 +28,7 @@ from ..embedders.encodecmae import (
     _seanet_encoder,
     sinusoidal_positions,
 )
-from ..embedders.features import FBANK_NORM, kaldi_fbank
+from ..embedders.fbank import FBANK_NORM, kaldi_fbank
 from ..errors import UsageError
 from ..lm.names import MAE_FRONTENDS, MAE_SIZES
 
