@@ -42,8 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AudiotokError, InputError, WeightsError
-from ..formats.audio import AudioInfo
-from ..protocols import Adapter, Job
+from ..protocols import Adapter, AudioInfo, Job
 from .sources import Source
 
 
@@ -390,9 +389,7 @@ def probe_source(job: Any, src: Source) -> AudioInfo:
     info = job.probe(src.path)
     if not src.is_segment:
         return info
-    from ..formats.audio import clip_info
-
-    return clip_info(info, src.offset, src.duration)
+    return info.clip(src.offset, src.duration)
 
 
 def segment_fields(src: Source) -> dict:

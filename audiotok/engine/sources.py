@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import display_path  # noqa: F401  (re-exported)
+from ..files import NotRegularFile, display_path, file_kind_error, open_regular  # noqa: F401  (re-exported)
 
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "oga", "mp3", "opus", "aiff", "aif")
 CODE_EXTENSIONS = ("npz", "npy", "ecdc")
@@ -50,39 +50,6 @@ def normalise_extensions(exts: Iterable[str]) -> tuple[str, ...]:
 
 def _has_ext(name: str, exts: Sequence[str]) -> bool:
     return name.rsplit(".", 1)[-1].lower() in exts if "." in name else False
-
-
-def file_kind_error(mode: int) -> str | None:
-    """Why a file of this ``st_mode`` is not read (FIFOs, devices and sockets would block or never
-    end), or None for a regular file."""
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "is a directory, not an audio file"
-    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
-    return f"is {kind}, not a regular file; it was skipped without being opened"
-
-
-def open_regular(path: str):
-    """Open ``path`` for reading only if it is a regular file: opened non-blocking (a FIFO cannot
-    hang the run) and checked with ``fstat`` before anything is read. Raises OSError as ``open``
-    does, or ``NotRegularFile`` with the reason."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        why = file_kind_error(os.fstat(fd).st_mode)
-        if why:
-            raise NotRegularFile(why)
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-class NotRegularFile(Exception):
-    """Raised by :func:`open_regular`; the message says what the file is."""
 
 
 def _walk(root: str, exts: Sequence[str], problems: list[tuple[str, str]] | None = None) -> list[str]:

@@ -11,27 +11,15 @@ import errno
 import math
 import os
 import re
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InputError
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    sample_rate: int
-    channels: int
-    frames: int
-    peak: float | None = None  # largest |sample| of the decoded file (None: not decoded yet)
-
-    @property
-    def duration(self) -> float:
-        return self.frames / self.sample_rate if self.sample_rate else 0.0
+from ..protocols import AudioInfo, segment_frames  # noqa: F401  (re-exported)
 
 
 def _open(path: str):
-    from ..engine.sources import NotRegularFile, open_regular
+    from ..files import NotRegularFile, open_regular
 
     try:
         return open_regular(path)
@@ -144,21 +132,9 @@ class _Output:
         return self.data if self.n == self.data.shape[1] else np.ascontiguousarray(self.data[:, :self.n])
 
 
-def segment_frames(frames: int, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> tuple[int, int]:
-    """``(first frame, frame count)`` of the segment ``offset`` .. ``offset + duration`` seconds of a
-    recording of ``frames`` frames (clipped at its end). An offset at or past the end is an
-    ``InputError``."""
-    start = int(round(offset * sample_rate))
-    if start >= frames:
-        raise InputError(f"offset {offset:g} s is past the end of the recording ({frames / sample_rate:.3f} s)")
-    count = frames - start if duration is None else min(frames - start, max(1, int(round(duration * sample_rate))))
-    return start, count
-
-
 def clip_info(info: AudioInfo, offset: float = 0.0, duration: float | None = None) -> AudioInfo:
     """The header facts of a segment of a recording described by ``info``."""
-    _, count = segment_frames(info.frames, info.sample_rate, offset, duration)
-    return AudioInfo(info.sample_rate, info.channels, count)
+    return info.clip(offset, duration)
 
 
 def read(path: str, sample_rate: int | None = None, channels: int | None = None,

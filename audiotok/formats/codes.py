@@ -98,7 +98,7 @@ def read_codes(path: str, lm_loader=None) -> CodesFile:
     Every size a file declares (array shapes, sample counts, segment scales) is checked against its
     data and against :data:`MAX_SECONDS` before anything is allocated, and the codes must fit the
     declared length and model exactly, so a crafted file fails here with one sentence."""
-    from ..engine.sources import NotRegularFile, open_regular
+    from ..files import NotRegularFile, open_regular
 
     suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
     try:

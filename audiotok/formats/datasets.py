@@ -22,13 +22,15 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.sources import Source
 from ..errors import UsageError
 from ..files import display_path
+
+if TYPE_CHECKING:  # annotations only: formats/ never imports the engine at run time
+    from ..engine.sources import Source
 
 SHARD_RE = re.compile(r"^shard-(\d{3,})-(\d{5,})\.parquet$")
 DEFAULT_SHARD_BYTES = 64 << 20
