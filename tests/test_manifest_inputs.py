@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiotok import audio
+from audiotok.engine.sources import Source, discover, exclude, read_manifest_inputs
 from audiotok.errors import InputError, UsageError
-from audiotok.sources import Source, discover, exclude, read_manifest_inputs
+from audiotok.formats import audio
 
 from .conftest import write_wav
 
@@ -230,7 +230,7 @@ def test_dry_run_prints_one_line_per_input_whatever_its_name(cli, tmp_path):
 def test_segments_of_one_recording_read_its_header_once(corpus, tmp_path):
     """A manifest of 1000 segments of one recording starts work at once: its header is read once,
     not once per segment (a compressed file's header can take a decoder pass to count frames)."""
-    from audiotok import pipeline
+    from audiotok.engine import pipeline
     from audiotok.jobs.encode import EncodeJob
 
     m = _jsonl(tmp_path / "m.jsonl", [{"path": str(corpus / "talks" / "long.wav"), "offset": i * 0.006,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiotok.codes import EncodedItem, read_codes, write_codes
 from audiotok.errors import InputError
+from audiotok.formats.codes import EncodedItem, read_codes, write_codes
 
 from .conftest import write_wav
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiotok.sharing import Claims
+from audiotok.engine.sharing import Claims
 
 from .conftest import REPO, write_wav
 
@@ -85,13 +85,13 @@ def test_an_output_another_live_run_holds_is_left_to_it(cli, tmp_path):
 def test_a_row_written_meanwhile_by_another_run_is_not_written_twice(tmp_path):
     """An input found undone at the start, whose row another run writes before this run reaches
     it, is skipped ("made by another run meanwhile"): the shards hold it once."""
-    from audiotok import audio
-    from audiotok.codes import EncodedItem
-    from audiotok.datasets import ShardWriter, codes_row, parquet_job, read_parquet_dataset
-    from audiotok.distributed import current_share
+    from audiotok.engine.distributed import current_share
+    from audiotok.engine.runner import RunOptions, run_job
+    from audiotok.engine.sources import discover
+    from audiotok.formats import audio
+    from audiotok.formats.codes import EncodedItem
+    from audiotok.formats.datasets import ShardWriter, codes_row, parquet_job, read_parquet_dataset
     from audiotok.jobs.encode import EncodeJob
-    from audiotok.jobs.runner import RunOptions, run_job
-    from audiotok.sources import discover
 
     for i in range(5):
         write_wav(tmp_path / "in" / f"{i}.wav", 1.0 - 0.1 * i, seed=i)  # processed in this order (longest first)

@@ -13,22 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..devices import check_device, check_threads
+from ..engine.devices import check_device, check_threads
+from ..engine.runner import RunOptions, collect_sources, run_job
+from ..engine.sources import CODE_EXTENSIONS
 from ..errors import UsageError
-from ..sources import CODE_EXTENSIONS
-from .runner import RunOptions, collect_sources, run_job
 
 FORMATS = ("wav", "flac")
 
 
 def _load_codes(path: str, row: str | None = None, probe_only: bool = False):
     """A codes file (or one row of an ``encode --format parquet`` shard) -> ((model, item, bandwidth), AudioInfo)."""
-    from ..audio import AudioInfo
-    from ..codes import read_codes
+    from ..formats.audio import AudioInfo
+    from ..formats.codes import read_codes
     from ..registry import get_codec
 
     if row is not None:
-        from ..datasets import read_codes_row
+        from ..formats.datasets import read_codes_row
 
         c = read_codes_row(path, row, probe_only=probe_only)
     else:
@@ -54,7 +54,7 @@ class DecodeJob:
     command = "decode"
 
     def __init__(self, out: Path, fmt: str, keep_ext: bool = False):
-        from ..sinks import OutputTree
+        from ..engine.sinks import OutputTree
 
         self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
         self.out = out
@@ -77,7 +77,7 @@ class DecodeJob:
         import soundfile as sf
 
         from .. import __version__
-        from ..sources import display_path
+        from ..files import display_path
 
         made = {"codec": dec.codec, "weights_sha256": dec.weights_sha256, "bandwidth": dec.bandwidth}
         comment = json.dumps({"audiotok": __version__, **made, "source": display_path(source.path),
@@ -121,7 +121,7 @@ class CodecRouter:
         self.pending: dict = {}  # key -> (codec, bandwidth) of items handed to a decoder
 
     def run(self, batch):
-        from ..provenance import runtime
+        from ..engine.provenance import runtime
         from ..registry import get_codec
         from ..weights import file_sha256
 
@@ -169,7 +169,7 @@ def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, 
     out = Path(out)
     opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard, log_every).check()
     excluded: list = []
-    from ..datasets import expand_rows
+    from ..formats.datasets import expand_rows
 
     sources, share = collect_sources(inputs, ext or (*CODE_EXTENSIONS, "parquet"), shard, out, fmt, exclude=exclude,
                                      keep_ext=keep_ext, excluded=excluded, check_out=not dry_run, expand=expand_rows)
@@ -185,12 +185,12 @@ def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, 
         weights = {"weights": f"sha256:{file_sha256(checkpoint, 16)}" if checkpoint is not None else "official"}
     job.folder_settings = {"format": fmt, "keep_ext": keep_ext, **weights}
     if dry_run:
-        from .runner import dry_run as plan
+        from ..engine.runner import dry_run as plan
 
         return plan(sources, job, opts, excluded)
 
     def adapter():
-        from ..devices import apply_threads, resolve_device
+        from ..engine.devices import apply_threads, resolve_device
 
         apply_threads(threads)
         return CodecRouter(checkpoint, resolve_device(device), job)

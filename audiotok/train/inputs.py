@@ -24,10 +24,10 @@ def collect_examples(inputs: list[str], exts, job, adapter, read_cached: Callabl
     Under torchrun each rank caches its share, then waits for the others. Inputs matching a glob
     of ``exclude`` are left out. Returns the examples and the ``(input, error)`` of every input that
     failed (listed through ``log`` on rank 0)."""
-    from .. import pipeline
-    from ..progress import Progress
-    from ..sources import check_inputs_exist, discover, shard
-    from ..sources import exclude as drop_excluded
+    from ..engine import pipeline
+    from ..engine.progress import Progress
+    from ..engine.sources import check_inputs_exist, discover, shard
+    from ..engine.sources import exclude as drop_excluded
 
     check_inputs_exist(inputs)
     sources, _ = drop_excluded(discover(inputs, exts), list(exclude or []))
