@@ -379,7 +379,8 @@ def test_outputs_beside_inputs_and_same_name_collisions(cli, tmp_path):
     write_wav(src / "b.wav", 0.4, seed=2)
     r = cli("encode", src, "-o", src, "--quiet")
     assert r.code == 0, r
-    assert sorted(p.name for p in src.iterdir()) == ["a.npz", "a.wav", "b.npz", "b.wav", "manifest.jsonl"]
+    names = sorted(p.name for p in src.iterdir() if p.name != ".audiotok")
+    assert names == ["a.npz", "a.wav", "b.npz", "b.wav", "manifest.jsonl", "settings.json"]
 
     dup = tmp_path / "dup"
     write_wav(dup / "x.wav", 0.4, seed=3)
@@ -492,12 +493,12 @@ def test_official_ecdc_decodes_with_audiotok_and_ours_with_official(cli, tmp_pat
     if not use_lm:
         # ours -> official: the official decompress reads exactly the codes audiotok wrote
         y_path = write_wav(tmp_path / "y" / "y.wav", 3.1, seed=6)
-        for fmt in ("ecdc", "npz"):
-            r = cli("encode", y_path, "-o", tmp_path / "ours", "-f", fmt, "--quiet")
+        for fmt in ("ecdc", "npz"):  # one folder per format: a folder holds one setting (settings.json)
+            r = cli("encode", y_path, "-o", tmp_path / f"ours-{fmt}", "-f", fmt, "--quiet")
             assert r.code == 0, r
         y, _ = audio.read(str(y_path), 24000, 1)
-        wav, sr = decompress((tmp_path / "ours" / "y.ecdc").read_bytes())
-        ours_codes = torch.from_numpy(_codes(tmp_path / "ours" / "y.npz").astype(np.int64))
+        wav, sr = decompress((tmp_path / "ours-ecdc" / "y.ecdc").read_bytes())
+        ours_codes = torch.from_numpy(_codes(tmp_path / "ours-npz" / "y.npz").astype(np.int64))
         with torch.inference_mode():
             ref = official.decode([(ours_codes[None], None)])[0, :, : y.shape[1]]
             frames = official.encode(torch.from_numpy(y)[None])

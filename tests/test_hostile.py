@@ -431,14 +431,21 @@ def test_a_manifest_write_that_fails_does_not_end_the_run(tmp_path):
     m.append({"input": "a", "status": "ok"})
     real = m._f
 
-    class Full:
+    class Full:  # a manifest file on a full disk: writes to /dev/full fail with ENOSPC
+        def __init__(self):
+            self._dev = open("/dev/full", "wb", buffering=0)
+
+        def fileno(self):
+            return self._dev.fileno()
+
         def write(self, s):
-            raise OSError(28, "No space left on device")
+            return os.write(self._dev.fileno(), s)
 
         def flush(self):
             pass
 
         def close(self):
+            self._dev.close()
             real.close()
 
     m._f = Full()

@@ -221,7 +221,11 @@ def _check_metadata(z, model: str, n_q: int) -> float | None:
         if isinstance(settings, dict):
             for key, have in (("model", model), ("bandwidth", bandwidth)):
                 value = settings.get(key)
-                if value is not None and value != have:
+                if isinstance(value, (int, float)) and isinstance(have, float):
+                    differs = abs(value - have) > 1e-6 * max(1.0, abs(have))  # stored as float32 in the arrays
+                else:
+                    differs = value is not None and value != have
+                if differs:
                     shown = f"{value:g}" if isinstance(value, (int, float)) else repr(value)
                     mine = f"{have:g}" if isinstance(have, float) else repr(have)
                     raise InputError(f"records {key} {shown} in its settings but declares {mine}{edited}")
