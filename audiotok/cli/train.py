@@ -68,7 +68,13 @@ def train_mae(
     frontend: str = typer.Option("mel256", "--frontend", help="mel256 (256-bin log mel) or ec (EnCodec encoder latents)."),
     steps: int = typer.Option(1000, "--steps", min=1, help="Optimiser steps in total."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Crops per step and process."),
-    lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Peak learning rate (AdamW, warmup + cosine)."),
+    lr: float = typer.Option(None, "--lr", min=0.0, help="Learning rate (the peak under --optimizer audiotok; default: "
+                             "1e-3 for tiny with --optimizer audiotok, else 1e-4 as the paper)."),
+    optimizer: str = typer.Option("audiotok", "--optimizer", help="audiotok (decay on matrices, warmup + cosine, "
+                                  "clipping at 1) or reference (the paper's: decay on every parameter, constant lr)."),
+    init: str = typer.Option("torch", "--init", help="torch (PyTorch's defaults) or reference (Xavier-uniform, zero biases)."),
+    keep_steps: str = typer.Option("", "--keep-steps", help="Also keep the checkpoint of these steps as CKPT.stepN.pt "
+                                   "(comma-separated; 0 = the untrained model)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split, initialisation, crops and masks."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.9, help="Files held out for validation."),
     crop_seconds: float = typer.Option(4.0, "--crop-seconds", help="Length of the random training crops."),
@@ -89,10 +95,10 @@ def train_mae(
     quiet: bool = cli.QUIET,
 ) -> None:
     """Pretrain an EnCodecMAE (masked prediction of EnCodec codes, or self-training on a teacher's clusters)."""
-    from ..train.mae_job import TrainMaeOptions, check, run
+    from ..train.mae_job import TrainMaeOptions, check, parse_steps, run
 
     opts = TrainMaeOptions(inputs, out, size, frontend, steps, batch_size, lr, seed, val_fraction, crop_seconds,
                            eval_every, resume, self_train, clusters, kmeans_frames, codec_checkpoint, cache, ext,
-                           device, batch_seconds, workers, quiet, threads)
+                           device, batch_seconds, workers, quiet, threads, optimizer, init, parse_steps(keep_steps))
     check(opts)
     raise typer.Exit(cli.run(run, opts, cli.eprint, interrupted=lambda: _stopped(out)))

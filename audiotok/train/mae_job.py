@@ -17,7 +17,7 @@ class TrainMaeOptions:
     frontend: str = "mel256"
     steps: int = 1000
     batch_size: int = 16
-    lr: float = 1e-4
+    lr: float | None = None  # default: DEFAULT_LR[optimizer][size]
     seed: int = 0
     val_fraction: float = 0.1
     crop_seconds: float = 4.0
@@ -34,6 +34,33 @@ class TrainMaeOptions:
     workers: int = 1
     quiet: bool = False
     threads: int | None = None
+    optimizer: str = "audiotok"
+    init: str = "torch"
+    keep_steps: tuple[int, ...] = ()
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else default_lr(self.optimizer, self.size)
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    """``--keep-steps 0,2000,5000`` -> (0, 2000, 5000)."""
+    out = []
+    for part in str(text or "").split(","):
+        if part.strip():
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise UsageError(f"--keep-steps {text!r} is not valid; give step numbers separated by commas") from None
+    return tuple(out)
+
+
+def default_lr(optimizer: str, size: str) -> float:
+    """The reference's 1e-4 for the paper's sizes and its preset; for tiny under the audiotok
+    preset, the best of a sweep on CPU (docs/embed.md)."""
+    return TINY_LR if (size == "tiny" and optimizer == "audiotok") else 1e-4
+
+
+TINY_LR = 1e-3
 
 
 def check(o: TrainMaeOptions) -> None:
@@ -56,6 +83,17 @@ def check(o: TrainMaeOptions) -> None:
         raise UsageError(f"--crop-seconds {o.crop_seconds:g} is too short; give at least 0.06 s (4 s as in the paper)")
     if o.clusters < 2:
         raise UsageError(f"--clusters {o.clusters} must be at least 2")
+    from .mae import INITS, OPTIMIZERS
+
+    if o.optimizer not in OPTIMIZERS:
+        raise UsageError(f"--optimizer {o.optimizer!r} is not valid; choose {' or '.join(OPTIMIZERS)}")
+    if o.init not in INITS:
+        raise UsageError(f"--init {o.init!r} is not valid; choose {' or '.join(INITS)}")
+    if o.lr is not None and o.lr < 0:
+        raise UsageError(f"--lr {o.lr:g} is not valid; give 0 or more")
+    bad = [k for k in o.keep_steps if not 0 <= k <= o.steps]
+    if bad:
+        raise UsageError(f"--keep-steps {bad[0]} is not a step of this run; give steps from 0 to --steps {o.steps}")
     from ..devices import check_device, check_threads
 
     check_device(o.device)
@@ -87,7 +125,7 @@ def run(o: TrainMaeOptions, log) -> int:
     from .mae_data import BANDWIDTH, codec_encoder_state, collect
 
     check(o)
-    teacher = load_teacher(o.self_train) if o.self_train else None
+    teacher, teacher_state = load_teacher(o.self_train) if o.self_train else (None, None)
     share = current_share()
     dev = resolve_device(o.device)
     if share.world > 1:
@@ -105,8 +143,9 @@ def run(o: TrainMaeOptions, log) -> int:
                                o.quiet, share, log)
     if not examples:
         raise UsageError("no usable training input (every input failed; see the messages above)")
-    tcfg = MaeTrainConfig(steps=o.steps, batch_size=o.batch_size, lr=o.lr, seed=o.seed, val_fraction=o.val_fraction,
-                          crop_seconds=o.crop_seconds, eval_every=o.eval_every)
+    tcfg = MaeTrainConfig(steps=o.steps, batch_size=o.batch_size, lr=o.learning_rate(), seed=o.seed,
+                          val_fraction=o.val_fraction, crop_seconds=o.crop_seconds, eval_every=o.eval_every,
+                          optimizer=o.optimizer, init=o.init, keep_steps=tuple(sorted(set(o.keep_steps))))
     st = None
     if teacher is not None:
         from .lm import split_by_file
@@ -123,7 +162,7 @@ def run(o: TrainMaeOptions, log) -> int:
                 import torch.distributed as dist
 
                 dist.broadcast(centroids, 0)
-        st = SelfTraining(teacher.to(dev), centroids.to(dev), str(o.self_train))
+        st = SelfTraining(teacher.to(dev), centroids.to(dev), str(o.self_train), teacher_state)
     spec = MaeTrainSpec.make(o.size, o.frontend, int(st.centroids.shape[0]) if st else None)
     train(examples, o.out, spec, tcfg, enc_state, codec_info, st, dev, o.resume, log, not o.quiet)
     if share.rank == 0:
