@@ -15,6 +15,7 @@ from .probe import (
     BASELINES,
     EMBEDDING_EXTENSIONS,
     PROBES,
+    RANDOM_NAME,
     Features,
     Labelled,
     chance_accuracy,
@@ -46,6 +47,9 @@ class ProbeOptions:
     ext: str = ""
     device: str = "cpu"
     threads: int | None = None  # torch threads for embedding audio inputs (None: torch's default)
+    random_seeds: int = 3  # random-init baselines (seeds --seed, --seed + 1, ...)
+    inner_folds: int = 3  # layer choice: grouped inner folds within each outer training part
+    workers: int = 1  # decoding processes of the pipeline
 
 
 def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
@@ -66,6 +70,12 @@ def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
         raise UsageError(f"--pool {o.pool!r} is not valid for probe; choose mean, max or meanstd")
     if o.folds < 2:
         raise UsageError(f"--folds {o.folds} must be at least 2")
+    if o.inner_folds < 2:
+        raise UsageError(f"--inner-folds {o.inner_folds} must be at least 2")
+    if o.random_seeds < 1:
+        raise UsageError(f"--random-seeds {o.random_seeds} must be at least 1")
+    if o.workers < 0:
+        raise UsageError(f"--workers {o.workers} is not valid; give 0 or more")
     from .sinks import prepare_output_file
 
     for path, what in ((o.out, "-o"), (o.plot, "--plot")):
@@ -133,17 +143,29 @@ def collect(o: ProbeOptions, baselines: list[str], log) -> tuple[Labelled, list[
 
     dev = resolve_device(o.device)
     data.threads = apply_threads(o.threads)
-    log(f"embedding {len(data.paths)} files with {o.model} ...")
-    feats = embed_audio(data.paths, net, layer, o.pool, dev)
-    feats.name = str(o.model)
-    data.features.append(feats)
+    by_path = {s.path: s for s in sources}
+    srcs = [by_path[p] for p in data.paths]
+    log(f"embedding {len(srcs)} files with {o.model} ...")
+    rows, names, bad = embed_audio(srcs, net, layer, o.pool, dev, o.workers)
+    failed += bad
+    sets = [(str(o.model), rows, names)]
+    ok = set(rows)  # baselines see only the inputs the model could read
+    srcs = [s for s in srcs if s.path in ok]
     if "random" in baselines:
-        log("embedding with a random-weight model of the same size ...")
-        rnd = embed_audio(data.paths, random_like(net, o.seed), layer, o.pool, dev)
-        rnd.name = "random-init"
-        data.features.append(rnd)
+        for k in range(o.random_seeds):
+            log(f"embedding with a random-weight model of the same size (seed {o.seed + k}) ...")
+            rnd, rnames, _ = embed_audio(srcs, random_like(net, o.seed + k), layer, o.pool, dev, o.workers)
+            sets.append((f"{RANDOM_NAME} (seed {o.seed + k})", rnd, rnames))
     if "logmel" in baselines:
-        data.features.append(logmel_features(data.paths))
+        mel, _ = logmel_features(srcs, o.workers)
+        sets.append(("log-mel mean+std", mel, ["-"]))
+    keep = [i for i, p in enumerate(data.paths) if all(p in r for _, r, _ in sets)]
+    if not keep:
+        raise UsageError("no audio input could be embedded (see the failed inputs)")
+    data = Labelled([data.paths[i] for i in keep], [data.labels[i] for i in keep], [data.groups[i] for i in keep],
+                    threads=data.threads)
+    for name, r, layer_names in sets:
+        data.features.append(Features(name, np.stack([r[p] for p in data.paths]), layer_names))
     return data, failed
 
 
@@ -163,13 +185,25 @@ def table(report: dict) -> str:
         folds = " ".join(f"{a:.2f}" for a in r["fold_accuracy"])
         lines.append(f"{r['features'][:28]:<28} {r['layer']:>5} {r['probe']:<6} {r['accuracy']:>8.3f} "
                      f"{r['macro_f1']:>8.3f}  {folds}")
+    if report.get("selected"):
+        lines += ["", f"layer chosen on {report['inner_folds']} inner folds within each training part:",
+                  f"{'features':<28} {'probe':<6} {'accuracy':>8}  {'95 % interval':<15} layers per fold"]
+        for r in report["selected"]:
+            lines.append(f"{r['features'][:28]:<28} {r['probe']:<6} {r['accuracy']:>8.3f}  "
+                         f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]  {' '.join(r['layers'])}")
+    if report.get("comparisons"):
+        lines += ["", "model - baseline on the same items (chosen layers): difference [95 % interval], "
+                  "McNemar's exact p (items right only with the model / only with the baseline)"]
+        for c in report["comparisons"]:
+            lines.append(f"{c['probe']:<6} vs {c['baseline'][:44]:<44} {c['difference']:+.3f} "
+                         f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]  p = {c['p_value']:.2g}  ({c['a_only']} / {c['b_only']})")
     return "\n".join(lines)
 
 
 def run(o: ProbeOptions, log, echo) -> int:
     probes, baselines = check(o)
     data, failed = collect(o, baselines, log)
-    report = run_probe(data, probes, o.folds, o.seed)
+    report = run_probe(data, probes, o.folds, o.seed, inner=o.inner_folds)
     report["chance_accuracy"] = chance_accuracy(data.labels)
     report["inputs"] = [os.fspath(p) for p in data.paths]
     report["failed"] = [{"input": p, "error": e} for p, e in failed]

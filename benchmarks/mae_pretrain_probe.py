@@ -399,16 +399,19 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--no-shared", action="store_true", help="Leave ../shared/audio out of the pretraining set.")
     ap.add_argument("--stop-after", choices=("audio", "stage1", "stage2"), help="Stop after this part.")
+    ap.add_argument("--tasks-only", action="store_true", help="Only build the probe tasks' audio (e.g. beside a run).")
     ap.add_argument("--json", type=Path, help="Write every number here.")
     args = ap.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     log = work / "train.log"
     ensure_packages()
+    if args.tasks_only:
+        build_tasks(work, args.seed, args.variants, args.clips_per_program)
+        return
     t0 = time.perf_counter()
     pre = build_pretraining(work, args.seed, args.midi_clips, args.tts_clips, args.drum_clips, not args.no_shared)
-    tasks = build_tasks(work, args.seed, args.variants, args.clips_per_program)
-    print(f"audio: ready after {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"pretraining audio: ready after {time.perf_counter() - t0:.0f} s", flush=True)
     codec = fit_codec(work, pre, args.seed, args.frames_per_code)
     if args.stop_after == "audio":
         return
@@ -430,6 +433,9 @@ def main() -> None:
               ["--self-train", stage1, "--clusters", args.clusters])
     if args.stop_after == "stage2":
         return
+    t0 = time.perf_counter()
+    tasks = build_tasks(work, args.seed, args.variants, args.clips_per_program)
+    print(f"probe tasks: ready after {time.perf_counter() - t0:.0f} s", flush=True)
     probe_all(work, tasks, stage1, stage2 if args.stage2_steps else None, args, env, train_s)
 
 
