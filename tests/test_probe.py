@@ -9,7 +9,14 @@ import shutil
 import numpy as np
 import pytest
 
-from audiotok.probe import cross_validate, cross_validate_selected, make_folds, match_labels, mcnemar, wilson_interval
+from audiotok.probe import (
+    cross_validate,
+    cross_validate_selected,
+    make_folds,
+    match_labels,
+    mcnemar,
+    wilson_interval,
+)
 from tests.conftest import shared_path
 
 
