@@ -200,7 +200,9 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run(o: ProbeOptions, log, echo) -> int:
+def run(o: ProbeOptions, log, echo) -> tuple[dict, list[tuple[str, str]]]:
+    """Check the options (once, before any model loads), probe, print the table through ``echo``,
+    write the report and plot; returns the report and the ``(input, error)`` of inputs left out."""
     probes, baselines = check(o)
     data, failed = collect(o, baselines, log)
     report = run_probe(data, probes, o.folds, o.seed, inner=o.inner_folds)
@@ -215,6 +217,8 @@ def run(o: ProbeOptions, log, echo) -> int:
     if o.plot is not None:
         plot_layers(report, o.plot)
         log(f"plot: {o.plot}")
+    if failed:
+        log(f"{len(failed)} input(s) left out:")
     for p, e in failed:
         log(f"  {p}: {e}")
-    return 1 if failed else 0
+    return report, failed

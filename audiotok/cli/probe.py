@@ -34,10 +34,11 @@ def probe(
     workers: int = cli.WORKERS,
 ) -> None:
     """Score how well embeddings separate labelled classes (k-fold CV, grouped; JSON report and table)."""
-    from ..probe_run import ProbeOptions, run
+    from ..jobs.probe import probe as run_probe
 
-    opts = ProbeOptions(inputs, labels, labels_from_parent, out, model, layer, pool, probe_kind, folds, seed,
-                        baseline, plot, ext, device, threads, random_seeds, inner_folds, workers)
     with cli.interruptible("interrupted: no report was written; rerun the same command"):
-        code = run(opts, cli.eprint, print)
-    raise typer.Exit(code)
+        result = run_probe(inputs, labels=labels, labels_from_parent=labels_from_parent, out=out, model=model,
+                           layer=layer, pool=pool, probe=probe_kind, folds=folds, seed=seed, baseline=baseline,
+                           random_seeds=random_seeds, inner_folds=inner_folds, plot=plot, ext=ext, device=device,
+                           threads=threads, workers=workers, log=cli.eprint, echo=print)
+    raise typer.Exit(result.status)

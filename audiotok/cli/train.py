@@ -95,10 +95,14 @@ def train_mae(
     quiet: bool = cli.QUIET,
 ) -> None:
     """Pretrain an EnCodecMAE (masked prediction of EnCodec codes, or self-training on a teacher's clusters)."""
-    from ..train.mae_job import TrainMaeOptions, check, parse_steps, run
+    from ..jobs.train_mae import train_mae as run_training
+    from ..train.mae_job import parse_steps
 
-    opts = TrainMaeOptions(inputs, out, size, frontend, steps, batch_size, lr, seed, val_fraction, crop_seconds,
-                           eval_every, resume, self_train, clusters, kmeans_frames, codec_checkpoint, cache, ext,
-                           device, batch_seconds, workers, quiet, threads, optimizer, init, parse_steps(keep_steps))
-    check(opts)
-    raise typer.Exit(cli.run(run, opts, cli.eprint, interrupted=lambda: _stopped(out)))
+    result = cli.run(run_training, inputs, out, size=size, frontend=frontend, steps=steps, batch_size=batch_size,
+                     lr=lr, optimizer=optimizer, init=init, seed=seed, val_fraction=val_fraction,
+                     crop_seconds=crop_seconds, eval_every=eval_every, keep_steps=parse_steps(keep_steps),
+                     resume=resume, self_train=self_train, clusters=clusters, kmeans_frames=kmeans_frames,
+                     codec_checkpoint=codec_checkpoint, cache=cache, ext=ext, device=device, threads=threads,
+                     batch_seconds=batch_seconds, workers=workers, progress=not quiet, log=cli.eprint,
+                     interrupted=lambda: _stopped(out))
+    raise typer.Exit(result.status)

@@ -104,8 +104,11 @@ def check(o: TrainMaeOptions) -> None:
     prepare_checkpoint_paths(o.out, o.cache)
 
 
-def run(o: TrainMaeOptions, log) -> int:
-    """Train; returns the exit code (1 when some inputs failed and were left out)."""
+def run(o: TrainMaeOptions, log, progress: bool | None = None) -> tuple[list[tuple[str, str]], dict]:
+    """Check the options (before torch is imported), then train; returns the ``(input, error)`` of
+    the inputs left out and the checkpoint's training record. ``progress``: show the bar (default:
+    unless ``o.quiet``)."""
+    check(o)
     import torch
 
     from ..devices import apply_threads
@@ -124,7 +127,6 @@ def run(o: TrainMaeOptions, log) -> int:
     )
     from .mae_data import BANDWIDTH, codec_encoder_state, collect
 
-    check(o)
     teacher, teacher_state = load_teacher(o.self_train) if o.self_train else (None, None)
     share = current_share()
     dev = resolve_device(o.device)
@@ -164,7 +166,9 @@ def run(o: TrainMaeOptions, log) -> int:
                 dist.broadcast(centroids, 0)
         st = SelfTraining(teacher.to(dev), centroids.to(dev), str(o.self_train), teacher_state)
     spec = MaeTrainSpec.make(o.size, o.frontend, int(st.centroids.shape[0]) if st else None)
-    train(examples, o.out, spec, tcfg, enc_state, codec_info, st, dev, o.resume, log, not o.quiet)
+    train(examples, o.out, spec, tcfg, enc_state, codec_info, st, dev, o.resume, log,
+          (not o.quiet) if progress is None else progress)
     if share.rank == 0:
         log(f"checkpoint: {o.out}")
-    return 1 if failed else 0
+    record = read_training_checkpoint(o.out)["audiotok"]["training"] if o.out.is_file() else {}
+    return failed, record
