@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,3 +223,41 @@ def run(o: ProbeOptions, log, echo) -> tuple[dict, list[tuple[str, str]]]:
     for p, e in failed:
         log(f"  {p}: {e}")
     return report, failed
+
+
+@dataclass
+class ProbeResult:
+    report: dict  # what -o writes (docs/probe.md)
+    failed: list[tuple[str, str]]  # (input, reason) of the inputs left out
+
+    @property
+    def status(self) -> int:
+        """The command's exit status: 0, or 1 when some inputs were left out."""
+        return 1 if self.failed else 0
+
+
+def probe(inputs, *, labels: str | Path | None = None, labels_from_parent: bool = False,
+          out: str | Path | None = None, model: str | Path = "mel256-ec-base_st", layer: str | int = "all",
+          pool: str = "mean", probe: str = "both", folds: int = 5, seed: int = 0, baseline: str = "",
+          random_seeds: int = 3, inner_folds: int = 3, plot: str | Path | None = None, ext=None,
+          device: str = "cpu", threads: int | None = None, workers: int = 1,
+          log: Callable[[str], None] | None = None, echo: Callable[[str], None] | None = None) -> ProbeResult:
+    """Cross-validated probes of ``inputs`` (``embed`` outputs, or audio embedded with ``model``
+    through the shared pipeline) against ``labels`` (a CSV of ``path,label[,group]``) or the parent
+    folders' names. The keyword options are those of ``audiotok probe`` (docs/probe.md), checked
+    once before any model loads. Writes ``out`` (JSON) and ``plot`` (PNG) when given; ``echo``
+    receives the table (default: not printed); messages go to ``log``."""
+    from .jobs.runner import as_inputs
+    from .sources import AUDIO_EXTENSIONS
+
+    if ext is None:
+        ext = ",".join((*AUDIO_EXTENSIONS, "npz", "npy"))
+    elif not isinstance(ext, str):
+        ext = ",".join(ext)
+    o = ProbeOptions(as_inputs(inputs), None if labels is None else str(labels), labels_from_parent,
+                     None if out is None else Path(out), str(model), str(layer), pool, probe, folds, seed, baseline,
+                     None if plot is None else Path(plot), ext, device, threads, random_seeds, inner_folds, workers)
+    if log is None:
+        from .jobs.runner import eprint as log
+    report, failed = run(o, log, echo or (lambda text: None))
+    return ProbeResult(report, failed)

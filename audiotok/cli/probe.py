@@ -34,7 +34,7 @@ def probe(
     workers: int = cli.WORKERS,
 ) -> None:
     """Score how well embeddings separate labelled classes (k-fold CV, grouped; JSON report and table)."""
-    from ..jobs.probe import probe as run_probe
+    from ..probe_run import probe as run_probe
 
     with cli.interruptible("interrupted: no report was written; rerun the same command"):
         result = run_probe(inputs, labels=labels, labels_from_parent=labels_from_parent, out=out, model=model,
