@@ -25,9 +25,9 @@ _LAZY = {
     "embed_files": ("jobs.embed", "embed_files"),
     "score_files": ("jobs.score", "score_files"),
     "train_lm": ("jobs.train_lm", "train_lm"),
-    "train_mae": ("train.mae_job", "train_mae"),
-    "probe": ("probe_run", "probe"),
-    "load_embedder": ("embedder", "load_embedder"),
+    "train_mae": ("jobs.train_mae", "train_mae"),
+    "probe": ("jobs.probe", "probe"),
+    "load_embedder": ("embedders.chunking", "load_embedder"),
     "register_codec": ("registry", "register_codec"),
     "CodecSpec": ("registry", "CodecSpec"),
 }

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiotok.models.mae_train import CODEBOOK_WEIGHTS, MaeTrainer, MaeTrainSpec, mae_loss, time_gap_mask
 from audiotok.train.mae import MaeTrainConfig, make_optimizer
+from audiotok.train.mae_net import CODEBOOK_WEIGHTS, MaeTrainer, MaeTrainSpec, mae_loss, time_gap_mask
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mae_step" / "expected.pt"
 
@@ -68,7 +68,7 @@ def test_masked_and_padded_frames_reach_the_decoder_as_exact_zeros(ref):
     with torch.no_grad():
         model(ref["features"].float(), ref["full"]["lengths"], mask)
         scale = model.decoder.positional_encoder.scale
-        from audiotok.models.mae import sinusoidal_positions
+        from audiotok.embedders.encodecmae import sinusoidal_positions
 
         raw = seen["x"] - scale * sinusoidal_positions(mask.shape[1], model.spec.dim, seen["x"].device)
     assert raw[mask].abs().max() <= 1e-6 and raw[~mask].abs().min(-1).values.gt(0).all()

@@ -9,17 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiotok.models.mae import LoadedCheckpoint, build_model, load_mae
-from audiotok.models.mae_train import (
-    CODEBOOK_WEIGHTS,
-    MaeTrainer,
-    MaeTrainSpec,
-    gin_config,
-    mae_loss,
-    nearest_centroid,
-    teacher_frames,
-    time_gap_mask,
-)
+from audiotok.embedders.encodecmae import LoadedCheckpoint, build_model, load_mae
 from audiotok.testing import synthetic_audio
 from audiotok.train.lm import split_by_file
 from audiotok.train.mae import (
@@ -39,6 +29,16 @@ from audiotok.train.mae import (
     target_usage,
     train,
     unigram_logp,
+)
+from audiotok.train.mae_net import (
+    CODEBOOK_WEIGHTS,
+    MaeTrainer,
+    MaeTrainSpec,
+    gin_config,
+    mae_loss,
+    nearest_centroid,
+    teacher_frames,
+    time_gap_mask,
 )
 
 
@@ -435,7 +435,7 @@ def test_train_mae_option_errors_for_the_presets(cli, audio_dir, tmp_path):
 
 
 def test_config_has_the_structure_of_an_official_checkpoint():
-    from audiotok.models.mae import parse_gin
+    from audiotok.embedders.encodecmae import parse_gin
     from tests.conftest import shared_path
 
     ref = torch.load(shared_path("fixtures", "encodecmae", "tiny_mel_st.pt"), weights_only=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..sources import AUDIO_EXTENSIONS
+from ..engine.sources import AUDIO_EXTENSIONS
 from . import base as cli
 from .base import app
 
@@ -34,7 +34,7 @@ def probe(
     workers: int = cli.WORKERS,
 ) -> None:
     """Score how well embeddings separate labelled classes (k-fold CV, grouped; JSON report and table)."""
-    from ..probe_run import probe as run_probe
+    from ..jobs.probe import probe as run_probe
 
     with cli.interruptible("interrupted: no report was written; rerun the same command"):
         result = run_probe(inputs, labels=labels, labels_from_parent=labels_from_parent, out=out, model=model,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..sources import AUDIO_EXTENSIONS
+from ..engine.sources import AUDIO_EXTENSIONS
 from . import base as cli
 from .base import app
 
@@ -95,8 +95,8 @@ def train_mae(
     quiet: bool = cli.QUIET,
 ) -> None:
     """Pretrain an EnCodecMAE (masked prediction of EnCodec codes, or self-training on a teacher's clusters)."""
-    from ..train.mae_job import parse_steps
-    from ..train.mae_job import train_mae as run_training
+    from ..jobs.train_mae import parse_steps
+    from ..jobs.train_mae import train_mae as run_training
 
     result = cli.run(run_training, inputs, out, size=size, frontend=frontend, steps=steps, batch_size=batch_size,
                      lr=lr, optimizer=optimizer, init=init, seed=seed, val_fraction=val_fraction,

@@ -25,9 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..embedders.encodecmae import SAMPLE_RATE, EncodecMAE
 from ..errors import UsageError, WeightsError
-from ..models.mae import SAMPLE_RATE, EncodecMAE
-from ..models.mae_train import (
+from ..lm.names import MAE_INITS as INITS
+from ..lm.names import MAE_OPTIMIZERS as OPTIMIZERS
+from .lm import _Bar, _step_generator, lr_at, split_by_file
+from .mae_net import (
     IMPORTS,
     MaeTrainer,
     MaeTrainSpec,
@@ -37,14 +40,11 @@ from ..models.mae_train import (
     teacher_frames,
     time_gap_mask,
 )
-from .lm import _Bar, _step_generator, lr_at, split_by_file
 
 HOP = 320  # samples per EnCodec frame (75 Hz)
 FORMAT = "audiotok-encodecmae-train"
-OPTIMIZERS = ("audiotok", "reference")
 LEARNED_CE_MARGIN = 0.3  # a run has learned when stream 0's masked CE is this far below the unigram's
 LEARNED_ACC_MARGIN = 0.05  # ... and its masked accuracy this far above the better baseline
-INITS = ("torch", "reference")
 
 
 @dataclass
@@ -213,7 +213,7 @@ def save_checkpoint(path: str | os.PathLike, model: MaeTrainer, training: dict, 
                     centroids: torch.Tensor | None = None) -> Path:
     """The official v2 layout (``state_dict``, ``config``, ``imports``) plus ``audiotok`` (training
     state: spec, step, history, optimizer) and, after self-training, ``centroids``; atomic."""
-    from ..sinks import atomic_write
+    from ..files import atomic_write
 
     blob = {"state_dict": model.v2_state(), "config": gin_config(model.spec, training["train_config"]["lr"], training["train_config"]["crop_seconds"]), "imports": IMPORTS,
             "audiotok": {"format": FORMAT, "spec": model.spec.to_dict(), "training": training,
@@ -408,7 +408,7 @@ def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec
     """Train (or resume) an EnCodecMAE and write its checkpoint to ``out``; returns the model.
 
     ``stop_after``: leave after that many steps of this run, with a checkpoint to ``resume`` from."""
-    from ..distributed import current_share
+    from ..engine.distributed import current_share
 
     share = current_share()
     device = device or torch.device("cpu")
@@ -556,7 +556,7 @@ def kept_checkpoint_path(out: str | os.PathLike, step: int) -> Path:
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:
-    from ..sinks import atomic_write
+    from ..files import atomic_write
 
     data = Path(src).read_bytes()
     atomic_write(Path(dst), lambda f: f.write(data))
@@ -581,7 +581,7 @@ def start_from_teacher(model: MaeTrainer, teacher_state: dict) -> tuple[list[str
 def load_teacher(path: str | os.PathLike) -> tuple[EncodecMAE, dict]:
     """A teacher for self-training: any checkpoint ``audiotok embed`` reads (ours or official),
     as the inference network and its full state_dict (v2 key names) for the student's start."""
-    from ..models.mae import build_model, read_checkpoint
+    from ..embedders.encodecmae import build_model, read_checkpoint
     from ..weights import resolve_encodecmae
 
     ckpt = read_checkpoint(resolve_encodecmae(str(path)))

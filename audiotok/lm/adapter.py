@@ -1,0 +1,78 @@
+"""Pipeline adapters for the LM commands (the engine's ``run`` / ``flush`` / ``reset`` shape).
+
+``LMFeatures`` tokenises audio with the same ``CodecEncoder`` ``encode`` uses and adds the causal
+log-mel of the same samples; ``ScoreAdapter`` scores those with one or more LMs. Scores use
+fixed-shape windows, so they do not depend on which files share a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..codecs.encodec import CodecEncoder, EncodedItem, WithAudio
+from .mel import causal_log_mel
+from .scoring import FrameScores, WindowScorer
+
+
+@dataclass
+class LMItem:
+    codes: np.ndarray  # int16 [n_q, T]
+    mel: np.ndarray | None  # float32 [T, 80] raw log-mel
+    n_samples: int
+
+
+class LMFeatures(WithAudio):
+    """Audio ``[1, N]`` at 24 kHz -> ``LMItem`` (codes through the codec adapter, mel alongside)."""
+
+    def __init__(self, encoder: CodecEncoder, with_mel: bool):
+        super().__init__(encoder)
+        self.with_mel = with_mel
+
+    def combine(self, audio, item: EncodedItem) -> LMItem:
+        mel = causal_log_mel(audio[0]).numpy() if self.with_mel else None
+        return LMItem(item.codes, mel, item.n_samples)
+
+
+@dataclass
+class ScoreResult:
+    item: LMItem
+    scores: list[FrameScores]  # one per scorer
+
+
+class ScoreAdapter:
+    """``LMFeatures`` (or codes already computed) followed by every scorer, over all files finished in a call."""
+
+    def __init__(self, features: LMFeatures, scorers: list, rows: int = 8):
+        self.features = features
+        self.scorers = [WindowScorer(s, rows=rows) for s in scorers]
+
+    def run(self, batch):
+        """``batch``: audio ``[1, N]`` (tokenised here) and ``lm_inputs.EncodedInput`` (codes read
+        from an ``encode`` output; only the mel is computed, from the same source samples)."""
+        from .inputs import EncodedInput
+
+        encoded = [(k, p) for k, p in batch if isinstance(p, EncodedInput)]
+        audio = [(k, p) for k, p in batch if not isinstance(p, EncodedInput)]
+        results = [(k, self._from_codes(p)) for k, p in encoded]
+        return self._score(results + (self.features.run(audio) if audio else []))
+
+    def _from_codes(self, p):
+        mel = causal_log_mel(p.audio[0]).numpy() if self.features.with_mel else None
+        return LMItem(p.codes, mel, p.n_samples)
+
+    def flush(self):
+        return self._score(self.features.flush())
+
+    def reset(self):
+        self.features.reset()
+
+    def _score(self, results):
+        ok = [(k, r) for k, r in results if not isinstance(r, Exception)]
+        out = [(k, r) for k, r in results if isinstance(r, Exception)]
+        if ok:
+            per_scorer = [ws.score([(r.codes, r.mel) for _, r in ok]) for ws in self.scorers]
+            for j, (key, item) in enumerate(ok):
+                out.append((key, ScoreResult(item, [scores[j] for scores in per_scorer])))
+        return out
