@@ -319,7 +319,7 @@ def fit_codec(work: Path, pre: Path, seed: int, frames_per_code: int) -> Path:
     if path.exists():
         return path
     sys.path.insert(0, str(REPO))
-    from audiotok.audio import read
+    from audiotok.formats.audio import read
     from audiotok.testing import fit_encodec, save_encodec_checkpoint
 
     files = sorted(p for p in pre.rglob("*") if p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
@@ -464,21 +464,34 @@ def probe_all(work: Path, tasks: dict[str, Path], stage1: Path, stage2: Path | N
         args.json.write_text(json.dumps(results, indent=1))
 
 
+def summary(rep: dict) -> dict:
+    """The numbers of one probe report the table shows (linear probe, layers chosen on inner folds)."""
+    sel = {r["features"]: r for r in rep["selected"] if r["probe"] == "linear"}
+    model = rep["selected"][0]
+    randoms = [r for name, r in sel.items() if name.startswith("random-init")]
+    best = max(randoms, key=lambda r: r["accuracy"])
+    comp = {c["baseline"]: c for c in rep["comparisons"] if c["probe"] == "linear"}
+    vs_best = next(c for name, c in comp.items() if name.startswith("best random-init"))
+    return {"model": model, "randoms": randoms, "best_random": best, "logmel": sel["log-mel mean+std"],
+            "vs_best_random": vs_best, "vs_logmel": comp["log-mel mean+std"]}
+
+
 def print_table(results: dict) -> None:
     """The checkpoint curve: per task and checkpoint, the pretrained accuracy [95 % interval]
-    (layers chosen on inner folds), the best random-init seed, log-mel, and McNemar's p against the
-    best random-init seed."""
-    print("\n| task | checkpoint | pretrained [95 % CI] | best random-init seed | log-mel | "
+    (layer chosen on inner folds), the random-init seeds, log-mel, and the difference to the best
+    random-init seed [95 % interval] with McNemar's p."""
+    print("\n| task | checkpoint | pretrained [95 % CI] (layers) | random-init seeds | log-mel | "
           "pretrained - best random [95 % CI] | McNemar p |")
     print("|---|---|---|---|---|---|---|")
     for task, per in results["probes"].items():
         for label, rep in per.items():
-            s = rep["summary"]
-            m, r, lm = s["model"], s["best_random"], s["logmel"]
-            c = s["vs_best_random"]
-            print(f"| {task} ({rep['n_items']} items) | {label} | {m['accuracy']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}] | "
-                  f"{r['accuracy']:.3f} ({r['features']}) | {lm['accuracy']:.3f} | "
-                  f"{c['difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | {c['p_value']:.2g} |")
+            s = summary(rep)
+            m, c = s["model"], s["vs_best_random"]
+            seeds = " / ".join(f"{r['accuracy']:.3f}" for r in s["randoms"])
+            print(f"| {task} ({rep['n_items']} items, {rep['n_groups']} groups) | {label} | {m['accuracy']:.3f} "
+                  f"[{m['ci'][0]:.3f}, {m['ci'][1]:.3f}] ({','.join(sorted(set(m['layers'])))}) | {seeds} | "
+                  f"{s['logmel']['accuracy']:.3f} | {c['difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | "
+                  f"{c['p_value']:.2g} |")
 
 
 if __name__ == "__main__":

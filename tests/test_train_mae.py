@@ -455,3 +455,23 @@ def test_config_has_the_structure_of_an_official_checkpoint():
         return {re.sub(r"encoder_layers\.\d+\.", "encoder_layers.N.", k) for k in keys}
 
     assert layout(_tiny(clusters=1024).v2_state()) == layout(ref["state_dict"])  # the tensors of such a reference model
+
+
+def test_fit_encodec_fits_the_codebooks_to_the_given_audio():
+    """A codec whose codebooks are fitted to some audio uses most codewords on that audio (the
+    default random codec, fitted to 22 s of synthetic signals, uses far fewer on other audio)."""
+    import encodec  # noqa: F401
+
+    from audiotok.testing import fit_encodec, random_encodec
+
+    rng = np.random.default_rng(0)
+    pieces = [synthetic_audio(4.0, seed=100 + i) * float(rng.choice([0.1, 0.5, 1.0])) for i in range(8)]
+    with pytest.raises(ValueError, match="needs at least"):
+        fit_encodec(pieces, frames_per_code=50)
+    fitted = fit_encodec(pieces, frames_per_code=2, iters=4)
+    x = torch.from_numpy(np.concatenate(pieces, axis=-1))[None]
+    with torch.inference_mode():
+        used = [len(torch.unique(m.encode(x)[0][0][0, 0])) for m in (fitted, random_encodec())]
+    assert used[0] > 512 and used[0] > 1.5 * used[1], used
+    again = fit_encodec(pieces, frames_per_code=2, iters=4)
+    assert all(torch.equal(a, b) for a, b in zip(fitted.state_dict().values(), again.state_dict().values()))

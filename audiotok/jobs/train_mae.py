@@ -84,6 +84,11 @@ def check(o: TrainMaeOptions) -> None:
         raise UsageError(f"--crop-seconds {o.crop_seconds:g} is too short; give at least 0.06 s (4 s as in the paper)")
     if o.clusters < 2:
         raise UsageError(f"--clusters {o.clusters} must be at least 2")
+    for name, value in (("--steps", o.steps), ("--batch-size", o.batch_size), ("--eval-every", o.eval_every)):
+        if value < 1:
+            raise UsageError(f"{name} {value} is not valid; give 1 or more")
+    if not 0.0 <= o.val_fraction <= 0.9:
+        raise UsageError(f"--val-fraction {o.val_fraction:g} is not valid; give a fraction from 0 to 0.9")
     from ..lm.names import MAE_INITS as INITS
     from ..lm.names import MAE_OPTIMIZERS as OPTIMIZERS
 
