@@ -226,7 +226,15 @@ def fit_encodec(audio: list[np.ndarray], model: str = "encodec_24khz", seed: int
     if frames < frames_per_code * k:
         raise ValueError(f"the audio gives {frames} frames; fitting {k} codewords needs at least "
                          f"{frames_per_code * k} ({frames_per_code} per codeword)")
-    return _build_random_encodec(model, seed, np.concatenate(pieces, axis=-1), iters)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same numbers whatever the machine's cores, and no thread barriers under load
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return _build_random_encodec(model, seed, np.concatenate(pieces, axis=-1), iters)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def save_encodec_checkpoint(model, directory: str | os.PathLike, filename: str | None = None) -> Path:

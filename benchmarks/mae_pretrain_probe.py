@@ -22,8 +22,9 @@ resumes from its checkpoint, so an interrupted run continues with the same comma
    layer; the student starts from the teacher's weights).
 5. Probe tasks (``WORK/tasks``, >= 1000 items each, every voice resampled to one band):
    ``digits`` (ten spoken digits, 30 voices, rate and pitch varied; folds leave voices out),
-   ``commands`` (ten command words, same voices and protocol), ``instrument`` (the GM family of
-   notes and phrases of 32 programs; folds leave programs out).
+   ``anagrams`` (twelve words in six pairs made of the same sounds in another order, tap/pat,
+   top/pot...: the mean spectrum hardly tells a pair apart; same voices and protocol),
+   ``instrument`` (the GM family of notes and phrases of 32 programs; folds leave programs out).
 6. Every kept checkpoint and the stage-2 student probed with ``audiotok probe --baseline
    logmel,random --random-seeds 3`` (5 grouped folds, linear probe, layer chosen on inner folds,
    McNemar's test against each baseline). Prints the checkpoint-curve table.
@@ -60,14 +61,14 @@ ACCENTS = ("en", "en-us", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbc
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "croak", "klatt", "klatt2",
             "klatt3", "klatt4", "edward", "john", "max", "paul", "steph", "linda", "grandma", "grandpa", "david")
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+ANAGRAMS = ("tap", "pat", "top", "pot", "tip", "pit", "net", "ten", "nap", "pan", "tub", "but")  # six pairs of the same sounds
 WORDS = [w for w in (
     "the quick brown fox jumps over a lazy dog while bright stars shine above quiet hills and old rivers carry "
     "cold water past green fields where children play games until evening comes slowly through narrow streets of "
     "small towns near the sea every morning bakers sell warm bread to tired workers who hurry toward distant "
     "offices beneath heavy grey clouds a gentle wind moves across wide plains as farmers gather ripe grain before "
     "winter storms arrive with thunder rain and snow people talk about music books travel food friends family "
-    "and the long summer holidays they remember").split() if w not in DIGITS + COMMANDS]
+    "and the long summer holidays they remember").split() if w not in DIGITS + ANAGRAMS]
 DRUM_CLASSES = {"kick": ("kick", "bd", "bass drum", "bassdrum"), "snare": ("snare", "sd", "rim"),
                 "hihat": ("hat", "hh"), "tom": ("tom",), "cymbal": ("crash", "ride", "cymbal", "china", "splash")}
 
@@ -214,13 +215,13 @@ def build_tasks(work: Path, seed: int, variants: int, clips_per_program: int) ->
     tmp.mkdir(parents=True, exist_ok=True)
     probe_voices, _ = voices()
     tasks = {}
-    for task, words in (("digits", DIGITS), ("commands", COMMANDS)):
+    for task, words, n_var in (("digits", DIGITS, variants), ("anagrams", ANAGRAMS, max(1, 3 * variants // 4))):
         root = work / "tasks" / task
         rng = random.Random(f"{seed}-{task}")
         rows = []
         for vi, (engine, voice) in enumerate(probe_voices):
             for word in words:
-                for k in range(variants):
+                for k in range(n_var):
                     out = root / word / f"v{vi:02d}_{k}.wav"
                     r = random.Random(rng.random())
                     if not out.exists():
@@ -362,19 +363,39 @@ def audiotok(*args, env=None, log: Path | None = None) -> float:
     return time.perf_counter() - t0
 
 
+def tokenise(work: Path, pre: Path, codec: Path, processes: int, env, log: Path) -> Path:
+    """``audiotok encode`` (6 kbps, the fitted codec) of the pretraining audio into ``WORK/codes``,
+    in ``processes`` parallel shards; ``train mae`` then reads these codes (and their source audio).
+    Inputs already encoded are skipped, so a rerun only finishes what is missing."""
+    out = work / "codes"
+    t0 = time.perf_counter()
+    cmds = [["nice", "-n", "15", sys.executable, "-m", "audiotok", "encode", str(pre), "-o", str(out), "-b", "6",
+             "--checkpoint", str(codec), "--shard", f"{k}/{processes}", "--workers", "1", "--threads", "1", "--quiet"]
+            for k in range(processes)]
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(cmds[0])} (shards 0..{processes - 1} in parallel)\n")
+        f.flush()
+        procs = [subprocess.Popen(c, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, text=True) for c in cmds]
+        codes = [p.wait() for p in procs]
+    if any(c not in (0, 1) for c in codes):
+        raise SystemExit(f"encode failed (exit codes {codes}); see {log}")
+    print(f"codes: {len(list(out.rglob('*.npz')))} files in {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
 def checkpoint_step(path: Path) -> int:
     import torch
 
     return int(torch.load(path, weights_only=True, map_location="cpu")["audiotok"]["training"]["step"])
 
 
-def train(pre: Path, out: Path, steps: int, common: list, env, log: Path, extra: list) -> None:
+def train(inputs: Path, out: Path, steps: int, common: list, env, log: Path, extra: list) -> None:
     """``train mae`` to ``steps``, resuming ``out`` when it is there and not finished."""
     if out.exists() and checkpoint_step(out) >= steps:
         print(f"{out.name}: reused (step {checkpoint_step(out)})", flush=True)
         return
     resume = ["--resume"] if out.exists() else []
-    audiotok("train", "mae", pre, "-o", out, "--steps", steps, *common, *extra, *resume, env=env, log=log)
+    audiotok("train", "mae", inputs, "-o", out, "--steps", steps, *common, *extra, *resume, env=env, log=log)
 
 
 def main() -> None:
@@ -394,9 +415,12 @@ def main() -> None:
     ap.add_argument("--tts-clips", type=int, default=1500, help="Sentences (10-18 words) for pretraining.")
     ap.add_argument("--drum-clips", type=int, default=200, help="8 s drum sequences for pretraining.")
     ap.add_argument("--frames-per-code", type=int, default=60, help="Codec fitting: frames per codeword.")
-    ap.add_argument("--variants", type=int, default=4, help="Speech tasks: renderings per (voice, word).")
+    ap.add_argument("--variants", type=int, default=4, help="Digits: renderings per (voice, word); anagrams: 3/4 of it.")
     ap.add_argument("--clips-per-program", type=int, default=32, help="Instrument task: clips per GM program.")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="Torch threads of training and probing (1: no thread "
+                    "barriers on a loaded machine).")
+    ap.add_argument("--encode-processes", type=int, default=4, help="Parallel `encode` shards that tokenise the pretraining audio.")
     ap.add_argument("--no-shared", action="store_true", help="Leave ../shared/audio out of the pretraining set.")
     ap.add_argument("--stop-after", choices=("audio", "stage1", "stage2"), help="Stop after this part.")
     ap.add_argument("--tasks-only", action="store_true", help="Only build the probe tasks' audio (e.g. beside a run).")
@@ -415,21 +439,23 @@ def main() -> None:
     codec = fit_codec(work, pre, args.seed, args.frames_per_code)
     if args.stop_after == "audio":
         return
-    env = {**os.environ, "AUDIOTOK_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    blas = {k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {**os.environ, "AUDIOTOK_OFFLINE": "1", "PYTHONPATH": str(REPO), **blas}
+    codes = tokenise(work, pre, codec, args.encode_processes, env, log)
     common = ["--size", "tiny", "--batch-size", args.batch_size, "--seed", args.seed, "--eval-every", args.eval_every,
-              "--codec-checkpoint", codec, "--cache", work / "cache", "--device", "cpu", "--workers", "1",
+              "--codec-checkpoint", codec, "--ext", "npz", "--device", "cpu", "--workers", "1", "--threads", args.threads,
               "--optimizer", args.optimizer, "--init", args.init, "--quiet"]
     if args.lr is not None:
         common += ["--lr", args.lr]
     stage1 = work / "stage1.pt"
     t1 = time.perf_counter()
-    train(pre, stage1, args.steps, common, env, log, ["--keep-steps", args.keep_steps])
+    train(codes, stage1, args.steps, common, env, log, ["--keep-steps", args.keep_steps])
     train_s = time.perf_counter() - t1
     if args.stop_after == "stage1":
         return
     stage2 = work / "stage2.pt"
     if args.stage2_steps:
-        train(pre, stage2, args.stage2_steps, common, env, log,
+        train(codes, stage2, args.stage2_steps, common, env, log,
               ["--self-train", stage1, "--clusters", args.clusters])
     if args.stop_after == "stage2":
         return
@@ -457,7 +483,8 @@ def probe_all(work: Path, tasks: dict[str, Path], stage1: Path, stage2: Path | N
             if not out.exists():
                 audiotok("probe", labels.parent, "--labels", labels, "--model", ckpt, "--layer", "all",
                          "--probe", "linear", "--baseline", "logmel,random", "--random-seeds", "3",
-                         "--folds", args.folds, "--seed", args.seed, "-o", out, env=env, log=work / "probe.log")
+                         "--folds", args.folds, "--seed", args.seed, "--threads", args.threads, "-o", out, env=env,
+                         log=work / "probe.log")
             results["probes"].setdefault(name, {})[label] = json.loads(out.read_text())
     print_table(results)
     if args.json:
