@@ -86,11 +86,11 @@ class AudioInfo:
 
     def clip(self, offset: float = 0.0, duration: float | None = None) -> AudioInfo:
         """The header facts of the segment ``offset`` .. ``offset + duration`` seconds."""
-        _, count = segment_frames(self.frames, self.sample_rate, offset, duration)
+        _, count = segment_span(self.frames, self.sample_rate, offset, duration)
         return AudioInfo(self.sample_rate, self.channels, count)
 
 
-def segment_frames(frames: int, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> tuple[int, int]:
+def segment_span(frames: int, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> tuple[int, int]:
     """``(first frame, frame count)`` of the segment ``offset`` .. ``offset + duration`` seconds of a
     recording of ``frames`` frames (clipped at its end). An offset at or past the end is an
     ``InputError``."""

@@ -495,10 +495,6 @@ def _info_fields(info: AudioInfo) -> dict:
     return {"duration": round(info.duration, 6), "sample_rate": info.sample_rate, "channels": info.channels}
 
 
-def eprint(*args: Any) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
 def plan(sources: list[Source], job: Any, *, overwrite: bool = False) -> list[dict]:
     """What ``run`` would do with each source, without decoding audio or building a model: one
     record per source with ``status`` ``todo`` (with its header ``duration``), ``skipped`` (output

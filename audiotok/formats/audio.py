@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from ..errors import InputError
-from ..protocols import AudioInfo, segment_frames  # noqa: F401  (re-exported)
+from ..protocols import AudioInfo, segment_span  # noqa: F401  (re-exported)
 
 
 def _open(path: str):
@@ -168,7 +168,7 @@ def read(path: str, sample_rate: int | None = None, channels: int | None = None,
             remaining = None  # frames of the segment still to read (None: read to the end)
             expected = plausible_frames(snd.frames, size)
             if offset or duration is not None:
-                start, remaining = segment_frames(expected, sr, offset, duration)
+                start, remaining = segment_span(expected, sr, offset, duration)
                 expected = remaining
                 try:
                     snd.seek(start)
