@@ -10,6 +10,8 @@ its summary; see docs/api.md)::
     audiotok.embed_files(["data/"], "emb/", pool="mean")
     audiotok.score_files(["data/"], checkpoints=["wgpt.pt"], output="scores.jsonl")
     audiotok.train_lm(["data/"], "wgpt.pt", arch="whisper-gpt", size="tiny", steps=2000)
+    audiotok.train_mae(["data/"], "mae.pt", size="tiny", steps=2000)
+    audiotok.probe(["clips/"], labels="labels.csv", model="mae.pt", baseline="logmel,random")
     codes = audiotok.Encoder("encodec_24khz", 6.0).encode(wave, sample_rate=44100).codes
     emb = audiotok.load_embedder("mel256-ec-base_st").embed(wave, sample_rate=44100)
 """
@@ -23,6 +25,8 @@ _LAZY = {
     "embed_files": ("jobs.embed", "embed_files"),
     "score_files": ("jobs.score", "score_files"),
     "train_lm": ("jobs.train_lm", "train_lm"),
+    "train_mae": ("jobs.train_mae", "train_mae"),
+    "probe": ("jobs.probe", "probe"),
     "load_embedder": ("embedders.chunking", "load_embedder"),
     "register_codec": ("registry", "register_codec"),
     "CodecSpec": ("registry", "CodecSpec"),

@@ -54,7 +54,7 @@ def _builder_key(model: str, seed: int) -> str:
     import encodec
     import torch
 
-    parts = [inspect.getsource(f) for f in (synthetic_audio, _calibration_audio, _kmeans, _build_random_encodec)]
+    parts = [inspect.getsource(f) for f in (synthetic_audio, _calibration_audio, _kmeans, _nearest, _build_random_encodec)]
     parts += [torch.__version__, getattr(encodec, "__version__", "?"), np.__version__, model, str(seed)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
@@ -121,23 +121,36 @@ def _calibration_audio(sr: int, channels: int, seed: int, seconds: float) -> np.
     return np.concatenate(pieces, axis=-1).astype(np.float32)
 
 
-def _kmeans(points, k: int, gen, iters: int = 6):
+def _kmeans(points, k: int, gen, iters: int = 6, chunk: int = 8192):
     """Plain Lloyd k-means in float64 from ``k`` distinct sampled points; empty clusters keep
-    their previous centre."""
+    their previous centre. Distances are computed ``chunk`` points at a time."""
     import torch
 
     centres = points[torch.randperm(points.shape[0], generator=gen)[:k]].clone()
     for _ in range(iters):
-        d = (points * points).sum(1, keepdim=True) - 2 * points @ centres.T + (centres * centres).sum(1)
-        onehot = torch.nn.functional.one_hot(d.argmin(1), k).to(points.dtype)  # [N, k]
-        sums = onehot.T @ points
-        counts = onehot.sum(0)
+        sums = torch.zeros_like(centres)
+        counts = torch.zeros(k, dtype=points.dtype)
+        for part in points.split(chunk):
+            onehot = torch.nn.functional.one_hot(_nearest(part, centres, chunk), k).to(points.dtype)  # [n, k]
+            sums += onehot.T @ part
+            counts += onehot.sum(0)
         filled = counts > 0
         centres[filled] = sums[filled] / counts[filled, None]
     return centres
 
 
-def _build_random_encodec(model: str, seed: int):
+def _nearest(points, centres, chunk: int = 8192):
+    import torch
+
+    c2 = (centres * centres).sum(1)
+    return torch.cat([((p * p).sum(1, keepdim=True) - 2 * p @ centres.T + c2).argmin(1)
+                      for p in points.split(chunk)])
+
+
+def _build_random_encodec(model: str, seed: int, audio: np.ndarray | None = None, iters: int = 6):
+    """A random EnCodec whose latents are centred and scaled on ``audio`` (``[channels, N]`` at the
+    model's rate; default: synthetic calibration audio, 1.6 frames per codeword) and whose
+    residual codebooks are fitted to those latents by k-means."""
     import encodec
     import torch
 
@@ -155,12 +168,15 @@ def _build_random_encodec(model: str, seed: int):
     sr, ch = m.sample_rate, m.channels
     k = m.quantizer.bins
     frame_rate = m.frame_rate
-    audio = _calibration_audio(sr, ch, seed, seconds=1.6 * k / frame_rate)  # 1.6 points per codeword
-    x = torch.from_numpy(audio)[None]
+    if audio is None:
+        audio = _calibration_audio(sr, ch, seed, seconds=1.6 * k / frame_rate)  # 1.6 points per codeword
+    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
     with torch.inference_mode():
         if m.normalize:  # the 48 kHz model sees RMS-normalised segments
             x = x / (1e-8 + x.mean(1, keepdim=True).pow(2).mean(2, keepdim=True).sqrt())
-        latents = m.encoder(x)[0].T.contiguous().double()  # [T, D]
+        step = 60 * sr  # a minute at a time
+        latents = torch.cat([m.encoder(x[..., i:i + step])[0].T for i in range(0, x.shape[-1], step)
+                             if x.shape[-1] - i >= m.encoder.hop_length]).contiguous().double()  # [T, D]
     last = m.encoder.model[-1].conv.conv  # the SConv1d producing the latents
     mean, std = latents.mean(0), latents.std(0).mean()
     with torch.no_grad():
@@ -173,15 +189,52 @@ def _build_random_encodec(model: str, seed: int):
     gen = torch.Generator().manual_seed(seed + 1)
     for layer in m.quantizer.vq.layers:
         cb = layer._codebook
-        centres = _kmeans(residual, cb.codebook_size, gen)
+        centres = _kmeans(residual, cb.codebook_size, gen, iters)
         with torch.no_grad():
             cb.embed.copy_(centres.float())
             cb.embed_avg.copy_(centres.float())
             cb.cluster_size.fill_(1.0)
             cb.inited.fill_(1.0)
-        d = (residual * residual).sum(1, keepdim=True) - 2 * residual @ centres.T + (centres * centres).sum(1)
-        residual = residual - centres[d.argmin(1)]
+        residual = residual - centres[_nearest(residual, centres)]
     return m
+
+
+def fit_encodec(audio: list[np.ndarray], model: str = "encodec_24khz", seed: int = 0, frames_per_code: int = 50,
+                iters: int = 10):
+    """A random-weight EnCodec (as ``random_encodec``) whose latent centring and residual codebooks
+    are fitted to ``audio`` instead of synthetic signals: the targets ``train mae`` makes with it
+    then use the codebooks on audio like this, as a trained codec's do.
+
+    ``audio``: arrays ``[channels, N]`` (or ``[N]``) at the model's rate, e.g. random segments of a
+    pretraining corpus; they must give at least ``frames_per_code`` latent frames per codeword
+    (1024 codewords: 50 x 1024 frames = 683 s at 24 kHz), else ``ValueError``. Deterministic for
+    the same audio and seed."""
+    import encodec
+
+    build = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
+             "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[model]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shape = build(pretrained=False)
+    hop, k, ch = shape.encoder.hop_length, shape.quantizer.bins, shape.channels
+    pieces = []
+    for a in audio:
+        a = np.asarray(a, dtype=np.float32)
+        a = a[None] if a.ndim == 1 else a
+        pieces.append(np.repeat(a, ch, 0) if a.shape[0] == 1 and ch > 1 else a)
+    frames = sum(p.shape[-1] // hop for p in pieces)
+    if frames < frames_per_code * k:
+        raise ValueError(f"the audio gives {frames} frames; fitting {k} codewords needs at least "
+                         f"{frames_per_code * k} ({frames_per_code} per codeword)")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same numbers whatever the machine's cores, and no thread barriers under load
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return _build_random_encodec(model, seed, np.concatenate(pieces, axis=-1), iters)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def save_encodec_checkpoint(model, directory: str | os.PathLike, filename: str | None = None) -> Path:

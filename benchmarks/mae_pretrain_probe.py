@@ -1,24 +1,33 @@
-"""Demonstration: pretrain a tiny EnCodecMAE on CPU, then probe it on labelled tasks built offline.
+"""Demonstration: pretrain a tiny EnCodecMAE on CPU (stage 1, then stage 2 self-training), then
+probe its checkpoints on labelled tasks built offline.
 
-    python benchmarks/mae_pretrain_probe.py --work /tmp/maebench [--steps 1500] [--batch-size 8] [--json PATH]
+    python benchmarks/mae_pretrain_probe.py --work /tmp/maebench [--steps 10000] [--json PATH]
 
 Everything is generated here from Debian packages (installed with apt-get when missing; nothing is
 committed): fluidsynth + fluid-soundfont-gm (General-MIDI programs), espeak-ng and flite (voices),
-hydrogen-drumkits (drum samples). Three tasks:
+hydrogen-drumkits (drum samples). Every step is skipped when its outputs exist, and training
+resumes from its checkpoint, so an interrupted run continues with the same command.
 
-- instrument: the GM family (piano, chromatic percussion, organ, guitar, bass, strings, brass,
-  reed) of single notes and short phrases, grouped by program (the test folds hold programs the
-  probe never saw);
-- voice: which of 8 synthetic voices (4 flite, 4 espeak-ng) reads a sentence, grouped by sentence
-  (every test sentence is new);
-- drums: kick / snare / hi-hat / tom / cymbal hits, grouped by drum kit.
-
-Pretraining audio (disjoint clips: other phrases, other sentences, drum sequences) is encoded by a
-random-weight EnCodec with fitted codebooks (``audiotok.testing.random_encodec``; official weights
-are not downloadable here), then ``audiotok train mae --size tiny``. Each task is probed with
-``audiotok probe --layer all --baseline logmel,random`` (3-fold grouped CV, linear and MLP probes).
-Prints a table: best layer of the pretrained model, of the random-init model of the same size, and
-the log-mel mean+std baseline.
+1. Pretraining audio (``WORK/pretrain``): 10 s phrases of GM programs that no probe task uses,
+   sentences read by voices that no probe task uses (rate and pitch varied), 8 s drum sequences,
+   and ``../shared/audio`` when present. All speech is resampled to one band (``ONE_BAND``: via 8
+   kHz), as in the probe tasks.
+2. Targets: official EnCodec weights cannot be downloaded here, so a random-weight EnCodec whose
+   latent centring and 8 codebooks are fitted by k-means to random segments of the pretraining
+   audio itself (``audiotok.testing.fit_encodec``, >= 60 frames per codeword), so that its codes
+   use the codebooks on such audio. ``train mae`` prints their usage (codes used, entropy).
+3. Stage 1: ``audiotok train mae --size tiny`` for ``--steps`` steps, checkpoints kept at
+   ``--keep-steps`` (``WORK/stage1.stepN.pt``); every validation prints the pretext baselines.
+4. Stage 2: ``audiotok train mae --self-train WORK/stage1.pt`` (k-means on the teacher's last
+   layer; the student starts from the teacher's weights).
+5. Probe tasks (``WORK/tasks``, >= 1000 items each, every voice resampled to one band):
+   ``digits`` (ten spoken digits, 30 voices, rate and pitch varied; folds leave voices out),
+   ``anagrams`` (twelve words in six pairs made of the same sounds in another order, tap/pat,
+   top/pot...: the mean spectrum hardly tells a pair apart; same voices and protocol),
+   ``instrument`` (the GM family of notes and phrases of 32 programs; folds leave programs out).
+6. Every kept checkpoint and the stage-2 student probed with ``audiotok probe --baseline
+   logmel,random --random-seeds 3`` (5 grouped folds, linear probe, layer chosen on inner folds,
+   McNemar's test against each baseline). Prints the checkpoint-curve table.
 """
 
 from __future__ import annotations
@@ -40,16 +49,26 @@ SF2 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 DRUMKITS = Path("/usr/share/hydrogen/data/drumkits")
 PACKAGES = {"fluidsynth": "fluidsynth", "fluid-soundfont-gm": SF2, "espeak-ng": "espeak-ng", "flite": "flite",
             "hydrogen-drumkits": DRUMKITS}
-FAMILIES = {  # GM programs (0-based), three per family
-    "piano": (0, 2, 4), "chromatic": (8, 11, 13), "organ": (16, 19, 20), "guitar": (24, 25, 29),
-    "bass": (32, 33, 38), "strings": (40, 42, 48), "brass": (56, 57, 61), "reed": (64, 66, 71),
+SR = 24000
+ONE_BAND = 8000  # every voice goes through this rate (4 kHz of band), so no task is told by sample rate
+FAMILIES = {  # GM programs (0-based) of the instrument task, four per family
+    "piano": (0, 1, 2, 4), "chromatic": (8, 9, 11, 13), "organ": (16, 17, 19, 20), "guitar": (24, 25, 26, 29),
+    "bass": (32, 33, 34, 38), "strings": (40, 41, 42, 48), "brass": (56, 57, 60, 61), "reed": (64, 65, 66, 71),
 }
-VOICES = [("flite", "kal"), ("flite", "awb"), ("flite", "rms"), ("flite", "slt"),
-          ("espeak-ng", "en"), ("espeak-ng", "en+f2"), ("espeak-ng", "en-us+m4"), ("espeak-ng", "en-gb-scotland")]
-WORDS = ("the quick brown fox jumps over a lazy dog while seven bright stars shine above quiet hills and old "
-         "rivers carry cold water past green fields where children play games until evening comes slowly "
-         "through narrow streets of small towns near the sea every morning bakers sell warm bread to tired "
-         "workers who hurry toward distant offices beneath heavy grey clouds").split()
+PROBE_PROGRAMS = {p for ps in FAMILIES.values() for p in ps}
+FLITE = ("kal", "kal16", "awb", "rms", "slt")
+ACCENTS = ("en", "en-us", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc")
+VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "croak", "klatt", "klatt2",
+            "klatt3", "klatt4", "edward", "john", "max", "paul", "steph", "linda", "grandma", "grandpa", "david")
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ANAGRAMS = ("tap", "pat", "top", "pot", "tip", "pit", "net", "ten", "nap", "pan", "tub", "but")  # six pairs of the same sounds
+WORDS = [w for w in (
+    "the quick brown fox jumps over a lazy dog while bright stars shine above quiet hills and old rivers carry "
+    "cold water past green fields where children play games until evening comes slowly through narrow streets of "
+    "small towns near the sea every morning bakers sell warm bread to tired workers who hurry toward distant "
+    "offices beneath heavy grey clouds a gentle wind moves across wide plains as farmers gather ripe grain before "
+    "winter storms arrive with thunder rain and snow people talk about music books travel food friends family "
+    "and the long summer holidays they remember").split() if w not in DIGITS + ANAGRAMS]
 DRUM_CLASSES = {"kick": ("kick", "bd", "bass drum", "bassdrum"), "snare": ("snare", "sd", "rim"),
                 "hihat": ("hat", "hh"), "tom": ("tom",), "cymbal": ("crash", "ride", "cymbal", "china", "splash")}
 
@@ -67,7 +86,18 @@ def ensure_packages() -> None:
         sh(["apt-get", "install", "-y", "--no-install-recommends", *missing])
 
 
-# --- MIDI --------------------------------------------------------------------------------------
+def voices() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(probe voices, pretraining voices): the 5 flite voices and 25 espeak-ng accent+variant
+    voices for the probes; 40 other espeak-ng accent+variant voices (and the flite ones, which are
+    all there are) for pretraining."""
+    combos = [(a, v) for a in ACCENTS for v in VARIANTS]
+    random.Random(7).shuffle(combos)
+    probe = [("flite", v) for v in FLITE] + [("espeak-ng", f"{a}+{v}") for a, v in combos[:25]]
+    pre = [("flite", v) for v in FLITE] + [("espeak-ng", f"{a}+{v}") for a, v in combos[25:65]]
+    return probe, pre
+
+
+# --- audio -------------------------------------------------------------------------------------
 def _vlq(n: int) -> bytes:
     out = [n & 0x7F]
     n >>= 7
@@ -96,7 +126,7 @@ def write_midi(path: Path, program: int, notes: list[tuple[float, float, int, in
 def phrase(rng: random.Random, program: int, seconds: float, single: bool) -> list:
     low, high = (28, 52) if 32 <= program <= 39 else (48, 79)
     if single:
-        return [(0.0, seconds * 0.8, rng.randint(low, high), rng.randint(70, 110))]
+        return [(0.0, seconds * 0.8, rng.randint(low, high), rng.randint(60, 115))]
     notes, t = [], 0.0
     while t < seconds - 0.3:
         d = rng.choice((0.25, 0.25, 0.5, 0.75))
@@ -108,91 +138,107 @@ def phrase(rng: random.Random, program: int, seconds: float, single: bool) -> li
     return notes
 
 
-def render(program: int, notes: list, out: Path, tmp: Path) -> None:
-    mid = tmp / (out.stem + ".mid")
+def render_clips(program: int, clips: list[list], seconds: float, outs: list[Path], tmp: Path) -> None:
+    """Render ``clips`` (note lists starting at 0) of ``program`` in one fluidsynth call (the
+    soundfont loads once), each in its own slot of ``seconds`` + 1.5 s, and cut them apart."""
+    import numpy as np
+    import soundfile as sf
+
+    slot = seconds + 1.5
+    notes = [(i * slot + s, d, p, v) for i, clip in enumerate(clips) for s, d, p, v in clip]
+    mid, wav = tmp / f"p{program}.mid", tmp / f"p{program}.wav"
     write_midi(mid, program, notes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sh(["fluidsynth", "-ni", "-g", "0.8", "-r", "24000", "-F", str(out), str(SF2), str(mid)])
+    sh(["fluidsynth", "-ni", "-g", "0.8", "-r", str(SR), "-F", str(wav), str(SF2), str(mid)])
+    x, sr = sf.read(str(wav), always_2d=True)
+    assert sr == SR, sr
+    x = x.mean(1).astype(np.float32)
+    for i, out in enumerate(outs):
+        a = int(i * slot * SR)
+        y = x[a:a + int(seconds * SR)]
+        y = np.pad(y, (0, int(seconds * SR) - len(y)))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(out), y, SR)
     mid.unlink()
+    wav.unlink()
 
 
-def speak(engine: str, voice: str, text: str, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+def one_band(x, sr: int):
+    """Audio at ``sr`` -> through ONE_BAND -> 24 kHz (every voice then has the same 4 kHz band)."""
+    import soxr
+
+    return soxr.resample(soxr.resample(x, sr, ONE_BAND), ONE_BAND, SR)
+
+
+def speak(engine: str, voice: str, text: str, out: Path, rng: random.Random, tmp: Path) -> None:
+    """Say ``text`` with a random rate and pitch, band-limited, at a random level."""
+    import numpy as np
+    import soundfile as sf
+
+    raw = tmp / f"{out.stem}.raw.wav"
     if engine == "flite":
-        sh(["flite", "-voice", voice, "-t", text, "-o", str(out)])
+        sh(["flite", "-voice", voice, "--setf", f"duration_stretch={rng.uniform(0.8, 1.3):.3f}",
+            "--setf", f"int_f0_target_mean={rng.uniform(80, 190):.0f}", "-t", text, "-o", str(raw)])
     else:
-        sh(["espeak-ng", "-v", voice, "-w", str(out), text])
+        sh(["espeak-ng", "-v", voice, "-s", str(rng.randint(120, 230)), "-p", str(rng.randint(20, 80)),
+            "-w", str(raw), text])
+    x, sr = sf.read(str(raw), always_2d=True)
+    raw.unlink()
+    y = one_band(x.mean(1), sr)
+    y = y / max(1e-6, float(np.abs(y).max())) * rng.uniform(0.25, 0.9)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(out), y.astype(np.float32), SR)
 
 
-def sentence(rng: random.Random, n: int | None = None) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n or rng.randint(6, 10)))
+def sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
-def drum_samples() -> dict[str, list[tuple[str, Path]]]:
-    """class -> [(kit, sample file)] from the packaged Hydrogen kits (classes by file name)."""
-    out: dict[str, list] = {c: [] for c in DRUM_CLASSES}
+def drum_samples() -> list[Path]:
+    """Drum sample files of the packaged Hydrogen kits (those named as one drum class)."""
+    out = []
     for kit in sorted(p for p in DRUMKITS.iterdir() if p.is_dir()):
         for f in sorted(kit.iterdir()):
             if f.suffix.lower() not in (".wav", ".flac"):
                 continue
             name = f.stem.lower().replace("_", " ").replace("-", " ")
-            hits = [c for c, keys in DRUM_CLASSES.items() if any(k in name.split() or (len(k) > 3 and k in name)
-                                                                   for k in keys)]
+            hits = [c for c, keys in DRUM_CLASSES.items()
+                    if any(k in name.split() or (len(k) > 3 and k in name) for k in keys)]
             if len(hits) == 1:
-                out[hits[0]].append((kit.name, f))
+                out.append(f)
     return out
 
 
-# --- data --------------------------------------------------------------------------------------
-def build_tasks(work: Path, seed: int) -> dict[str, Path]:
+# --- probe tasks -------------------------------------------------------------------------------
+def build_tasks(work: Path, seed: int, variants: int, clips_per_program: int) -> dict[str, Path]:
     """Labelled clips and a labels.csv (path,label,group) per task."""
-    import numpy as np
-    import soundfile as sf
-
-    rng = random.Random(seed)
     tmp = work / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
+    probe_voices, _ = voices()
     tasks = {}
-    # instrument family
+    for task, words, n_var in (("digits", DIGITS, variants), ("anagrams", ANAGRAMS, max(1, 3 * variants // 4))):
+        root = work / "tasks" / task
+        rng = random.Random(f"{seed}-{task}")
+        rows = []
+        for vi, (engine, voice) in enumerate(probe_voices):
+            for word in words:
+                for k in range(n_var):
+                    out = root / word / f"v{vi:02d}_{k}.wav"
+                    r = random.Random(rng.random())
+                    if not out.exists():
+                        speak(engine, voice, word, out, r, tmp)
+                    rows.append((out, word, f"{engine}:{voice}"))
+        tasks[task] = _write_labels(root, rows)
     root = work / "tasks" / "instrument"
+    rng = random.Random(f"{seed}-instrument")
     rows = []
     for fam, programs in FAMILIES.items():
         for prog in programs:
-            for k in range(6):
-                out = root / fam / f"p{prog:03d}_{k}.wav"
-                if not out.exists():
-                    render(prog, phrase(rng, prog, 3.0, single=k < 2), out, tmp)
-                rows.append((out, fam, f"program{prog}"))
+            outs = [root / fam / f"p{prog:03d}_{k:02d}.wav" for k in range(clips_per_program)]
+            clips = [phrase(rng, prog, 2.0, single=k % 2 == 0) for k in range(clips_per_program)]
+            if not all(o.exists() for o in outs):
+                render_clips(prog, clips, 2.0, outs, tmp)
+            rows += [(o, fam, f"program{prog}") for o in outs]
     tasks["instrument"] = _write_labels(root, rows)
-    # voice identity
-    root = work / "tasks" / "voice"
-    rows = []
-    for s in range(16):
-        text = sentence(rng)
-        for engine, voice in VOICES:
-            label = f"{engine}-{voice}"
-            out = root / label / f"s{s:02d}.wav"
-            if not out.exists():
-                speak(engine, voice, text, out)
-            rows.append((out, label, f"sentence{s}"))
-    tasks["voice"] = _write_labels(root, rows)
-    # drums
-    root = work / "tasks" / "drums"
-    rows = []
-    for cls, items in drum_samples().items():
-        per_kit: dict[str, list] = {}
-        for kit, f in items:
-            per_kit.setdefault(kit, []).append(f)
-        for kit, files in per_kit.items():
-            for f in files[:4]:
-                out = root / cls / f"{kit}_{f.stem}.wav".replace(" ", "_")
-                if not out.exists():
-                    x, sr = sf.read(str(f), always_2d=True)
-                    x = x.mean(axis=1)[: int(2.0 * sr)]
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    sf.write(str(out), x.astype(np.float32), sr)
-                rows.append((out, cls, kit))
-    tasks["drums"] = _write_labels(root, rows)
     return tasks
 
 
@@ -206,47 +252,57 @@ def _write_labels(root: Path, rows) -> Path:
     return path
 
 
+# --- pretraining audio -------------------------------------------------------------------------
 def build_pretraining(work: Path, seed: int, midi_clips: int, tts_clips: int, drum_clips: int, shared: bool) -> Path:
-    """Unlabelled audio, disjoint from the probe clips: phrases of random GM programs, other
-    sentences, random drum sequences, plus the shared recordings when present."""
+    """Unlabelled audio, disjoint from the probe clips: phrases of GM programs the instrument task
+    does not use, sentences (no digit or command word) by voices the speech tasks do not use, drum
+    sequences, plus the shared recordings when present."""
     import numpy as np
     import soundfile as sf
 
     rng = random.Random(seed + 1000)
     root = work / "pretrain"
     tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    programs = [p for p in range(112) if p not in PROBE_PROGRAMS]
+    by_prog: dict[int, list] = {}
     for i in range(midi_clips):
-        out = root / "midi" / f"m{i:04d}.wav"
-        if not out.exists():
-            prog = rng.randrange(0, 112)
-            render(prog, phrase(rng, prog, 10.0, single=False), out, tmp)
+        prog = rng.choice(programs)
+        by_prog.setdefault(prog, []).append((root / "midi" / f"m{i:04d}.wav", phrase(rng, prog, 10.0, single=False)))
+    for prog, items in sorted(by_prog.items()):
+        if not all(o.exists() for o, _ in items):
+            render_clips(prog, [c for _, c in items], 10.0, [o for o, _ in items], tmp)
+    _, pre_voices = voices()
     for i in range(tts_clips):
         out = root / "tts" / f"t{i:04d}.wav"
+        engine, voice = rng.choice(pre_voices)
+        text, r = sentence(rng, rng.randint(10, 18)), random.Random(rng.random())
         if not out.exists():
-            engine, voice = rng.choice(VOICES)
-            speak(engine, voice, sentence(rng, rng.randint(12, 20)), out)
-    samples = [f for items in drum_samples().values() for _, f in items]
+            speak(engine, voice, text, out, r, tmp)
+    samples = drum_samples()
     for i in range(drum_clips):
         out = root / "drums" / f"d{i:04d}.wav"
+        r = random.Random(rng.random())
         if out.exists():
             continue
-        y = np.zeros(24000 * 8, np.float32)
-        step = rng.choice((0.125, 0.25, 0.1875))
+        y = np.zeros(SR * 8, np.float32)
+        step = r.choice((0.125, 0.25, 0.1875))
+        kit = r.sample(samples, 6)
         t = 0.0
         while t < 7.5:
-            if rng.random() < 0.7:
-                x, sr = sf.read(str(rng.choice(samples)), always_2d=True)
+            if r.random() < 0.7:
+                x, sr = sf.read(str(r.choice(kit)), always_2d=True)
                 x = x.mean(1)
-                if sr != 24000:
+                if sr != SR:
                     import soxr
 
-                    x = soxr.resample(x, sr, 24000)
-                a = int(t * 24000)
+                    x = soxr.resample(x, sr, SR)
+                a = int(t * SR)
                 n = min(len(x), len(y) - a)
                 y[a:a + n] += 0.6 * x[:n].astype(np.float32)
             t += step
         out.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(out), np.clip(y, -1, 1), 24000)
+        sf.write(str(out), np.clip(y, -1, 1), SR)
     for sub, n in (("midi", midi_clips), ("tts", tts_clips), ("drums", drum_clips)):  # a smaller rerun
         for f in sorted((root / sub).glob("*.wav"))[n:]:
             f.unlink()
@@ -258,86 +314,211 @@ def build_pretraining(work: Path, seed: int, midi_clips: int, tts_clips: int, dr
     return root
 
 
-# --- runs --------------------------------------------------------------------------------------
-def audiotok(*args, env=None) -> float:
+def fit_codec(work: Path, pre: Path, seed: int, frames_per_code: int) -> Path:
+    """A random-weight EnCodec whose codebooks are fitted to random 4 s segments of the pretraining audio."""
+    path = work / "codec" / "encodec_24khz.th"
+    if path.exists():
+        return path
+    sys.path.insert(0, str(REPO))
+    from audiotok.formats.audio import read
+    from audiotok.testing import fit_encodec, save_encodec_checkpoint
+
+    files = sorted(p for p in pre.rglob("*") if p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
+    rng = random.Random(seed + 2000)
+    need = frames_per_code * 1024 * 320
+    pieces, total = [], 0
+    while total < need:
+        f = rng.choice(files)
+        x, _ = read(str(f), sample_rate=SR, channels=1)
+        n = x.shape[1]
+        a = rng.randrange(0, max(1, n - 4 * SR))
+        seg = x[:, a:a + 4 * SR]
+        pieces.append(seg)
+        total += seg.shape[1]
     t0 = time.perf_counter()
-    cmd = ["nice", "-n", "10", sys.executable, "-m", "audiotok", *map(str, args)]
-    p = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True)
-    if p.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-4000:]}")
-    sys.stderr.write(p.stderr[-3000:])
+    model = fit_encodec(pieces, seed=seed, frames_per_code=frames_per_code)
+    save_encodec_checkpoint(model, path.parent, path.name)
+    print(f"codec: codebooks fitted to {total / SR:.0f} s of pretraining audio in {time.perf_counter() - t0:.0f} s "
+          f"({total // 320 / 1024:.0f} frames per codeword)", flush=True)
+    return path
+
+
+# --- runs --------------------------------------------------------------------------------------
+def audiotok(*args, env=None, log: Path | None = None) -> float:
+    """Run ``python -m audiotok ARGS`` (nice 15); its stderr goes to ``log`` (appended) or is echoed."""
+    t0 = time.perf_counter()
+    cmd = ["nice", "-n", "15", sys.executable, "-m", "audiotok", *map(str, args)]
+    if log is not None:
+        with open(log, "a") as f:
+            f.write(f"\n$ {' '.join(cmd)}\n")
+            f.flush()
+            p = subprocess.run(cmd, cwd=REPO, env=env, text=True, stdout=f, stderr=subprocess.STDOUT)
+        if p.returncode not in (0, 1):
+            raise SystemExit(f"{' '.join(cmd)} failed (exit {p.returncode}); see {log}")
+    else:
+        p = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True)
+        if p.returncode not in (0, 1):
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-4000:]}")
+        sys.stderr.write(p.stderr[-3000:])
     return time.perf_counter() - t0
 
 
-def summarise(report: dict) -> dict:
-    """Best layer per (features, probe) and the pretrained model's last layer."""
-    best: dict = {}
-    for r in report["results"]:
-        key = (r["features"], r["probe"])
-        if key not in best or r["accuracy"] > best[key]["accuracy"]:
-            best[key] = r
-    return best
+def tokenise(work: Path, pre: Path, codec: Path, processes: int, env, log: Path) -> Path:
+    """``audiotok encode`` (6 kbps, the fitted codec) of the pretraining audio into ``WORK/codes``,
+    in ``processes`` parallel shards; ``train mae`` then reads these codes (and their source audio).
+    Inputs already encoded are skipped, so a rerun only finishes what is missing."""
+    out = work / "codes"
+    t0 = time.perf_counter()
+    cmds = [["nice", "-n", "15", sys.executable, "-m", "audiotok", "encode", str(pre), "-o", str(out), "-b", "6",
+             "--checkpoint", str(codec), "--shard", f"{k}/{processes}", "--workers", "1", "--threads", "1", "--quiet"]
+            for k in range(processes)]
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(cmds[0])} (shards 0..{processes - 1} in parallel)\n")
+        f.flush()
+        procs = [subprocess.Popen(c, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, text=True) for c in cmds]
+        codes = [p.wait() for p in procs]
+    if any(c not in (0, 1) for c in codes):
+        raise SystemExit(f"encode failed (exit codes {codes}); see {log}")
+    print(f"codes: {len(list(out.rglob('*.npz')))} files in {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
+def checkpoint_step(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, weights_only=True, map_location="cpu")["audiotok"]["training"]["step"])
+
+
+def train(inputs: Path, out: Path, steps: int, common: list, env, log: Path, extra: list) -> None:
+    """``train mae`` to ``steps``, resuming ``out`` when it is there and not finished."""
+    if out.exists() and checkpoint_step(out) >= steps:
+        print(f"{out.name}: reused (step {checkpoint_step(out)})", flush=True)
+        return
+    resume = ["--resume"] if out.exists() else []
+    audiotok("train", "mae", inputs, "-o", out, "--steps", steps, *common, *extra, *resume, env=env, log=log)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True, help="Folder for the generated audio, checkpoints and reports.")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=10000, help="Stage-1 steps.")
+    ap.add_argument("--keep-steps", default="0,2000,5000,10000", help="Stage-1 checkpoints kept and probed.")
+    ap.add_argument("--eval-every", type=int, default=1000)
+    ap.add_argument("--stage2-steps", type=int, default=3000, help="Stage-2 (self-training) steps; 0: none.")
+    ap.add_argument("--clusters", type=int, default=1024, help="k-means clusters of stage 2 (the reference's 1024).")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, default=None, help="Default: train mae's (1e-3 for tiny).")
+    ap.add_argument("--optimizer", default="audiotok")
+    ap.add_argument("--init", default="torch")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--midi-clips", type=int, default=90, help="10 s phrases of random GM programs for pretraining.")
-    ap.add_argument("--tts-clips", type=int, default=150, help="Sentences (4-7 s) for pretraining.")
-    ap.add_argument("--drum-clips", type=int, default=50, help="8 s drum sequences for pretraining.")
+    ap.add_argument("--midi-clips", type=int, default=600, help="10 s phrases of GM programs for pretraining.")
+    ap.add_argument("--tts-clips", type=int, default=1500, help="Sentences (10-18 words) for pretraining.")
+    ap.add_argument("--drum-clips", type=int, default=200, help="8 s drum sequences for pretraining.")
+    ap.add_argument("--frames-per-code", type=int, default=60, help="Codec fitting: frames per codeword.")
+    ap.add_argument("--variants", type=int, default=4, help="Digits: renderings per (voice, word); anagrams: 3/4 of it.")
+    ap.add_argument("--clips-per-program", type=int, default=32, help="Instrument task: clips per GM program.")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="Torch threads of training and probing (1: no thread "
+                    "barriers on a loaded machine).")
+    ap.add_argument("--encode-processes", type=int, default=4, help="Parallel `encode` shards that tokenise the pretraining audio.")
     ap.add_argument("--no-shared", action="store_true", help="Leave ../shared/audio out of the pretraining set.")
+    ap.add_argument("--stop-after", choices=("audio", "stage1", "stage2"), help="Stop after this part.")
+    ap.add_argument("--tasks-only", action="store_true", help="Only build the probe tasks' audio (e.g. beside a run).")
     ap.add_argument("--json", type=Path, help="Write every number here.")
     args = ap.parse_args()
     work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "train.log"
     ensure_packages()
+    if args.tasks_only:
+        build_tasks(work, args.seed, args.variants, args.clips_per_program)
+        return
     t0 = time.perf_counter()
-    tasks = build_tasks(work, args.seed)
     pre = build_pretraining(work, args.seed, args.midi_clips, args.tts_clips, args.drum_clips, not args.no_shared)
-    gen_s = time.perf_counter() - t0
-    sys.path.insert(0, str(REPO))
-    from audiotok.testing import random_encodec, save_encodec_checkpoint
+    print(f"pretraining audio: ready after {time.perf_counter() - t0:.0f} s", flush=True)
+    codec = fit_codec(work, pre, args.seed, args.frames_per_code)
+    if args.stop_after == "audio":
+        return
+    blas = {k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {**os.environ, "AUDIOTOK_OFFLINE": "1", "PYTHONPATH": str(REPO), **blas}
+    codes = tokenise(work, pre, codec, args.encode_processes, env, log)
+    common = ["--size", "tiny", "--batch-size", args.batch_size, "--seed", args.seed, "--eval-every", args.eval_every,
+              "--codec-checkpoint", codec, "--ext", "npz", "--device", "cpu", "--workers", "1", "--threads", args.threads,
+              "--optimizer", args.optimizer, "--init", args.init, "--quiet"]
+    if args.lr is not None:
+        common += ["--lr", args.lr]
+    stage1 = work / "stage1.pt"
+    t1 = time.perf_counter()
+    train(codes, stage1, args.steps, common, env, log, ["--keep-steps", args.keep_steps])
+    train_s = time.perf_counter() - t1
+    if args.stop_after == "stage1":
+        return
+    stage2 = work / "stage2.pt"
+    if args.stage2_steps:
+        train(codes, stage2, args.stage2_steps, common, env, log,
+              ["--self-train", stage1, "--clusters", args.clusters])
+    if args.stop_after == "stage2":
+        return
+    t0 = time.perf_counter()
+    tasks = build_tasks(work, args.seed, args.variants, args.clips_per_program)
+    print(f"probe tasks: ready after {time.perf_counter() - t0:.0f} s", flush=True)
+    probe_all(work, tasks, stage1, stage2 if args.stage2_steps else None, args, env, train_s)
 
-    codec = work / "codec" / "encodec_24khz.th"
-    if not codec.exists():
-        save_encodec_checkpoint(random_encodec(seed=args.seed), work / "codec", "encodec_24khz.th")
-    env = {**os.environ, "AUDIOTOK_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    ckpt = work / "mae-tiny.pt"
-    train_s = 0.0
-    if not ckpt.exists():
-        train_s = audiotok("train", "mae", pre, "-o", ckpt, "--size", "tiny", "--steps", args.steps, "--batch-size",
-                           args.batch_size, "--lr", args.lr, "--seed", args.seed, "--eval-every", max(1, args.steps // 5),
-                           "--codec-checkpoint", codec, "--device", "cpu", "--workers", "1", "--quiet", env=env)
+
+def probe_all(work: Path, tasks: dict[str, Path], stage1: Path, stage2: Path | None, args, env, train_s: float) -> None:
     import torch
 
-    hist = torch.load(ckpt, weights_only=True)["audiotok"]["training"]["history"]
-    results = {"steps": args.steps, "batch_size": args.batch_size, "generate_seconds": gen_s, "train_seconds": train_s,
-               "history": hist, "tasks": {}}
+    from_steps = [int(s) for s in args.keep_steps.split(",") if s.strip()]
+    models = [(f"step {s}", stage1.with_name(f"{stage1.stem}.step{s}{stage1.suffix}")) for s in from_steps]
+    if stage2 is not None:
+        models.append(("stage 2", stage2))
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "train_seconds": train_s,
+               "history": torch.load(stage1, weights_only=True)["audiotok"]["training"]["history"],
+               "stage2_history": (torch.load(stage2, weights_only=True)["audiotok"]["training"]["history"]
+                                  if stage2 is not None else None), "probes": {}}
     for name, labels in tasks.items():
-        out = work / f"probe-{name}.json"
-        audiotok("probe", labels.parent, "--labels", labels, "--model", ckpt, "--layer", "all", "--baseline",
-                 "logmel,random", "--folds", "3", "-o", out, "--plot", work / f"probe-{name}.png", env=env)
-        results["tasks"][name] = json.loads(out.read_text())
-    done = hist[-1]["step"] if hist else 0
-    how = f"{train_s / 60:.1f} min" if train_s else f"checkpoint reused from {ckpt} (stopped at step {done})"
-    print(f"\npretraining: {done} of {args.steps} steps x {args.batch_size} crops of 4 s, {how}; "
-          f"last validation: {json.dumps(hist[-1]) if hist else None}")
-    print("\n| task | probe | pretrained (best layer) | random-init (best layer) | log-mel mean+std | chance |")
-    print("|---|---|---|---|---|---|")
-    for name, rep in results["tasks"].items():
-        best = summarise(rep)
-        for probe in ("linear", "mlp"):
-            pre_r = best[(str(ckpt), probe)]
-            rnd = best[("random-init", probe)]
-            mel = best[("log-mel mean+std", probe)]
-            print(f"| {name} ({rep['n_items']} clips, {len(rep['classes'])} classes) | {probe} | "
-                  f"{pre_r['accuracy']:.3f} (L{pre_r['layer']}) | {rnd['accuracy']:.3f} (L{rnd['layer']}) | "
-                  f"{mel['accuracy']:.3f} | {rep['chance_accuracy']:.3f} |")
+        for label, ckpt in models:
+            out = work / "probes" / f"{name}-{ckpt.stem}.json"
+            out.parent.mkdir(exist_ok=True)
+            if not out.exists():
+                audiotok("probe", labels.parent, "--labels", labels, "--model", ckpt, "--layer", "all",
+                         "--probe", "linear", "--baseline", "logmel,random", "--random-seeds", "3",
+                         "--folds", args.folds, "--seed", args.seed, "--threads", args.threads, "-o", out, env=env,
+                         log=work / "probe.log")
+            results["probes"].setdefault(name, {})[label] = json.loads(out.read_text())
+    print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+
+
+def summary(rep: dict) -> dict:
+    """The numbers of one probe report the table shows (linear probe, layers chosen on inner folds)."""
+    sel = {r["features"]: r for r in rep["selected"] if r["probe"] == "linear"}
+    model = rep["selected"][0]
+    randoms = [r for name, r in sel.items() if name.startswith("random-init")]
+    best = max(randoms, key=lambda r: r["accuracy"])
+    comp = {c["baseline"]: c for c in rep["comparisons"] if c["probe"] == "linear"}
+    vs_best = next(c for name, c in comp.items() if name.startswith("best random-init"))
+    return {"model": model, "randoms": randoms, "best_random": best, "logmel": sel["log-mel mean+std"],
+            "vs_best_random": vs_best, "vs_logmel": comp["log-mel mean+std"]}
+
+
+def print_table(results: dict) -> None:
+    """The checkpoint curve: per task and checkpoint, the pretrained accuracy [95 % interval]
+    (layer chosen on inner folds), the random-init seeds, log-mel, and the difference to the best
+    random-init seed [95 % interval] with McNemar's p."""
+    print("\n| task | checkpoint | pretrained [95 % CI] (layers) | random-init seeds | log-mel | "
+          "pretrained - best random [95 % CI] | McNemar p |")
+    print("|---|---|---|---|---|---|---|")
+    for task, per in results["probes"].items():
+        for label, rep in per.items():
+            s = summary(rep)
+            m, c = s["model"], s["vs_best_random"]
+            seeds = " / ".join(f"{r['accuracy']:.3f}" for r in s["randoms"])
+            print(f"| {task} ({rep['n_items']} items, {rep['n_groups']} groups) | {label} | {m['accuracy']:.3f} "
+                  f"[{m['ci'][0]:.3f}, {m['ci'][1]:.3f}] ({','.join(sorted(set(m['layers'])))}) | {seeds} | "
+                  f"{s['logmel']['accuracy']:.3f} | {c['difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | "
+                  f"{c['p_value']:.2g} |")
 
 
 if __name__ == "__main__":

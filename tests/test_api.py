@@ -270,3 +270,75 @@ def test_docs_example_runs_as_a_script_from_stdin_and_as_a_module(offline_cache,
         assert float(lines[2].split()[0]) > 0 and len((work / "scores.jsonl").read_text().splitlines()) == 2
         assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*.flac")) == ["audio/a.flac", "audio/b/c.flac"]
         assert np.load(work / "feats.npy").shape == (2, 64)
+
+
+def test_train_mae_equals_the_cli_bit_for_bit(cli, tmp_path):
+    """``audiotok.train_mae`` and ``audiotok train mae`` write the same checkpoint (every tensor, the
+    split and the history with its baselines), the kept steps too."""
+    import torch
+
+    data = tmp_path / "data"
+    for i, sec in enumerate((1.3, 0.9, 1.6)):
+        write_wav(data / f"f{i}.wav", sec, sr=16000, seed=320 + i)
+    r = cli("train", "mae", data, "-o", tmp_path / "cli.pt", "--steps", "2", "--batch-size", "2", "--crop-seconds",
+            "0.64", "--val-fraction", "0.34", "--seed", "3", "--keep-steps", "0,1", "--optimizer", "reference",
+            "--init", "reference", "--lr", "1e-3", "--device", "cpu", "--workers", "0", "--quiet")
+    assert r.code == 0, r
+    logged: list[str] = []
+    result = audiotok.train_mae([data], tmp_path / "api.pt", steps=2, batch_size=2, crop_seconds=0.64, val_fraction=0.34,
+                                seed=3, keep_steps=(0, 1), optimizer="reference", init="reference", lr=1e-3,
+                                device="cpu", workers=0, log=logged.append)
+    assert result.status == 0 and result.failed == [] and result.checkpoint == tmp_path / "api.pt"
+    assert logged[-1] == f"checkpoint: {tmp_path / 'api.pt'}" and any("unigram CE" in m for m in logged)
+    for name in ("{}.pt", "{}.step0.pt", "{}.step1.pt"):
+        a = torch.load(tmp_path / name.format("cli"), map_location="cpu", weights_only=True)
+        b = torch.load(tmp_path / name.format("api"), map_location="cpu", weights_only=True)
+        assert a["state_dict"].keys() == b["state_dict"].keys()
+        for k in a["state_dict"]:
+            assert torch.equal(a["state_dict"][k], b["state_dict"][k]), (name, k)
+        assert a["audiotok"]["training"] == b["audiotok"]["training"]
+    final = torch.load(tmp_path / "api.pt", map_location="cpu", weights_only=True)["audiotok"]["training"]
+    assert final == result.training and result.training["train_config"]["optimizer"] == "reference"
+    assert [h["step"] for h in final["history"]] == [0, 1, 2]
+
+
+def test_train_mae_usage_errors_raise_before_torch(tmp_path):
+    import subprocess
+    import sys
+
+    write_wav(tmp_path / "in" / "a.wav", 0.5, seed=1)
+    for kwargs, message in ((dict(size="huge"), "--size 'huge' is not valid"),
+                            (dict(val_fraction=0.95), "--val-fraction 0.95 is not valid"),
+                            (dict(optimizer="sgd"), "--optimizer 'sgd' is not valid"),
+                            (dict(keep_steps=(5,), steps=2), "--keep-steps 5 is not a step")):
+        with pytest.raises(UsageError, match=message):
+            audiotok.train_mae([tmp_path / "in"], tmp_path / "m.pt", **kwargs)
+    code = ("import sys, audiotok\n"
+            "try:\n    audiotok.train_mae(['x'], 'm.pt', size='huge')\nexcept Exception:\n    pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_probe_equals_the_cli(cli, tmp_path):
+    import json
+
+    from audiotok.testing import encodecmae_gin, random_encodecmae_state, save_encodecmae_checkpoint
+
+    ckpt = save_encodecmae_checkpoint(tmp_path / "m.pt", random_encodecmae_state(dim=32, layers=2, heads=4, ff_dim=64),
+                                      encodecmae_gin(32, 2, 4, 64))
+    for i in range(8):
+        write_wav(tmp_path / "audio" / ("low" if i % 2 else "high") / f"{i}.wav", 0.5, seed=i)
+    args = dict(labels_from_parent=True, model=ckpt, baseline="logmel,random", random_seeds=2, folds=2, probe="linear",
+                threads=1)
+    r = cli("probe", tmp_path / "audio", "--labels-from-parent", "--model", ckpt, "--baseline", "logmel,random",
+            "--random-seeds", "2", "--folds", "2", "--probe", "linear", "--threads", "1", "-o", tmp_path / "cli.json")
+    assert r.code == 0, r
+    result = audiotok.probe([tmp_path / "audio"], out=tmp_path / "api.json", log=lambda m: None, **args)
+    assert result.status == 0 and result.failed == []
+    a, b = json.loads((tmp_path / "cli.json").read_text()), json.loads((tmp_path / "api.json").read_text())
+    assert a == b == json.loads(json.dumps(result.report))
+    with pytest.raises(UsageError, match="exactly one of --labels"):
+        audiotok.probe([tmp_path / "audio"], model=ckpt)
+    with pytest.raises(UsageError, match="--inner-folds 1 must be at least 2"):
+        audiotok.probe([tmp_path / "audio"], labels_from_parent=True, inner_folds=1)

@@ -4,11 +4,20 @@ audio inputs with baselines, and errors."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
-from audiotok.embedders.probing import cross_validate, make_folds, match_labels
+from audiotok.embedders.probing import (
+    cross_validate,
+    cross_validate_selected,
+    make_folds,
+    match_labels,
+    mcnemar,
+    wilson_interval,
+)
+from tests.conftest import shared_path
 
 
 def test_folds_never_share_a_group_and_test_every_item_once():
@@ -103,14 +112,24 @@ def test_probe_on_audio_with_baselines(cli, tmp_path):
                                       encodecmae_gin(32, 2, 4, 64))
     for i in range(8):
         write_wav(tmp_path / "audio" / ("low" if i % 2 else "high") / f"{i}.wav", 0.5, seed=i)
+    shutil.copy(shared_path("audio_bad", "random_bytes.wav"), tmp_path / "audio" / "low" / "bad.wav")
     r = cli("probe", tmp_path / "audio", "--labels-from-parent", "--model", ckpt, "--baseline", "logmel,random",
-            "--folds", "2", "--probe", "linear", "-o", tmp_path / "r.json", "--threads", "1")
-    assert r.code == 0, r
+            "--random-seeds", "2", "--folds", "2", "--probe", "linear", "-o", tmp_path / "r.json", "--threads", "1")
+    assert r.code == 1, r  # the unreadable file is reported and left out; the rest are probed
     rep = json.loads((tmp_path / "r.json").read_text())
-    assert rep["threads"] == 1
+    assert rep["threads"] == 1 and rep["n_items"] == 8
+    assert [f["input"] for f in rep["failed"]] == [str(tmp_path / "audio" / "low" / "bad.wav")]
+    assert "bad.wav" in r.err
     feats = [(x["features"], x["layer"]) for x in rep["results"]]
-    assert feats == [(str(ckpt), "0"), (str(ckpt), "1"), ("random-init", "0"), ("random-init", "1"),
-                     ("log-mel mean+std", "-")]
+    assert feats == [(str(ckpt), "0"), (str(ckpt), "1"), ("random-init (seed 0)", "0"), ("random-init (seed 0)", "1"),
+                     ("random-init (seed 1)", "0"), ("random-init (seed 1)", "1"), ("log-mel mean+std", "-")]
+    assert [(x["features"], len(x["correct"]), len(x["layers"])) for x in rep["selected"]] == \
+        [(str(ckpt), 8, 2), ("random-init (seed 0)", 8, 2), ("random-init (seed 1)", 8, 2), ("log-mel mean+std", 8, 2)]
+    names = [c["baseline"] for c in rep["comparisons"]]
+    assert names[:3] == ["random-init (seed 0)", "random-init (seed 1)", "log-mel mean+std"]
+    assert names[3].startswith("best random-init (random-init (seed ")
+    assert all(0 <= c["p_value"] <= 1 and c["ci"][0] <= c["difference"] <= c["ci"][1] for c in rep["comparisons"])
+    assert "McNemar" in r.out and "95 % interval" in r.out
 
 
 def test_probe_usage_errors(cli, tmp_path):
@@ -170,3 +189,32 @@ def test_label_depth_labels_by_the_top_level_folder(cli, tmp_path):
     assert r.code == 2 and "give exactly one of --labels labels.csv, --labels-from-parent and --label-depth N" in r.err
     r = cli("probe", emb, "--label-depth", "0")
     assert r.code == 2 and "--label-depth 0 is not valid" in r.err
+
+
+def test_wilson_interval_and_mcnemar_match_known_values():
+    lo, hi = wilson_interval(81, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.7222, 0.8749)  # the textbook value for 81 / 100
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    a = np.array([1] * 10 + [0] * 2 + [1] * 80 + [0] * 8, dtype=bool)  # 10 right only with a, 2 only with b
+    b = np.array([0] * 10 + [1] * 2 + [1] * 80 + [0] * 8, dtype=bool)
+    c = mcnemar(a, b)
+    assert (c["a_only"], c["b_only"], c["n"]) == (10, 2, 100)
+    assert c["p_value"] == pytest.approx(0.03857, abs=1e-5)  # 2 * P(X <= 2), X ~ Binomial(12, 1/2)
+    assert c["difference"] == pytest.approx(0.08) and c["ci"][0] < 0.08 < c["ci"][1]
+    assert mcnemar(a, a)["p_value"] == 1.0 and mcnemar(a, a)["difference"] == 0.0
+
+
+def test_the_layer_is_chosen_on_inner_folds_not_on_the_test_fold():
+    X, y = _separable(20, dim=8)
+    rng = np.random.default_rng(3)
+    noise = rng.standard_normal(X.shape).astype(np.float32)
+    stacked = np.stack([noise, X, noise], axis=1)  # layer 1 is the informative one
+    groups = [f"g{i // 2}" for i in range(len(y))]
+    folds = make_folds(y, groups, 3, 0)
+    r = cross_validate_selected(stacked, y, groups, folds, "linear", 0, ["0", "1", "2"])
+    assert r["layers"] == ["1", "1", "1"] and r["accuracy"] >= 0.95
+    assert r["ci"][0] <= r["accuracy"] <= r["ci"][1] and len(r["correct"]) == len(y)
+    # only noise: whatever layer is chosen, the accuracy is near chance, never the best of the test folds
+    only_noise = np.stack([noise, rng.standard_normal(X.shape).astype(np.float32)], axis=1)
+    r = cross_validate_selected(only_noise, y, groups, folds, "linear", 0, ["0", "1"])
+    assert r["accuracy"] < 0.6

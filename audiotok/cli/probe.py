@@ -26,18 +26,23 @@ def probe(
     folds: int = typer.Option(5, "--folds", help="Cross-validation folds (grouped by the CSV's group column)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the folds and the MLP."),
     baseline: str = typer.Option("", "--baseline", help="Also score baselines (audio inputs): logmel, random or logmel,random."),
+    random_seeds: int = typer.Option(3, "--random-seeds", help="Random-init baselines: this many seeds (--seed, --seed + 1, ...)."),
+    inner_folds: int = typer.Option(3, "--inner-folds", help="Folds within each training part that choose the layer."),
     plot: Path = typer.Option(None, "--plot", help="Draw accuracy per layer into this PNG."),
     ext: str = typer.Option(",".join((*AUDIO_EXTENSIONS, "npz", "npy")), "--ext",
                             help="Extensions taken from directories (npz/npy: `audiotok embed` outputs)."),
     device: str = typer.Option("cpu", "--device", help="Device for embedding audio inputs."),
     threads: int = cli.THREADS,
     exclude: list[str] = cli.EXCLUDE,
+    workers: int = cli.WORKERS,
 ) -> None:
     """Score how well embeddings separate labelled classes (k-fold CV, grouped; JSON report and table)."""
-    from ..jobs.probe import ProbeOptions, run
+    from ..jobs.probe import probe as run_probe
 
-    opts = ProbeOptions(inputs, labels, labels_from_parent, out, model, layer, pool, probe_kind, folds, seed,
-                        baseline, plot, ext, device, threads, label_depth, exclude)
     with cli.interruptible("interrupted: no report was written; rerun the same command"):
-        code = run(opts, cli.eprint, print)
-    raise typer.Exit(code)
+        result = run_probe(inputs, labels=labels, labels_from_parent=labels_from_parent, out=out, model=model,
+                           layer=layer, pool=pool, probe=probe_kind, folds=folds, seed=seed, baseline=baseline,
+                           random_seeds=random_seeds, inner_folds=inner_folds, plot=plot, ext=ext, device=device,
+                           threads=threads, workers=workers, label_depth=label_depth, exclude=exclude,
+                           log=cli.eprint, echo=print)
+    raise typer.Exit(result.status)

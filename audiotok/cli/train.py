@@ -69,7 +69,13 @@ def train_mae(
     frontend: str = typer.Option("mel256", "--frontend", help="mel256 (256-bin log mel) or ec (EnCodec encoder latents)."),
     steps: int = typer.Option(1000, "--steps", min=1, help="Optimiser steps in total."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Crops per step and process."),
-    lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Peak learning rate (AdamW, warmup + cosine)."),
+    lr: float = typer.Option(None, "--lr", min=0.0, help="Learning rate (the peak under --optimizer audiotok; default: "
+                             "1e-3 for tiny with --optimizer audiotok, else 1e-4 as the paper)."),
+    optimizer: str = typer.Option("audiotok", "--optimizer", help="audiotok (decay on matrices, warmup + cosine, "
+                                  "clipping at 1) or reference (the paper's: decay on every parameter, constant lr)."),
+    init: str = typer.Option("torch", "--init", help="torch (PyTorch's defaults) or reference (Xavier-uniform, zero biases)."),
+    keep_steps: str = typer.Option("", "--keep-steps", help="Also keep the checkpoint of these steps as CKPT.stepN.pt "
+                                   "(comma-separated; 0 = the untrained model)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split, initialisation, crops and masks."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.9, help="Files held out for validation."),
     crop_seconds: float = typer.Option(4.0, "--crop-seconds", help="Length of the random training crops."),
@@ -91,10 +97,14 @@ def train_mae(
     quiet: bool = cli.QUIET,
 ) -> None:
     """Pretrain an EnCodecMAE (masked prediction of EnCodec codes, or self-training on a teacher's clusters)."""
-    from ..jobs.train_mae import TrainMaeOptions, check, run
+    from ..jobs.train_mae import parse_steps
+    from ..jobs.train_mae import train_mae as run_training
 
-    opts = TrainMaeOptions(inputs, out, size, frontend, steps, batch_size, lr, seed, val_fraction, crop_seconds,
-                           eval_every, resume, self_train, clusters, kmeans_frames, codec_checkpoint, cache, ext,
-                           device, batch_seconds, workers, quiet, threads, exclude)
-    check(opts)
-    raise typer.Exit(cli.run(run, opts, cli.eprint, interrupted=lambda: _stopped(out)))
+    result = cli.run(run_training, inputs, out, size=size, frontend=frontend, steps=steps, batch_size=batch_size,
+                     lr=lr, optimizer=optimizer, init=init, seed=seed, val_fraction=val_fraction,
+                     crop_seconds=crop_seconds, eval_every=eval_every, keep_steps=parse_steps(keep_steps),
+                     resume=resume, self_train=self_train, clusters=clusters, kmeans_frames=kmeans_frames,
+                     codec_checkpoint=codec_checkpoint, cache=cache, ext=ext, device=device, threads=threads,
+                     batch_seconds=batch_seconds, workers=workers, progress=not quiet, log=cli.eprint,
+                     exclude=exclude, interrupted=lambda: _stopped(out))
+    raise typer.Exit(result.status)

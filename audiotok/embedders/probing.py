@@ -5,8 +5,14 @@ here) or audio files (embedded through the same ``Embedder`` as ``embed``). Labe
 (``path,label[,group]``) or from each file's parent folder. Each layer is scored with a linear
 probe (logistic regression) and an MLP (scikit-learn), standardised on the training folds only,
 by k-fold cross-validation grouped by ``group`` (no group on both sides of a split) and
-stratified by label. Optional baselines on the same folds: mean+std of log-mel frames, and a
-random-weight EnCodecMAE of the same size as the model.
+stratified by label. Optional baselines on the same folds: mean+std of log-mel frames, and
+random-weight EnCodecMAEs of the same size as the model (several seeds).
+
+Besides the score of every layer, each feature set gets one score with its layer chosen on inner
+folds (grouped k-fold inside each outer training part, so the test fold never picks the layer),
+with a 95 % Wilson interval, and the model is compared with every baseline (and the best random
+seed) on the same out-of-fold predictions: the difference with a 95 % interval and the p-value
+of McNemar's exact test.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 from ..errors import InputError, UsageError
 
 PROBES = ("linear", "mlp")
+RANDOM_NAME = "random-init"
 BASELINES = ("logmel", "random")
 EMBEDDING_EXTENSIONS = (".npz", ".npy")
 
@@ -133,37 +140,30 @@ def read_embedding_file(path: str, how: str) -> tuple[np.ndarray, list[str]]:
     return arr.astype(np.float32), names
 
 
-def embed_audio(paths: list[str], model, layer: str, how: str, device: str, batch: int = 16) -> Features:
-    """Embed audio files through the ``embed`` core (24 kHz mono, 4 s chunks)."""
-    from ..formats.audio import read
-    from .chunking import Embedder
+class LogMelAdapter:
+    """Pipeline adapter of the log-mel baseline: audio ``[1, N]`` -> mean and std over time of the
+    256-bin log-mel frames (the mel256 front end) ``[512]``."""
 
-    emb = Embedder(model, "probe", device=device, layer=layer, pool=how)
-    rows = []
-    for i in range(0, len(paths), batch):
-        audios = [read(p, sample_rate=24000, channels=1)[0] for p in paths[i:i + batch]]
-        for e in emb.embed_many(audios, 24000):
-            rows.append(e.array if e.array.ndim == 2 else e.array[None])
-    n = rows[0].shape[0]
-    names = [str(i) for i in range(n)] if layer == "all" else [str(layer)]
-    return Features("", np.stack(rows), names)
+    def run(self, batch):
+        return [(key, logmel_row(audio)) for key, audio in batch]
+
+    def flush(self):
+        return []
+
+    def reset(self):
+        pass
 
 
-def logmel_features(paths: list[str]) -> Features:
-    """Baseline: mean and std over time of the 256-bin log-mel frames (the mel256 front end)."""
+def logmel_row(x: np.ndarray) -> np.ndarray:
     import torch
 
-    from ..formats.audio import read
     from .fbank import kaldi_fbank
 
-    rows = []
-    for p in paths:
-        x, _ = read(p, sample_rate=24000, channels=1)
-        if x.shape[1] < 637:
-            x = np.pad(x, ((0, 0), (0, 637 - x.shape[1])))
-        fb = kaldi_fbank(torch.from_numpy(x)).numpy()[0].astype(np.float64)
-        rows.append(np.concatenate([fb.mean(0), fb.std(0)])[None].astype(np.float32))
-    return Features("log-mel mean+std", np.stack(rows), ["-"])
+    x = np.asarray(x, dtype=np.float32).reshape(1, -1)
+    if x.shape[1] < 637:
+        x = np.pad(x, ((0, 0), (0, 637 - x.shape[1])))
+    fb = kaldi_fbank(torch.from_numpy(x)).numpy()[0].astype(np.float64)
+    return np.concatenate([fb.mean(0), fb.std(0)]).astype(np.float32)
 
 
 def random_like(model, seed: int = 0):
@@ -237,10 +237,77 @@ def cross_validate(X: np.ndarray, labels: list[str], folds, kind: str, seed: int
             "confusion": confusion_matrix(y, pred.astype(str), labels=classes).tolist()}
 
 
-def run_probe(data: Labelled, probes: list[str], folds_k: int, seed: int, log=None) -> dict:
-    """The report: one entry per (features, layer, probe)."""
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion ``k / n``."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo = 0.0 if k == 0 else float(max(0.0, centre - half))
+    hi = 1.0 if k == n else float(min(1.0, centre + half))
+    return (lo, hi)
+
+
+def mcnemar(a_correct, b_correct, z: float = 1.96) -> dict:
+    """Paired comparison of two classifiers on the same items: accuracy difference a - b with a
+    95 % interval (Wald, for paired proportions), the discordant counts, and the two-sided p-value
+    of McNemar's exact test (binomial on the discordant pairs)."""
+    from scipy.stats import binom
+
+    a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    n = len(a)
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    m = a_only + b_only
+    p = 1.0 if m == 0 else float(min(1.0, 2 * binom.cdf(min(a_only, b_only), m, 0.5)))
+    d = (a_only - b_only) / n
+    se = np.sqrt(max(0.0, m - (a_only - b_only) ** 2 / n)) / n
+    return {"difference": float(d), "ci": [float(d - z * se), float(d + z * se)], "a_only": a_only,
+            "b_only": b_only, "p_value": p, "n": n}
+
+
+def cross_validate_selected(X: np.ndarray, labels: list[str], groups: list[str], folds, kind: str, seed: int,
+                            layer_names: list[str], inner: int = 3) -> dict:
+    """Out-of-fold accuracy with the layer chosen, in each outer fold, by grouped inner
+    cross-validation on that fold's training part only (the lowest layer on ties; the last layer
+    when that part is too small for inner folds); one layer: no choice. Returns accuracy, its 95 % Wilson interval, per-fold accuracies, the layer chosen per
+    fold and ``correct`` (0/1 per item, in input order)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    y = np.array(labels)
+    g = np.array(groups)
+    correct = np.zeros(len(y), dtype=bool)
+    chosen, accs = [], []
+    for train_idx, test_idx in folds:
+        best = X.shape[1] - 1  # too few items to choose: the last layer (embed's default)
+        _, class_counts = np.unique(y[train_idx], return_counts=True)
+        k = min(inner, len(set(g[train_idx])), int(class_counts.min()))
+        if X.shape[1] > 1 and k >= 2 and len(class_counts) >= 2:
+            inner_folds = make_folds(list(y[train_idx]), list(g[train_idx]), k, seed)
+            scores = [cross_validate(X[train_idx, li], list(y[train_idx]), inner_folds, kind, seed)["accuracy"]
+                      for li in range(X.shape[1])]
+            best = int(np.argmax(scores))
+        clf = make_probe(kind, seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(X[train_idx, best], y[train_idx])
+        hit = clf.predict(X[test_idx, best]) == y[test_idx]
+        correct[test_idx] = hit
+        accs.append(float(hit.mean()))
+        chosen.append(layer_names[best])
+    k = int(correct.sum())
+    return {"accuracy": k / len(y), "ci": list(wilson_interval(k, len(y))), "fold_accuracy": accs, "layers": chosen,
+            "correct": correct.astype(int).tolist()}
+
+
+def run_probe(data: Labelled, probes: list[str], folds_k: int, seed: int, log=None, inner: int = 3) -> dict:
+    """The report: one entry per (features, layer, probe) in ``results``; per (features, probe)
+    the score with the layer chosen on inner folds in ``selected``; and in ``comparisons`` the
+    first feature set (the model) against each other one and against the best random-init seed."""
     folds = make_folds(data.labels, data.groups, folds_k, seed)
-    results = []
+    results, selected = [], []
     for feats in data.features:
         for li, layer in enumerate(feats.layers):
             for kind in probes:
@@ -248,10 +315,29 @@ def run_probe(data: Labelled, probes: list[str], folds_k: int, seed: int, log=No
                 results.append({"features": feats.name, "layer": layer, "probe": kind, **r})
                 if log:
                     log(f"{feats.name} layer {layer} {kind}: accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}")
+        for kind in probes:
+            r = cross_validate_selected(feats.X, data.labels, data.groups, folds, kind, seed, feats.layers, inner)
+            selected.append({"features": feats.name, "probe": kind, **r})
+    comparisons = []
+    if len(data.features) > 1:
+        first = data.features[0].name
+        for kind in probes:
+            mine = [s for s in selected if s["probe"] == kind]
+            model, others = mine[0], mine[1:]
+            randoms = [s for s in others if s["features"].startswith(RANDOM_NAME)]
+            targets = [(o["features"], o) for o in others]
+            if randoms:
+                best = max(randoms, key=lambda s: s["accuracy"])
+                targets.append((f"best {RANDOM_NAME} ({best['features']})", best))
+            for name, other in targets:
+                c = mcnemar(model["correct"], other["correct"])
+                comparisons.append({"probe": kind, "model": first, "baseline": name, "model_accuracy": model["accuracy"],
+                                    "baseline_accuracy": other["accuracy"], **c})
     classes = sorted(set(data.labels))
     return {"classes": classes, "n_items": len(data.labels), "n_groups": len(set(data.groups)),
-            "class_counts": {c: data.labels.count(c) for c in classes}, "folds": folds_k, "seed": seed,
-            "fold_test_groups": [sorted({data.groups[i] for i in te}) for _, te in folds], "results": results}
+            "class_counts": {c: data.labels.count(c) for c in classes}, "folds": folds_k, "inner_folds": inner,
+            "seed": seed, "fold_test_groups": [sorted({data.groups[i] for i in te}) for _, te in folds],
+            "results": results, "selected": selected, "comparisons": comparisons}
 
 
 def chance_accuracy(labels: list[str]) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +15,11 @@ from ..embedders.probing import (
     BASELINES,
     EMBEDDING_EXTENSIONS,
     PROBES,
+    RANDOM_NAME,
     Features,
     Labelled,
+    LogMelAdapter,
     chance_accuracy,
-    embed_audio,
-    logmel_features,
     match_labels,
     plot_layers,
     random_like,
@@ -27,6 +28,59 @@ from ..embedders.probing import (
     run_probe,
 )
 from ..errors import AudiotokError, UsageError
+
+
+class CollectJob:
+    """Pipeline job of ``probe``: decode each audio input at 24 kHz mono and keep the adapter's
+    result in memory (no output files; nothing is ever done already)."""
+
+    label = "embed"
+
+    def __init__(self):
+        import functools
+
+        from ..formats import audio
+
+        self.probe = audio.probe
+        self.load = functools.partial(audio.read, sample_rate=24000, channels=1)
+        self.results: dict[str, object] = {}
+
+    def is_done(self, source) -> bool:
+        return False
+
+    def finish(self, source, info, result) -> dict:
+        self.results[source.path] = result
+        return {}
+
+
+def run_through_pipeline(sources: list, adapter, workers: int = 1, batch_seconds: float = 60.0):
+    """Every source through the shared pipeline with ``adapter``: ``{path: result}`` of the inputs
+    that worked and ``[(input, error)]`` of those that did not (unreadable, empty, non-finite...)."""
+    from ..engine import pipeline
+
+    job = CollectJob()
+    summary = pipeline.run(sources, job, adapter, batch_seconds=batch_seconds, workers=workers)
+    return job.results, [(o.source.display, o.error or "failed") for o in summary.failed]
+
+
+def embed_audio(sources: list, model, layer, how: str, device, workers: int = 1):
+    """Embed audio sources through the ``embed`` adapter (24 kHz mono, 4 s chunks) on the
+    pipeline: ``({path: [L, D] rows}, layer names, failed)``."""
+    from ..embedders.chunking import MaeAdapter
+
+    adapter = MaeAdapter(model, device=device, layer=layer, pool=how)
+    results, failed = run_through_pipeline(sources, adapter, workers)
+    rows = {p: (e.array if e.array.ndim == 2 else e.array[None]) for p, e in results.items()}
+    n = next(iter(rows.values())).shape[0] if rows else 1
+    names = [str(i) for i in range(n)] if layer == "all" else [str(layer)]
+    return rows, names, failed
+
+
+def logmel_features(sources: list, workers: int = 1):
+    """Baseline rows ``{path: [1, 512]}`` and failed inputs (see ``LogMelAdapter``)."""
+    results, failed = run_through_pipeline(sources, LogMelAdapter(), workers)
+    return {p: r[None] for p, r in results.items()}, failed
+
 
 
 @dataclass
@@ -48,6 +102,9 @@ class ProbeOptions:
     threads: int | None = None  # torch threads for embedding audio inputs (None: torch's default)
     label_depth: int | None = None  # label = the folder this many levels below the input root
     exclude: list[str] | None = None  # glob patterns of inputs to leave out
+    random_seeds: int = 3  # random-init baselines (seeds --seed, --seed + 1, ...)
+    inner_folds: int = 3  # layer choice: grouped inner folds within each outer training part
+    workers: int = 1  # decoding processes of the pipeline
 
 
 def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
@@ -71,6 +128,12 @@ def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
         raise UsageError(f"--pool {o.pool!r} is not valid for probe; choose mean, max or meanstd")
     if o.folds < 2:
         raise UsageError(f"--folds {o.folds} must be at least 2")
+    if o.inner_folds < 2:
+        raise UsageError(f"--inner-folds {o.inner_folds} must be at least 2")
+    if o.random_seeds < 1:
+        raise UsageError(f"--random-seeds {o.random_seeds} must be at least 1")
+    if o.workers < 0:
+        raise UsageError(f"--workers {o.workers} is not valid; give 0 or more")
     from ..files import prepare_output_file
 
     for path, what in ((o.out, "-o"), (o.plot, "--plot")):
@@ -142,17 +205,29 @@ def collect(o: ProbeOptions, baselines: list[str], log) -> tuple[Labelled, list[
 
     dev = resolve_device(o.device)
     data.threads = apply_threads(o.threads)
-    log(f"embedding {len(data.paths)} files with {o.model} ...")
-    feats = embed_audio(data.paths, net, layer, o.pool, dev)
-    feats.name = str(o.model)
-    data.features.append(feats)
+    by_path = {s.path: s for s in sources}
+    srcs = [by_path[p] for p in data.paths]
+    log(f"embedding {len(srcs)} files with {o.model} ...")
+    rows, names, bad = embed_audio(srcs, net, layer, o.pool, dev, o.workers)
+    failed += bad
+    sets = [(str(o.model), rows, names)]
+    ok = set(rows)  # baselines see only the inputs the model could read
+    srcs = [s for s in srcs if s.path in ok]
     if "random" in baselines:
-        log("embedding with a random-weight model of the same size ...")
-        rnd = embed_audio(data.paths, random_like(net, o.seed), layer, o.pool, dev)
-        rnd.name = "random-init"
-        data.features.append(rnd)
+        for k in range(o.random_seeds):
+            log(f"embedding with a random-weight model of the same size (seed {o.seed + k}) ...")
+            rnd, rnames, _ = embed_audio(srcs, random_like(net, o.seed + k), layer, o.pool, dev, o.workers)
+            sets.append((f"{RANDOM_NAME} (seed {o.seed + k})", rnd, rnames))
     if "logmel" in baselines:
-        data.features.append(logmel_features(data.paths))
+        mel, _ = logmel_features(srcs, o.workers)
+        sets.append(("log-mel mean+std", mel, ["-"]))
+    keep = [i for i, p in enumerate(data.paths) if all(p in r for _, r, _ in sets)]
+    if not keep:
+        raise UsageError("no audio input could be embedded (see the failed inputs)")
+    data = Labelled([data.paths[i] for i in keep], [data.labels[i] for i in keep], [data.groups[i] for i in keep],
+                    threads=data.threads)
+    for name, r, layer_names in sets:
+        data.features.append(Features(name, np.stack([r[p] for p in data.paths]), layer_names))
     return data, failed
 
 
@@ -188,13 +263,27 @@ def table(report: dict) -> str:
         folds = " ".join(f"{a:.2f}" for a in r["fold_accuracy"])
         lines.append(f"{r['features'][:28]:<28} {r['layer']:>5} {r['probe']:<6} {r['accuracy']:>8.3f} "
                      f"{r['macro_f1']:>8.3f}  {folds}")
+    if report.get("selected"):
+        lines += ["", f"layer chosen on {report['inner_folds']} inner folds within each training part:",
+                  f"{'features':<28} {'probe':<6} {'accuracy':>8}  {'95 % interval':<15} layers per fold"]
+        for r in report["selected"]:
+            lines.append(f"{r['features'][:28]:<28} {r['probe']:<6} {r['accuracy']:>8.3f}  "
+                         f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]  {' '.join(r['layers'])}")
+    if report.get("comparisons"):
+        lines += ["", "model - baseline on the same items (chosen layers): difference [95 % interval], "
+                  "McNemar's exact p (items right only with the model / only with the baseline)"]
+        for c in report["comparisons"]:
+            lines.append(f"{c['probe']:<6} vs {c['baseline'][:44]:<44} {c['difference']:+.3f} "
+                         f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]  p = {c['p_value']:.2g}  ({c['a_only']} / {c['b_only']})")
     return "\n".join(lines)
 
 
-def run(o: ProbeOptions, log, echo) -> int:
+def run(o: ProbeOptions, log, echo) -> tuple[dict, list[tuple[str, str]]]:
+    """Check the options (once, before any model loads), probe, print the table through ``echo``,
+    write the report and plot; returns the report and the ``(input, error)`` of inputs left out."""
     probes, baselines = check(o)
     data, failed = collect(o, baselines, log)
-    report = run_probe(data, probes, o.folds, o.seed)
+    report = run_probe(data, probes, o.folds, o.seed, inner=o.inner_folds)
     report["chance_accuracy"] = chance_accuracy(data.labels)
     report["inputs"] = [os.fspath(p) for p in data.paths]
     report["failed"] = [{"input": p, "error": e} for p, e in failed]
@@ -206,6 +295,48 @@ def run(o: ProbeOptions, log, echo) -> int:
     if o.plot is not None:
         plot_layers(report, o.plot)
         log(f"plot: {o.plot}")
+    if failed:
+        log(f"{len(failed)} input(s) left out:")
     for p, e in failed:
         log(f"  {p}: {e}")
-    return 1 if failed else 0
+    return report, failed
+
+
+@dataclass
+class ProbeResult:
+    report: dict  # what -o writes (docs/probe.md)
+    failed: list[tuple[str, str]]  # (input, reason) of the inputs left out
+
+    @property
+    def status(self) -> int:
+        """The command's exit status: 0, or 1 when some inputs were left out."""
+        return 1 if self.failed else 0
+
+
+def probe(inputs, *, labels: str | Path | None = None, labels_from_parent: bool = False,
+          out: str | Path | None = None, model: str | Path = "mel256-ec-base_st", layer: str | int = "all",
+          pool: str = "mean", probe: str = "both", folds: int = 5, seed: int = 0, baseline: str = "",
+          random_seeds: int = 3, inner_folds: int = 3, plot: str | Path | None = None, ext=None,
+          device: str = "cpu", threads: int | None = None, workers: int = 1, label_depth: int | None = None,
+          exclude=None, log: Callable[[str], None] | None = None, echo: Callable[[str], None] | None = None) -> ProbeResult:
+    """Cross-validated probes of ``inputs`` (``embed`` outputs, or audio embedded with ``model``
+    through the shared pipeline) against ``labels`` (a CSV of ``path,label[,group]``) or the parent
+    folders' names. The keyword options are those of ``audiotok probe`` (docs/probe.md), checked
+    once before any model loads. Writes ``out`` (JSON) and ``plot`` (PNG) when given; ``echo``
+    receives the table (default: not printed); messages go to ``log``."""
+    from ..engine.runner import as_inputs
+    from ..engine.sources import AUDIO_EXTENSIONS
+
+    if ext is None:
+        ext = ",".join((*AUDIO_EXTENSIONS, "npz", "npy"))
+    elif not isinstance(ext, str):
+        ext = ",".join(ext)
+    o = ProbeOptions(as_inputs(inputs), None if labels is None else str(labels), labels_from_parent,
+                     None if out is None else Path(out), str(model), str(layer), pool, probe, folds, seed, baseline,
+                     None if plot is None else Path(plot), ext, device, threads, label_depth=label_depth,
+                     exclude=None if exclude is None else list(exclude), random_seeds=random_seeds,
+                     inner_folds=inner_folds, workers=workers)
+    if log is None:
+        from ..engine.runner import eprint as log
+    report, failed = run(o, log, echo or (lambda text: None))
+    return ProbeResult(report, failed)

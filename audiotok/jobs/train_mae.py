@@ -3,6 +3,7 @@ targets, collect the (cached) data, fit the self-training centroids, run the tra
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ class TrainMaeOptions:
     frontend: str = "mel256"
     steps: int = 1000
     batch_size: int = 16
-    lr: float = 1e-4
+    lr: float | None = None  # default: DEFAULT_LR[optimizer][size]
     seed: int = 0
     val_fraction: float = 0.1
     crop_seconds: float = 4.0
@@ -35,6 +36,33 @@ class TrainMaeOptions:
     quiet: bool = False
     threads: int | None = None
     exclude: list[str] | None = None  # glob patterns of inputs to leave out
+    optimizer: str = "audiotok"
+    init: str = "torch"
+    keep_steps: tuple[int, ...] = ()
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else default_lr(self.optimizer, self.size)
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    """``--keep-steps 0,2000,5000`` -> (0, 2000, 5000)."""
+    out = []
+    for part in str(text or "").split(","):
+        if part.strip():
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise UsageError(f"--keep-steps {text!r} is not valid; give step numbers separated by commas") from None
+    return tuple(out)
+
+
+def default_lr(optimizer: str, size: str) -> float:
+    """The reference's 1e-4 for the paper's sizes and its preset; for tiny under the audiotok
+    preset, the best of a sweep on CPU (docs/embed.md)."""
+    return TINY_LR if (size == "tiny" and optimizer == "audiotok") else 1e-4
+
+
+TINY_LR = 1e-3
 
 
 def check(o: TrainMaeOptions) -> None:
@@ -57,6 +85,23 @@ def check(o: TrainMaeOptions) -> None:
         raise UsageError(f"--crop-seconds {o.crop_seconds:g} is too short; give at least 0.06 s (4 s as in the paper)")
     if o.clusters < 2:
         raise UsageError(f"--clusters {o.clusters} must be at least 2")
+    for name, value in (("--steps", o.steps), ("--batch-size", o.batch_size), ("--eval-every", o.eval_every)):
+        if value < 1:
+            raise UsageError(f"{name} {value} is not valid; give 1 or more")
+    if not 0.0 <= o.val_fraction <= 0.9:
+        raise UsageError(f"--val-fraction {o.val_fraction:g} is not valid; give a fraction from 0 to 0.9")
+    from ..lm.names import MAE_INITS as INITS
+    from ..lm.names import MAE_OPTIMIZERS as OPTIMIZERS
+
+    if o.optimizer not in OPTIMIZERS:
+        raise UsageError(f"--optimizer {o.optimizer!r} is not valid; choose {' or '.join(OPTIMIZERS)}")
+    if o.init not in INITS:
+        raise UsageError(f"--init {o.init!r} is not valid; choose {' or '.join(INITS)}")
+    if o.lr is not None and o.lr < 0:
+        raise UsageError(f"--lr {o.lr:g} is not valid; give 0 or more")
+    bad = [k for k in o.keep_steps if not 0 <= k <= o.steps]
+    if bad:
+        raise UsageError(f"--keep-steps {bad[0]} is not a step of this run; give steps from 0 to --steps {o.steps}")
     from ..engine.devices import check_device, check_threads
 
     check_device(o.device)
@@ -67,8 +112,11 @@ def check(o: TrainMaeOptions) -> None:
     prepare_checkpoint_paths(o.out, o.cache)
 
 
-def run(o: TrainMaeOptions, log) -> int:
-    """Train; returns the exit code (1 when some inputs failed and were left out)."""
+def run(o: TrainMaeOptions, log, progress: bool | None = None) -> tuple[list[tuple[str, str]], dict]:
+    """Check the options (before torch is imported), then train; returns the ``(input, error)`` of
+    the inputs left out and the checkpoint's training record. ``progress``: show the bar (default:
+    unless ``o.quiet``)."""
+    check(o)
     import torch
 
     from ..codecs.encodec import load_codec, resolve_device
@@ -87,8 +135,7 @@ def run(o: TrainMaeOptions, log) -> int:
     from ..train.mae_data import BANDWIDTH, codec_encoder_state, collect
     from ..train.mae_net import MaeTrainSpec
 
-    check(o)
-    teacher = load_teacher(o.self_train) if o.self_train else None
+    teacher, teacher_state = load_teacher(o.self_train) if o.self_train else (None, None)
     share = current_share()
     dev = resolve_device(o.device)
     if share.world > 1:
@@ -106,8 +153,9 @@ def run(o: TrainMaeOptions, log) -> int:
                                o.quiet, share, log, exclude=o.exclude)
     if not examples:
         raise UsageError("no usable training input (every input failed; see the messages above)")
-    tcfg = MaeTrainConfig(steps=o.steps, batch_size=o.batch_size, lr=o.lr, seed=o.seed, val_fraction=o.val_fraction,
-                          crop_seconds=o.crop_seconds, eval_every=o.eval_every)
+    tcfg = MaeTrainConfig(steps=o.steps, batch_size=o.batch_size, lr=o.learning_rate(), seed=o.seed,
+                          val_fraction=o.val_fraction, crop_seconds=o.crop_seconds, eval_every=o.eval_every,
+                          optimizer=o.optimizer, init=o.init, keep_steps=tuple(sorted(set(o.keep_steps))))
     st = None
     if teacher is not None:
         from ..train.lm import split_by_file
@@ -124,9 +172,46 @@ def run(o: TrainMaeOptions, log) -> int:
                 import torch.distributed as dist
 
                 dist.broadcast(centroids, 0)
-        st = SelfTraining(teacher.to(dev), centroids.to(dev), str(o.self_train))
+        st = SelfTraining(teacher.to(dev), centroids.to(dev), str(o.self_train), teacher_state)
     spec = MaeTrainSpec.make(o.size, o.frontend, int(st.centroids.shape[0]) if st else None)
-    train(examples, o.out, spec, tcfg, enc_state, codec_info, st, dev, o.resume, log, not o.quiet)
+    train(examples, o.out, spec, tcfg, enc_state, codec_info, st, dev, o.resume, log,
+          (not o.quiet) if progress is None else progress)
     if share.rank == 0:
         log(f"checkpoint: {o.out}")
-    return 1 if failed else 0
+    record = read_training_checkpoint(o.out)["audiotok"]["training"] if o.out.is_file() else {}
+    return failed, record
+
+
+def train_mae(inputs, out: str | Path, *, size: str = "tiny", frontend: str = "mel256", steps: int = 1000,
+              batch_size: int = 16, lr: float | None = None, optimizer: str = "audiotok", init: str = "torch",
+              seed: int = 0, val_fraction: float = 0.1, crop_seconds: float = 4.0, eval_every: int = 500,
+              keep_steps: Sequence[int] = (), resume: bool = False, self_train: str | Path | None = None,
+              clusters: int = 1024, kmeans_frames: int | None = None, codec_checkpoint: str | Path | None = None,
+              cache: str | Path | None = None, ext=None, device: str = "auto", threads: int | None = None,
+              batch_seconds: float = 60.0, workers: int = 1, progress: bool = False, exclude=None,
+              log: Callable[[str], None] | None = None):
+    """Train (or ``resume``) an EnCodecMAE on ``inputs`` (audio files, directories, globs, ``-``;
+    ``.npz`` files written by ``encode`` are read instead of tokenised) and write its checkpoint to
+    ``out`` (official v2 layout, atomically, at every validation). The keyword options are those of
+    ``audiotok train mae`` (docs/train_mae.md), checked once before torch is imported; messages go
+    to ``log``. Inputs that fail are left out and listed in ``result.failed``; a ``UsageError``
+    when none is usable. ``result.training`` is the checkpoint's training record (split, history
+    with the pretext baselines, target usage)."""
+    from ..engine.runner import as_inputs
+    from ..engine.sources import AUDIO_EXTENSIONS
+    from .train_lm import TrainResult
+
+    if ext is None:
+        ext = ",".join((*AUDIO_EXTENSIONS, "npz"))
+    elif not isinstance(ext, str):
+        ext = ",".join(ext)
+    o = TrainMaeOptions(as_inputs(inputs), Path(out), size, frontend, steps, batch_size, lr, seed, val_fraction,
+                        crop_seconds, eval_every, resume, None if self_train is None else str(self_train), clusters,
+                        kmeans_frames, None if codec_checkpoint is None else Path(codec_checkpoint),
+                        None if cache is None else Path(cache), ext, device, batch_seconds, workers, not progress,
+                        threads, exclude=None if exclude is None else list(exclude), optimizer=optimizer,
+                        init=init, keep_steps=tuple(int(k) for k in keep_steps))
+    if log is None:
+        from ..engine.runner import eprint as log
+    failed, training = run(o, log, progress)
+    return TrainResult(Path(out), failed, training)

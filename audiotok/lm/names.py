@@ -24,3 +24,5 @@ MAE_SIZES = {
     "base": (10, 768, 12, 4096),
     "large": (20, 1024, 12, 4096),
 }
+MAE_OPTIMIZERS = ("audiotok", "reference")  # train mae --optimizer
+MAE_INITS = ("torch", "reference")  # train mae --init

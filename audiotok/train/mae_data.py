@@ -78,15 +78,23 @@ def read_cached(path: Path, ident: str) -> MaeExample:
         return MaeExample(ident, z["audio"].astype(np.int16), z["codes"].astype(np.int16))
 
 
-def read_encoded(path: str, ident: str) -> MaeExample:
-    """An ``encode`` output (``.npz``): its first 8 codebooks, the audio from its source file."""
+def read_encoded(path: str, ident: str, codec_info: dict | None = None) -> MaeExample:
+    """An ``encode`` output (``.npz``): its first 8 codebooks, the audio from its source file.
+
+    With ``codec_info`` (``lm.checkpoints.tokenizer_info`` of the codec that makes the targets), codes
+    written with other codec weights are refused, as LM training refuses them."""
     from ..formats.audio import read
-    from ..formats.codes import read_codes
+    from ..formats.codes import read_codes, read_settings
 
     c = read_codes(path)
     if c.model != "encodec_24khz" or c.item.codes.shape[0] < N_CODEBOOKS:
         raise InputError(f"holds {c.model} codes at {c.bandwidth:g} kbps; EnCodecMAE targets are "
                          "encodec_24khz codes at 6 kbps or more (re-encode with -b 6)")
+    stored = (read_settings(path) or {}).get("weights_sha256")
+    wanted = (codec_info or {}).get("codec_sha256")
+    if stored and wanted and stored != wanted:
+        raise InputError(f"was encoded with other codec weights (sha256 {stored}) than the training targets' codec "
+                         f"({wanted}); encode again with --codec-checkpoint's weights, or train on the audio itself")
     with np.load(path, allow_pickle=False) as z:
         src = str(z["source"]) if "source" in z.files else None
     if not src or not Path(src).is_file():
@@ -107,7 +115,8 @@ def collect(inputs: list[str], exts, codec, codec_info: dict, cache_root: Path, 
     from .inputs import collect_examples
 
     return collect_examples(inputs, exts, CacheJob(cache_dir(cache_root, codec_info)),
-                            lambda: TargetFeatures(codec_targets(codec, device)), read_cached, read_encoded,
+                            lambda: TargetFeatures(codec_targets(codec, device)), read_cached,
+                            functools.partial(read_encoded, codec_info=codec_info),
                             batch_seconds=batch_seconds, workers=workers, quiet=quiet, share=share, log=log,
                             exclude=exclude)
 

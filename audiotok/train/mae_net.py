@@ -1,9 +1,9 @@
 """The EnCodecMAE training network (specs/encodecmae.md, "What the tool adds on top").
 
-Time-gap masking of spans until at least half of a crop's frames are masked; only the visible
-frames go through the encoder (gathered, padded, padded keys masked); its output is scattered back
-with zeros at the masked positions, then ``visible_encoder.post_net`` -> scaled positions ->
-2-layer decoder -> head. Modules are named as in the official v2 checkpoints, so
+Time-gap masking of exactly half of a crop's frames (floor) in spans; only the visible frames go
+through the encoder (gathered, padded, padded keys masked); ``visible_encoder.post_net`` is applied
+to its visible outputs, which are scattered back into exact zeros at the masked and padded
+positions, then scaled positions -> 2-layer decoder -> head, as the reference computes it. Modules are named as in the official v2 checkpoints, so
 ``state_dict()`` is already in that layout (the shared feed-forward of a stack is listed under
 every layer, as ``torch.save`` of the reference model lists it) and ``audiotok embed`` or the
 reference loaders read a saved model unchanged.
@@ -11,7 +11,6 @@ reference loaders read a saved model unchanged.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -83,22 +82,25 @@ class MaeTrainSpec:
 # --- masking -----------------------------------------------------------------------------------
 def time_gap_mask(lengths: list[int], frames: int, gen: torch.Generator, ratio: float = 0.5,
                   span: int = 15) -> torch.Tensor:
-    """``[B, frames]`` bool, True = masked: random spans of ``span`` frames (fewer for crops
-    shorter than two spans) are masked until at least ``ratio`` of each item's valid frames are;
-    at least one valid frame stays visible; frames past an item's length are never masked."""
+    """``[B, frames]`` bool, True = masked: exactly ``floor(ratio * n)`` of each item's ``n`` valid
+    frames, as the reference masks them: random spans of ``span`` frames (half the crop for crops
+    shorter than two spans) are added until at least that many frames are masked, then the excess
+    is unmasked from the start of the first span. Frames past an item's length are never masked."""
     out = torch.zeros(len(lengths), frames, dtype=torch.bool)
     for b, n in enumerate(lengths):
         n = int(n)
-        if n < 2:
+        need = int(ratio * n)  # the reference's int64 cast: floor
+        if n < 2 or need < 1:
             continue
         width = max(1, min(span, n // 2))
-        need = math.ceil(ratio * n)
         row = out[b, :n]
+        first = None
         while int(row.sum()) < need:
             start = int(torch.randint(0, n - width + 1, (1,), generator=gen))
+            first = start if first is None else first
             row[start:start + width] = True
-        if bool(row.all()):
-            row[int(torch.randint(0, n, (1,), generator=gen))] = False
+        excess = int(row.sum()) - need  # < width: the last span pushed the count past need
+        row[first:first + excess] = False
     return out
 
 
@@ -191,10 +193,10 @@ class MaeTrainer(nn.Module):
         return self.cfg.frames(n_samples)
 
     # --- the network -------------------------------------------------------------------------
-    def encode_visible(self, feats: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Encoder output ``[B, T, D]`` at visible frames, zeros at masked and padded ones.
-
-        Only the visible frames (``~mask`` and ``t < length``) are gathered into the encoder."""
+    def _visible(self, feats: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor):
+        """The visible encoder's output ``[B, V, D]`` for the visible frames (``~mask`` and
+        ``t < length``) gathered in time order and zero-padded to the longest item, the gather
+        index ``[B, V, D]`` into the ``T`` frames, and which of the V slots are real ``[B, V]``."""
         B, T, _ = feats.shape
         D = self.spec.dim
         x = self.wav_encoder.post_net(feats)
@@ -207,18 +209,47 @@ class MaeTrainer(nn.Module):
         vis_valid = torch.arange(V, device=x.device)[None] < n_vis[:, None]
         index = order[..., None].expand(B, V, D)
         xv = x.gather(1, index) * vis_valid[..., None]
-        enc = self.visible_encoder(xv, _key_bias(vis_valid, xv.dtype)) * vis_valid[..., None]
-        return torch.zeros(B, T, D, dtype=enc.dtype, device=enc.device).scatter(1, index, enc)
+        return self.visible_encoder(xv, _key_bias(vis_valid, xv.dtype)), index, vis_valid
+
+    def encode_visible(self, feats: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Encoder output ``[B, T, D]`` at visible frames, zeros at masked and padded ones.
+
+        Only the visible frames (``~mask`` and ``t < length``) are gathered into the encoder."""
+        B, T, _ = feats.shape
+        enc, index, vis_valid = self._visible(feats, lengths, mask)
+        enc = enc * vis_valid[..., None]
+        return torch.zeros(B, T, enc.shape[-1], dtype=enc.dtype, device=enc.device).scatter(1, index, enc)
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, T, n_targets, target_classes]`` for every frame."""
+        """Logits ``[B, T, n_targets, target_classes]`` for every frame.
+
+        As the reference: ``visible_encoder.post_net`` is applied to the visible tokens, which are
+        then put in place in a sequence of exact zeros (masked and padded frames stay 0, with no
+        post_net bias), scaled positions are added, then the decoder and the head."""
         B, T, _ = feats.shape
-        full = self.encode_visible(feats, lengths, mask)
-        y = self.visible_encoder.post_net(full)
+        enc, index, vis_valid = self._visible(feats, lengths, mask)
+        y = self.visible_encoder.post_net(enc) * vis_valid[..., None]
+        y = torch.zeros(B, T, y.shape[-1], dtype=y.dtype, device=y.device).scatter(1, index, y)
         y = y + self.decoder.positional_encoder.scale * sinusoidal_positions(T, self.spec.dim, y.device)
         valid = torch.arange(T, device=y.device)[None] < lengths[:, None].to(y.device)
         out = self.decoder(y, _key_bias(valid, y.dtype))
         return self.head.layer(out).view(B, T, self.spec.n_targets, self.spec.target_classes)
+
+    def reference_init(self) -> None:
+        """The reference's initialisation: Xavier-uniform Linear weights, zero biases, LayerNorms
+        at 1 / 0 (positional scales stay 1; the ec front end's fixed codec encoder is left as loaded)."""
+        frozen = {id(m) for m in self.wav_encoder.encoder.modules()} if hasattr(self.wav_encoder, "encoder") else set()
+        with torch.no_grad():
+            for m in self.modules():
+                if id(m) in frozen:
+                    continue
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    if m.bias is not None:
+                        m.bias.zero_()
+                elif isinstance(m, nn.LayerNorm):
+                    m.weight.fill_(1.0)
+                    m.bias.zero_()
 
     def v2_state(self) -> dict:
         """``state_dict`` in the official v2 key layout, on the CPU. The ec front end's EnCodec encoder
@@ -240,7 +271,7 @@ def mae_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
     + (1 - ``masked_weight``) x (the same over visible frames). Frames past ``lengths`` do not count.
 
     Returns the loss and statistics (the two partial losses, frame counts, per-stream correct
-    predictions on masked frames)."""
+    predictions and summed cross-entropy on masked frames)."""
     B, T, Q, K = logits.shape
     ce = F.cross_entropy(logits.reshape(-1, K).float(), targets.reshape(-1), reduction="none").view(B, T, Q)
     w = torch.tensor(weights, dtype=ce.dtype, device=ce.device)
@@ -254,26 +285,23 @@ def mae_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
     loss = masked_weight * masked + (1 - masked_weight) * visible
     with torch.no_grad():
         correct = ((logits.argmax(-1) == targets) & m[..., None]).sum((0, 1))
+        masked_ce = (ce.detach() * m[..., None]).sum((0, 1))
     stats = {"masked_loss": float(masked.detach()), "visible_loss": float(visible.detach()), "masked_frames": int(m.sum()),
-             "visible_frames": int(v.sum()), "correct": correct.cpu()}
+             "visible_frames": int(v.sum()), "correct": correct.cpu(), "masked_ce": masked_ce.double().cpu()}
     return loss, stats
 
 
 # --- self-training targets ---------------------------------------------------------------------
 @torch.inference_mode()
 def teacher_frames(teacher: EncodecMAE, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """The teacher's last-layer x0 stream (before the final combination) ``[B, T, D]`` for ``[B, N]``."""
+    """The teacher's last-layer output ``[B, T, D]`` for ``[B, N]``: the combined stack output
+    ``x0 + final_norm(x1)``, what ``embed`` gives as the last layer and what the reference clusters
+    (its ``create_st_dataset``: layer -1 with ``postnorm_last_activation``)."""
     feats = teacher.features(wave)
     B, T, _ = feats.shape
-    x = teacher.post_net(feats.to(teacher.post_net.weight.dtype))
-    x = x + teacher.pos_scale * sinusoidal_positions(T, teacher.cfg.dim, x.device)
-    bias = None
-    if lengths is not None:
-        bias = _key_bias(torch.arange(T, device=x.device)[None] < lengths[:, None].to(x.device), x.dtype)
-    x0 = x1 = x
-    for block in teacher.blocks:
-        x0, x1 = block(x0, x1, teacher.ff, bias)
-    return x0
+    if lengths is None:
+        lengths = torch.full((B,), T)
+    return teacher(feats, lengths.clamp(max=T), [teacher.cfg.layers - 1])[0]
 
 
 def nearest_centroid(frames: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
