@@ -391,6 +391,8 @@ def main() -> None:
     def get_run(domain: str, arm: str, fusion: str, seed: int) -> dict | None:
         """A finished training (from runs.jsonl) or, unless only tabulating, a new one (appended)."""
         key = run_key(domain, arm, fusion, seed, args)
+        if not args.from_runs:
+            done[:] = finished_runs(runs_file)  # with what another process sharing WORK has finished meanwhile
         r = find_run(done, key)
         if r is not None or args.from_runs:
             return r
