@@ -23,7 +23,7 @@ _LAZY = {
     "embed_files": ("jobs.embed", "embed_files"),
     "score_files": ("jobs.score", "score_files"),
     "train_lm": ("jobs.train_lm", "train_lm"),
-    "load_embedder": ("embedder", "load_embedder"),
+    "load_embedder": ("embedders.chunking", "load_embedder"),
     "register_codec": ("registry", "register_codec"),
     "CodecSpec": ("registry", "CodecSpec"),
 }

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -67,3 +68,36 @@ class Embedder(Protocol):
     dim: int
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What is known of an input's audio: from its header (``job.probe``), then from decoding
+    (``peak``). The engine orders, batches and reports progress by it."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    peak: float | None = None  # largest |sample| of the decoded file (None: not decoded yet)
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+    def clip(self, offset: float = 0.0, duration: float | None = None) -> AudioInfo:
+        """The header facts of the segment ``offset`` .. ``offset + duration`` seconds."""
+        _, count = segment_span(self.frames, self.sample_rate, offset, duration)
+        return AudioInfo(self.sample_rate, self.channels, count)
+
+
+def segment_span(frames: int, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> tuple[int, int]:
+    """``(first frame, frame count)`` of the segment ``offset`` .. ``offset + duration`` seconds of a
+    recording of ``frames`` frames (clipped at its end). An offset at or past the end is an
+    ``InputError``."""
+    from .errors import InputError
+
+    start = int(round(offset * sample_rate))
+    if start >= frames:
+        raise InputError(f"offset {offset:g} s is past the end of the recording ({frames / sample_rate:.3f} s)")
+    count = frames - start if duration is None else min(frames - start, max(1, int(round(duration * sample_rate))))
+    return start, count

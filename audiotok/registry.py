@@ -139,7 +139,7 @@ def load_plugins(env: str = "AUDIOTOK_PLUGINS") -> None:
 
 
 # --- the EnCodec models ------------------------------------------------------------------------
-_ENCODEC = "audiotok.models.codec:load_encodec"
+_ENCODEC = "audiotok.codecs.encodec:load_encodec"
 
 ENCODEC_24KHZ = register_codec(CodecSpec(
     name="encodec_24khz", sample_rate=24000, channels=1, frame_rate=75,

@@ -35,6 +35,56 @@ def synthetic_audio(seconds: float, sample_rate: int = 24000, seed: int = 0, cha
 _ENCODEC_CACHE: dict = {}
 
 
+def test_cache_dir() -> Path:
+    """Where built test models are kept between runs: ``$AUDIOTOK_TEST_CACHE``, else
+    ``$XDG_CACHE_HOME/audiotok/test-models`` (``~/.cache/audiotok/test-models``)."""
+    env = os.environ.get("AUDIOTOK_TEST_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "audiotok" / "test-models"
+
+
+def _builder_key(model: str, seed: int) -> str:
+    """Names one built model: the builder's own source, the versions whose numbers it depends on,
+    the model and the seed. Any change to how a model is built gives a new name."""
+    import hashlib
+    import inspect
+
+    import encodec
+    import torch
+
+    parts = [inspect.getsource(f) for f in (synthetic_audio, _calibration_audio, _kmeans, _build_random_encodec)]
+    parts += [torch.__version__, getattr(encodec, "__version__", "?"), np.__version__, model, str(seed)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def _cached_random_state(model: str, seed: int) -> dict:
+    """The state dict of ``_build_random_encodec(model, seed)``, built once per machine: kept in
+    ``test_cache_dir()`` (written atomically; an unreadable file is rebuilt)."""
+    import torch
+
+    from .files import atomic_write
+
+    path = test_cache_dir() / f"{model}-seed{seed}-{_builder_key(model, seed)}.pt"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError):
+        pass
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same numbers whatever the machine's cores, and no thread barriers under load
+    try:
+        with torch.random.fork_rng(devices=[]):
+            state = {k: v.detach().clone() for k, v in _build_random_encodec(model, seed).state_dict().items()}
+    finally:
+        torch.set_num_threads(threads)
+    try:
+        atomic_write(path, lambda f: torch.save(state, f))
+    except OSError:  # a read-only home: build again next time
+        pass
+    return state
+
+
 def random_encodec(model: str = "encodec_24khz", seed: int = 0):
     """A random-weight ``encodec.EncodecModel`` (eval mode) conditioned like a trained one.
 
@@ -43,13 +93,14 @@ def random_encodec(model: str = "encodec_24khz", seed: int = 0):
     few seconds of varied synthetic audio are centred and scaled to unit spread (through the
     encoder's last convolution), and each residual codebook is fitted to them by k-means (float64,
     seeded): codes are then the true nearest codewords with clear margins, as with trained
-    weights. Built once per (model, seed) and process; every call returns a fresh copy."""
+    weights. Built once per (model, seed) and machine (kept on disk, see ``test_cache_dir``);
+    every call returns a fresh copy."""
     import encodec
     import torch
 
     key = (model, seed)
     if key not in _ENCODEC_CACHE:
-        _ENCODEC_CACHE[key] = {k: v.detach().clone() for k, v in _build_random_encodec(model, seed).state_dict().items()}
+        _ENCODEC_CACHE[key] = _cached_random_state(model, seed)
     build = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
              "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[model]
     with warnings.catch_warnings(), torch.device("meta"):
@@ -78,9 +129,9 @@ def _kmeans(points, k: int, gen, iters: int = 6):
     centres = points[torch.randperm(points.shape[0], generator=gen)[:k]].clone()
     for _ in range(iters):
         d = (points * points).sum(1, keepdim=True) - 2 * points @ centres.T + (centres * centres).sum(1)
-        assign = d.argmin(1)
-        sums = torch.zeros_like(centres).index_add_(0, assign, points)
-        counts = torch.bincount(assign, minlength=k).to(points.dtype)
+        onehot = torch.nn.functional.one_hot(d.argmin(1), k).to(points.dtype)  # [N, k]
+        sums = onehot.T @ points
+        counts = onehot.sum(0)
         filled = counts > 0
         centres[filled] = sums[filled] / counts[filled, None]
     return centres
@@ -154,7 +205,7 @@ def random_encodec_lm(n_q: int = 32, seed: int = 0):
     num_layers=5, dim=200, past_context=262)``), eval mode."""
     import torch
 
-    from .models.encodec_lm import build_lm
+    from .lm.encodec_lm import build_lm
 
     torch.manual_seed(seed)
     return build_lm(n_q).eval()
@@ -179,8 +230,8 @@ def save_random_lm_checkpoint(path: str | os.PathLike, codec_weights: str | os.P
     24 kHz weights file ``codec_weights`` at ``bandwidth``: ``audiotok score`` loads and runs it."""
     import torch
 
-    from .models.gpt import GPTConfig, build_gpt
-    from .models.lm import save_checkpoint
+    from .lm.checkpoints import save_checkpoint
+    from .lm.gpt import GPTConfig, build_gpt
     from .registry import get_codec
     from .weights import file_sha256
 
@@ -248,7 +299,7 @@ def random_encodecmae_state(frontend: str = "mel", dim: int = 64, layers: int = 
     sd: dict = {"wav_encoder.post_net.weight": w(dim, feat), "wav_encoder.post_net.bias": b(dim),
                 "masker.positional_encoder.scale": torch.tensor(0.5 + torch.rand((), generator=g).item())}
     if frontend == "ec":
-        from .models.mae import _seanet_encoder
+        from .embedders.encodecmae import _seanet_encoder
 
         torch.manual_seed(seed)
         for k, v in _seanet_encoder().state_dict().items():

@@ -95,7 +95,7 @@ def _load_reason(exc: Exception) -> str:
 def download(url: str, dest: Path, check_name: str | None = None) -> Path:
     """Download ``url`` to ``dest`` atomically (``sinks.atomic_write``: temp file, fsync, rename),
     checking the announced length and the hash prefix that official checkpoint names carry."""
-    from .sinks import atomic_write
+    from .files import atomic_write
 
     def fetch(out) -> None:
         h, got = hashlib.sha256(), 0

@@ -68,7 +68,7 @@ def reference_main(ckpt: str, list_file: str, result_file: str) -> None:
     import torch
     import torchaudio.compliance.kaldi as kaldi
 
-    from audiotok.models.mae import load_mae
+    from audiotok.embedders.encodecmae import load_mae
 
     model = load_mae(ckpt)
     mean, std = model.cfg.mel_norm
@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
-    from audiotok.sources import AUDIO_EXTENSIONS, discover
+    from audiotok.engine.sources import AUDIO_EXTENSIONS, discover
     from audiotok.testing import encodecmae_gin, random_encodecmae_state, save_encodecmae_checkpoint
 
     inputs = args.inputs or [str(REPO.parent / "shared" / "audio")]

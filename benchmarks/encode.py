@@ -70,7 +70,7 @@ def child_prepare(spec: dict) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from audiotok.models.codec import load_codec
+    from audiotok.codecs.encodec import load_codec
     from audiotok.testing import random_encodec, save_encodec_checkpoint
     from audiotok.weights import ENCODEC_CHECKPOINTS
 
@@ -135,8 +135,8 @@ def child_adapter(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    from audiotok.audio import read
-    from audiotok.models.codec import CodecEncoder, StreamShape, load_codec
+    from audiotok.codecs.encodec import CodecEncoder, StreamShape, load_codec
+    from audiotok.formats.audio import read
 
     model = load_codec(MODEL, None, "cpu")
     shared = StreamShape(spec["slots"], spec["window"]) if spec.get("slots") else None
@@ -331,7 +331,7 @@ def write_long(path: Path, minutes: float, rate: int, channels: int) -> float:
 def list_inputs(inputs: Path, outdir: Path) -> list[dict]:
     import soundfile as sf
 
-    from audiotok.sources import AUDIO_EXTENSIONS, discover
+    from audiotok.engine.sources import AUDIO_EXTENSIONS, discover
 
     files = []
     for s in discover([str(inputs)], AUDIO_EXTENSIONS):

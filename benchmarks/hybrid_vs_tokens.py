@@ -51,14 +51,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from audiotok import pipeline  # noqa: E402
-from audiotok.models.codec import CodecEncoder, load_codec  # noqa: E402
-from audiotok.models.gpt import FUSIONS  # noqa: E402
-from audiotok.models.lm import count_params, tokenizer_info  # noqa: E402
-from audiotok.models.lm_adapter import LMFeatures  # noqa: E402
-from audiotok.models.lm_tokenizer import tokenizer_spec  # noqa: E402
+from audiotok.codecs.encodec import CodecEncoder, load_codec  # noqa: E402
+from audiotok.engine import pipeline  # noqa: E402
+from audiotok.engine.sources import Source  # noqa: E402
+from audiotok.lm.adapter import LMFeatures  # noqa: E402
+from audiotok.lm.checkpoints import count_params, tokenizer_info  # noqa: E402
+from audiotok.lm.gpt import FUSIONS  # noqa: E402
+from audiotok.lm.tokenizer import tokenizer_spec  # noqa: E402
 from audiotok.registry import get_codec  # noqa: E402
-from audiotok.sources import Source  # noqa: E402
 from audiotok.train.controls import ARMS, arm_options, kmeans_mel_tokens, shuffle_mel  # noqa: E402
 from audiotok.train.count_lm import fit_count_lm  # noqa: E402
 from audiotok.train.data import CacheJob, cache_dir, read_cached  # noqa: E402
@@ -129,7 +129,7 @@ def load_tokenizer_codec(path: str | None, work: Path, fit_files: list[str], see
     official = hub_checkpoint_dir() / ENCODEC_CHECKPOINTS[spec.codec]
     if path or official.is_file():
         return load_codec(spec.codec, path, "cpu"), path or "official EnCodec 24 kHz weights"
-    from audiotok.audio import read
+    from audiotok.formats.audio import read
     from audiotok.testing import random_encodec, save_encodec_checkpoint
 
     saved = work / "codec"

@@ -32,6 +32,13 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that need no EnCodec model run first, so a run reports results within seconds; the
+    session's random models (``hub_cache``) are built when the first test that needs them starts.
+    Otherwise the order is the files' order."""
+    items.sort(key=lambda item: "hub_cache" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def hub_cache(tmp_path_factory):
     """A torch hub cache holding random EnCodec 24/48 kHz and 24 kHz LM checkpoints under the official names."""

@@ -1,4 +1,4 @@
-"""audiotok.audio.read: block-wise decoding equals a one-shot decode, and memory stays at the output."""
+"""audiotok.formats.audio.read: block-wise decoding equals a one-shot decode, and memory stays at the output."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 import soxr
 
-from audiotok import audio
 from audiotok.errors import InputError
+from audiotok.formats import audio
 
 from .conftest import REPO
 
@@ -76,7 +76,7 @@ def test_reading_a_long_stereo_file_needs_about_the_output_not_the_decoded_file(
             f.write(np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.2 * np.sin(2 * np.pi * 330 * t)], 1))
     code = (
         "import resource, sys, numpy, soundfile, soxr\n"
-        "from audiotok import audio\n"
+        "from audiotok.formats import audio\n"
         "audio.read(sys.argv[1] + '.warm.wav', 24000, 1)\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "x, info = audio.read(sys.argv[1], 24000, 1)\n"

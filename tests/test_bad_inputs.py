@@ -107,7 +107,7 @@ def test_eight_channels_recorded_and_downmixed(bad_run):
     import soundfile as sf
     import torch
 
-    from audiotok import audio
+    from audiotok.formats import audio
     from audiotok.testing import random_encodec
 
     _, _, records, out = bad_run
@@ -122,7 +122,7 @@ def test_eight_channels_recorded_and_downmixed(bad_run):
     assert got.shape == expect.shape and rec["frames"] == -(-expect.shape[1] // 320)
     np.testing.assert_allclose(got, expect, atol=1e-6)
     assert np.abs(got).max() > 0  # not silence: the channels really were mixed, not dropped
-    from audiotok.models.codec import CodecEncoder
+    from audiotok.codecs.encodec import CodecEncoder
 
     enc = CodecEncoder(random_encodec("encodec_24khz"), 6.0, torch.device("cpu"))
     direct = dict(enc.run([(0, got)]) + enc.flush())[0].codes

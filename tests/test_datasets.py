@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from audiotok.datasets import ShardWriter, nested_list_array, read_parquet_dataset
 from audiotok.errors import UsageError
+from audiotok.formats.datasets import ShardWriter, nested_list_array, read_parquet_dataset
 
 from .conftest import shared_path, write_wav
 
@@ -175,7 +175,7 @@ def test_unknown_format_names_parquet(cli, clips, tmp_path):
 
 
 def test_parquet_job_reports_target_shards():
-    from audiotok.datasets import DatasetJob
+    from audiotok.formats.datasets import DatasetJob
 
     class Inner:
         probe = load = None
@@ -183,7 +183,7 @@ def test_parquet_job_reports_target_shards():
     w = SimpleNamespace(done={"x.wav": "data/shard-000-00004.parquet"}, has=lambda i: i == "x.wav",
                         shard_path=lambda: "data/shard-000-00007.parquet")
     job = DatasetJob(Inner(), w, None, {})
-    from audiotok.sources import Source
+    from audiotok.engine.sources import Source
 
     assert job.is_done(Source("x.wav", "x.wav")) and not job.is_done(Source("y.wav", "y.wav"))
     assert job.target(Source("x.wav", "x.wav")) == "data/shard-000-00004.parquet"
@@ -194,12 +194,12 @@ def test_parquet_job_reports_target_shards():
 def test_ctrl_c_keeps_the_rows_finished_so_far(tmp_path):
     """run_job closes the dataset job after Ctrl-C: the rows of finished inputs are written as a
     shard, and a rerun would skip exactly those."""
-    from audiotok.codes import EncodedItem
-    from audiotok.datasets import parquet_job
-    from audiotok.distributed import current_share
+    from audiotok.engine.distributed import current_share
+    from audiotok.engine.runner import RunOptions, run_job
+    from audiotok.engine.sources import discover
+    from audiotok.formats.codes import EncodedItem
+    from audiotok.formats.datasets import parquet_job
     from audiotok.jobs.encode import EncodeJob
-    from audiotok.jobs.runner import RunOptions, run_job
-    from audiotok.sources import discover
 
     for i, sec in enumerate((0.5, 0.4, 0.3)):
         write_wav(tmp_path / "in" / f"{i}.wav", sec, seed=i)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from audiotok.ecdc import (
+from audiotok.errors import InputError
+from audiotok.formats.ecdc import (
     EcdcContents,
     default_lm_loader,
     pack_codes,
@@ -25,7 +26,6 @@ from audiotok.ecdc import (
     unpack_codes,
     write_ecdc,
 )
-from audiotok.errors import InputError
 from audiotok.testing import save_encodec_checkpoint, synthetic_audio
 
 

@@ -157,7 +157,7 @@ def test_rerun_skips_overwrite_redoes_and_stack(run, tmp_path, ckpt, clips):
     matrix = np.load(stack)
     paths = [json.loads(line)["input"] for line in (tmp_path / "all.paths.jsonl").read_text().splitlines()]
     assert matrix.shape == (5, 64) and matrix.dtype == np.float32
-    from audiotok.sources import AUDIO_EXTENSIONS, discover
+    from audiotok.engine.sources import AUDIO_EXTENSIONS, discover
 
     assert paths == [src.path for src in discover([str(clips)], AUDIO_EXTENSIONS)]
     for row, p in zip(matrix, paths):

@@ -17,9 +17,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiotok import audio
-from audiotok.models.codec import CodecEncoder
-from audiotok.sinks import read_manifest
+from audiotok.codecs.encodec import CodecEncoder
+from audiotok.engine.sinks import read_manifest
+from audiotok.formats import audio
 from audiotok.testing import random_encodec, synthetic_audio
 
 from .conftest import REPO, shared_path, write_wav
@@ -152,7 +152,7 @@ def test_codes_agree_with_official_per_file_encode_on_shared_audio(cli, tmp_path
 
 
 def audio_exts():
-    from audiotok.sources import AUDIO_EXTENSIONS
+    from audiotok.engine.sources import AUDIO_EXTENSIONS
 
     return AUDIO_EXTENSIONS
 
@@ -161,8 +161,8 @@ def audio_exts():
 def test_streaming_latents_equal_whole_file_encoder(n):
     """Window-by-window encoding equals the official whole-file model.encoder on every frame,
     the last frame of a file that ends mid-frame included (rel. max err <= 1e-4)."""
-    from audiotok.models.inference import for_inference
-    from audiotok.models.streaming import StreamingEncoder
+    from audiotok.codecs.inference import for_inference
+    from audiotok.codecs.streaming import StreamingEncoder
 
     official = random_encodec("encodec_24khz")
     ours = random_encodec("encodec_24khz")
@@ -439,7 +439,7 @@ def test_long_file_encodes_in_bounded_memory(tmp_path, hub_cache):
     code = (
         "import resource, sys\n"
         "from audiotok.cli import main\n"
-        "from audiotok.models.codec import load_codec, CodecEncoder\n"
+        "from audiotok.codecs.encodec import load_codec, CodecEncoder\n"
         "import numpy as np, torch\n"
         "enc = CodecEncoder(load_codec('encodec_24khz'), 6.0, torch.device('cpu'))\n"
         "enc.run([(0, np.zeros((1, 48000), np.float32))]); enc.flush()  # warm: allocator, kernels\n"
@@ -509,9 +509,9 @@ def test_official_ecdc_decodes_with_audiotok_and_ours_with_official(cli, tmp_pat
 def test_streaming_rows_are_independent_of_neighbours_and_position():
     """Every call has a fixed shape (rows x window); a row's latents must not depend on what the
     other rows hold or where it sits."""
-    from audiotok.models.codec import CPU_SHARED
-    from audiotok.models.inference import for_inference
-    from audiotok.models.streaming import StreamingEncoder
+    from audiotok.codecs.encodec import CPU_SHARED
+    from audiotok.codecs.inference import for_inference
+    from audiotok.codecs.streaming import StreamingEncoder
 
     m = random_encodec("encodec_24khz")
     for_inference(m)
@@ -538,7 +538,7 @@ def test_streaming_rows_are_independent_of_neighbours_and_position():
 def test_lone_file_codes_equal_codes_among_neighbours(seconds):
     """A file alone gets the codes it gets beside others: short files (shared 4-row calls, here
     2.5 s) and long ones (lone 1-row calls; the threshold is lowered to 4 s to keep the test fast)."""
-    from audiotok.models.codec import CPU_LONE, CPU_SHARED
+    from audiotok.codecs.encodec import CPU_LONE, CPU_SHARED
 
     wav = synthetic_audio(seconds, seed=11)
     others = [(k, synthetic_audio(3.0 + 0.7 * k, seed=20 + k)) for k in range(1, 6)]
@@ -601,7 +601,7 @@ def test_usage_errors_and_finished_reruns_do_not_load_torch(tmp_path, hub_cache)
 def test_streaming_decoder_equals_official_whole_file_decode(n):
     """24 kHz decode runs as a stream of 300-frame windows: the audio equals the official
     whole-file ``model.decode`` up to float rounding, for short, window-exact and odd lengths."""
-    from audiotok.models.codec import CodecDecoder, EncodedItem
+    from audiotok.codecs.encodec import CodecDecoder, EncodedItem
 
     official = random_encodec("encodec_24khz")
     official.set_target_bandwidth(6)
@@ -621,15 +621,15 @@ def test_long_file_decodes_in_bounded_memory(tmp_path, hub_cache):
     activation; the stream's peak grows by little more than the output (17 MB)."""
     n = 3 * 60 * 24000
     codes = np.random.default_rng(0).integers(0, 1024, size=(8, n // 320)).astype(np.int16)
-    from audiotok.codes import write_codes
-    from audiotok.models.codec import EncodedItem
+    from audiotok.codecs.encodec import EncodedItem
+    from audiotok.formats.codes import write_codes
 
     with open(tmp_path / "long.npz", "wb") as f:
         write_codes(f, "npz", EncodedItem(codes, None, n), "encodec_24khz", 6.0, "long.wav")
     code = (
         "import resource, sys\n"
         "from audiotok.cli import main\n"
-        "from audiotok.models.codec import load_codec, CodecDecoder, EncodedItem\n"
+        "from audiotok.codecs.encodec import load_codec, CodecDecoder, EncodedItem\n"
         "import numpy as np, torch\n"
         "dec = CodecDecoder(load_codec('encodec_24khz'), torch.device('cpu'))\n"
         "dec.decode(EncodedItem(np.zeros((8, 600), np.int16), None, 600 * 320))  # warm\n"
@@ -652,7 +652,7 @@ def test_loading_a_codec_leaves_the_rng_alone_and_imports_no_compiler(hub_cache)
     ops import ``torch._dynamo``, which cost every run ~1 s of startup."""
     code = (
         "import sys, torch\n"
-        "from audiotok.models.codec import load_codec\n"
+        "from audiotok.codecs.encodec import load_codec\n"
         "torch.manual_seed(7)\n"
         "before = torch.random.get_rng_state()\n"
         "m = load_codec('encodec_24khz')\n"

@@ -172,7 +172,7 @@ def test_decode_workers_are_born_ignoring_ctrl_c():
     """A worker that is still importing when Ctrl-C comes must not print a KeyboardInterrupt
     traceback: it starts with SIGINT ignored (before any of its code runs), and the main process
     keeps its own handler."""
-    from audiotok.pipeline import _QuietSpawnContext
+    from audiotok.engine.pipeline import _QuietSpawnContext
 
     ctx = _QuietSpawnContext()
     queue = ctx.SimpleQueue()

@@ -84,13 +84,13 @@ def test_readme_quick_start_clone_folder_does_not_shadow_the_package(tmp_path):
     (tmp_path / folder).symlink_to(REPO, target_is_directory=True)
     p = subprocess.run([sys.executable, "-c", "import audiotok; print(audiotok.load_embedder.__module__)"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0 and p.stdout.strip() == "audiotok.embedder", p.stderr[-1000:]
+    assert p.returncode == 0 and p.stdout.strip() == "audiotok.embedders.chunking", p.stderr[-1000:]
 
 
 def test_plot_title_and_curves_share_the_unit_and_the_difference_label_is_readable():
     import matplotlib.pyplot as plt
 
-    from audiotok.score_plot import LABEL_SIZE, plot_title, score_figure
+    from audiotok.lm.plots import LABEL_SIZE, plot_title, score_figure
 
     title = plot_title("clip.wav", [("whisper-gpt", 12.3456), ("token-gpt", 13.0)])
     assert title == "clip.wav: whisper-gpt 12.346 bits/frame, token-gpt 13.000 bits/frame"
@@ -110,7 +110,7 @@ def test_plot_title_and_curves_share_the_unit_and_the_difference_label_is_readab
 
 
 def test_plurals():
-    from audiotok.progress import plural
+    from audiotok.engine.progress import plural
 
     assert [plural(n, "validation file") for n in (0, 1, 2)] == ["0 validation files", "1 validation file",
                                                                   "2 validation files"]

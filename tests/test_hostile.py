@@ -24,7 +24,7 @@ from tests.conftest import REPO, write_wav
 
 
 def _records(out: Path) -> dict[str, dict]:
-    from audiotok.sinks import read_manifest
+    from audiotok.engine.sinks import read_manifest
 
     return read_manifest(out / "manifest.jsonl")
 
@@ -77,8 +77,7 @@ def _assert_clean(out: Path, clean, names=("a", "b")) -> None:
 
 
 def test_a_link_planted_at_the_temp_name_redirects_nothing(tmp_path, monkeypatch):
-    from audiotok import sinks
-
+    from audiotok.engine import sinks
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     out = tmp_path / "out"
@@ -129,7 +128,7 @@ def test_a_linked_manifest_is_refused(cli, tmp_path, clean):
 
 
 def test_stale_temp_files_of_dead_runs_are_removed_live_ones_kept(tmp_path):
-    from audiotok.sinks import remove_stale_temps
+    from audiotok.files import remove_stale_temps
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
@@ -147,7 +146,7 @@ def test_stale_temp_files_of_dead_runs_are_removed_live_ones_kept(tmp_path):
 
 
 def test_stack_rows_always_match_path_records(tmp_path):
-    from audiotok.stack import read_stack, write_stack
+    from audiotok.formats.stack import read_stack, write_stack
 
     names = ["new\nline.wav", "tab\there.wav", os.fsdecode(b"caf\xe9.wav"), "plain.wav"]
     items = []
@@ -198,14 +197,14 @@ def _lm_ecdc(path: Path, samples: int) -> Path:
 
 
 def test_crafted_codes_files_fail_alone_and_valid_ones_decode(cli, tmp_path, clean):
-    from audiotok.codes import read_codes
+    from audiotok.formats.codes import read_codes
 
     cin = tmp_path / "codes"
     cin.mkdir()
     r = cli("encode", clean[0] / "a.wav", "-o", cin, "-q")
     assert r.code == 0
     good = read_codes(str(cin / "a.npz")).item
-    from audiotok.ecdc import segment_frames
+    from audiotok.formats.ecdc import segment_frames
 
     seg = segment_frames("encodec_48khz", 96000)  # 2 s at 48 kHz: segments of 1 s every 0.99 s
     c48 = np.zeros((4, sum(seg)), np.int16)
@@ -243,7 +242,7 @@ def test_crafted_codes_files_fail_alone_and_valid_ones_decode(cli, tmp_path, cle
 
 
 def test_declared_sizes_are_checked_before_allocating(tmp_path):
-    from audiotok.codes import read_codes
+    from audiotok.formats.codes import read_codes
 
     with pytest.raises(InputError, match=r"declares codes of shape \(8, 100000000\) \(1600000000 bytes\)"):
         read_codes(str(_lying_npz(tmp_path / "x.npz", 10**8)))
@@ -283,9 +282,9 @@ def test_nan_encodec_weights_are_refused(cli, tmp_path, hub_cache, clean):
 def test_nan_mae_and_lm_checkpoints_are_refused(tmp_path):
     import torch
 
-    from audiotok.models.gpt import GPTConfig, build_gpt
-    from audiotok.models.lm import load_checkpoint, save_checkpoint
-    from audiotok.models.mae import LoadedCheckpoint, build_model
+    from audiotok.embedders.encodecmae import LoadedCheckpoint, build_model
+    from audiotok.lm.checkpoints import load_checkpoint, save_checkpoint
+    from audiotok.lm.gpt import GPTConfig, build_gpt
     from audiotok.testing import encodecmae_gin, random_encodecmae_state
 
     state = random_encodecmae_state(dim=32, layers=1, heads=2)
@@ -303,8 +302,8 @@ def test_nan_mae_and_lm_checkpoints_are_refused(tmp_path):
 
 
 def test_non_finite_results_are_error_records_not_ok():
-    from audiotok.embedder import Embedding
-    from audiotok.pipeline import nonfinite
+    from audiotok.embedders.chunking import Embedding
+    from audiotok.engine.pipeline import nonfinite
 
     assert nonfinite(Embedding(np.array([1.0, np.nan], np.float32), np.zeros(1), 10)) == "NaN"
     assert nonfinite([np.array([np.inf])]) == "infinite"
@@ -314,9 +313,9 @@ def test_non_finite_results_are_error_records_not_ok():
 def test_a_non_finite_result_is_an_error_record_and_the_others_complete():
     """A model result with NaN (one input) is that input's error record; the other inputs of the
     run get the same results as a run without it."""
-    from audiotok.audio import AudioInfo
-    from audiotok.pipeline import run
-    from audiotok.sources import Source
+    from audiotok.engine.pipeline import run
+    from audiotok.engine.sources import Source
+    from audiotok.formats.audio import AudioInfo
 
     class Job:
         def __init__(self):
@@ -426,7 +425,7 @@ def test_decode_on_a_full_disk_gives_records_not_an_assertion(tmp_path, hub_cach
 
 
 def test_a_manifest_write_that_fails_does_not_end_the_run(tmp_path):
-    from audiotok.sinks import Manifest, read_manifest
+    from audiotok.engine.sinks import Manifest, read_manifest
 
     m = Manifest(tmp_path / "manifest.jsonl")
     m.append({"input": "a", "status": "ok"})
@@ -465,8 +464,8 @@ def test_a_fifo_is_recorded_never_opened(cli, tmp_path, clean):
 
 
 def test_the_readers_do_not_block_on_a_fifo(tmp_path):
-    from audiotok import audio
-    from audiotok.codes import read_codes
+    from audiotok.formats import audio
+    from audiotok.formats.codes import read_codes
 
     fifo = tmp_path / "x.npz"
     os.mkfifo(fifo)
@@ -561,7 +560,7 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, hub_cache):
 
 
 def test_ctrl_c_while_starting_is_not_a_traceback():
-    from audiotok.interrupts import quiet_startup
+    from audiotok.engine.interrupts import quiet_startup
 
     with pytest.raises(SystemExit) as info:
         with quiet_startup():
@@ -613,7 +612,7 @@ def test_a_read_only_output_folder(open_tmp):
     ro = open_tmp / "ro"
     ro.mkdir(mode=0o555)
     ro.chmod(0o555)
-    code = ("import sys\nfrom audiotok.sinks import prepare_output_dir\nfrom audiotok.errors import OutputError\n"
+    code = ("import sys\nfrom audiotok.engine.sinks import prepare_output_dir\nfrom audiotok.errors import OutputError\n"
             "try:\n    prepare_output_dir(sys.argv[1])\nexcept OutputError as e:\n    print(e)\n")
     r = _run_unprivileged(code, str(ro / "out"))
     assert r.stdout.strip() == f"cannot write to -o {ro / 'out'} (Permission denied); choose a writable folder", r
@@ -641,8 +640,8 @@ def test_a_read_only_output_folder_through_the_cli(open_tmp, monkeypatch):
 def test_malformed_lm_checkpoints_are_one_sentence(tmp_path, change, message):
     import torch
 
-    from audiotok.models.gpt import GPTConfig, build_gpt
-    from audiotok.models.lm import load_checkpoint, save_checkpoint
+    from audiotok.lm.checkpoints import load_checkpoint, save_checkpoint
+    from audiotok.lm.gpt import GPTConfig, build_gpt
 
     cfg = GPTConfig.make("token-gpt", "micro")
     tok = {"codec": "encodec_24khz", "bandwidth": 6.0, "frame_rate": 75}
@@ -657,8 +656,8 @@ def test_malformed_lm_checkpoints_are_one_sentence(tmp_path, change, message):
 def test_lm_checkpoint_missing_a_tensor(tmp_path):
     import torch
 
-    from audiotok.models.gpt import GPTConfig, build_gpt
-    from audiotok.models.lm import load_checkpoint, save_checkpoint
+    from audiotok.lm.checkpoints import load_checkpoint, save_checkpoint
+    from audiotok.lm.gpt import GPTConfig, build_gpt
 
     cfg = GPTConfig.make("token-gpt", "micro")
     path = save_checkpoint(tmp_path / "lm.pt", build_gpt(cfg), cfg, {"codec": "encodec_24khz", "bandwidth": 6.0}, {})
@@ -671,7 +670,7 @@ def test_lm_checkpoint_missing_a_tensor(tmp_path):
 
 @pytest.mark.parametrize("heads", ["0", "'four'"])
 def test_malformed_mae_configs_are_one_sentence(heads):
-    from audiotok.models.mae import LoadedCheckpoint, build_model
+    from audiotok.embedders.encodecmae import LoadedCheckpoint, build_model
     from audiotok.testing import encodecmae_gin, random_encodecmae_state
 
     state = random_encodecmae_state(dim=32, layers=1, heads=2)
@@ -688,7 +687,7 @@ def test_malformed_mae_configs_are_one_sentence(heads):
 def test_malformed_mae_tensors_are_one_sentence(damage, message):
     import torch
 
-    from audiotok.models.mae import LoadedCheckpoint, build_model
+    from audiotok.embedders.encodecmae import LoadedCheckpoint, build_model
     from audiotok.testing import encodecmae_gin, random_encodecmae_state
 
     state = dict(random_encodecmae_state(dim=32, layers=1, heads=2))
@@ -712,7 +711,7 @@ def test_an_unreadable_subfolder_gives_a_record(open_tmp):
     write_wav(open_tmp / "in" / "a.wav", 0.2)
     write_wav(open_tmp / "in" / "locked" / "b.wav", 0.2)
     (open_tmp / "in" / "locked").chmod(0o000)
-    code = ("import sys, json\nfrom audiotok.sources import discover\n"
+    code = ("import sys, json\nfrom audiotok.engine.sources import discover\n"
             "print(json.dumps([(s.path, s.error) for s in discover([sys.argv[1]])]))")
     r = _run_unprivileged(code, str(open_tmp / "in"))
     got = json.loads(r.stdout)
@@ -758,7 +757,7 @@ def test_names_up_to_the_file_system_limit(cli, tmp_path, clean, length):
 
 
 def test_temp_names_stay_within_the_limit():
-    from audiotok.sinks import NAME_MAX, temp_name
+    from audiotok.files import NAME_MAX, temp_name
 
     for name in ("x.npz", "y" * 255, os.fsdecode(b"\xe9" * 255)):
         assert len(os.fsencode(temp_name(name))) <= NAME_MAX
@@ -804,8 +803,7 @@ def test_messages_name_the_problem(cli, tmp_path, clean):
 def test_a_lying_flac_header_neither_inflates_progress_nor_memory(tmp_path):
     import soundfile as sf
 
-    from audiotok import audio
-
+    from audiotok.formats import audio
     path = tmp_path / "liar.flac"
     sf.write(path, np.zeros(4800, np.float32), 48000, format="FLAC")
     data = bytearray(path.read_bytes())
@@ -825,7 +823,7 @@ def test_a_lying_flac_header_neither_inflates_progress_nor_memory(tmp_path):
 def test_embed_stack_with_names_that_break_lines(cli, tmp_path, clean):
     import shutil
 
-    from audiotok.stack import read_stack
+    from audiotok.formats.stack import read_stack
     from tests.conftest import shared_path
 
     ckpt = shared_path("fixtures", "encodecmae", "tiny_mel_st.pt")
@@ -948,7 +946,7 @@ def test_an_os_error_escaping_a_command_is_one_sentence(cli, tmp_path, clean, mo
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_stops_training_with_a_complete_checkpoint(tmp_path, hub_cache, clean):
-    from audiotok.models.lm import load_checkpoint
+    from audiotok.lm.checkpoints import load_checkpoint
 
     ckpt = tmp_path / "lm.pt"
     proc = subprocess.Popen([sys.executable, "-m", "audiotok", "train", "lm", str(clean[0]), "-o", str(ckpt), "-q",

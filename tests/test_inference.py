@@ -1,10 +1,10 @@
-"""audiotok.models.inference: the inference rewrite keeps EnCodec's function and measures nothing."""
+"""audiotok.codecs.inference: the inference rewrite keeps EnCodec's function and measures nothing."""
 
 from __future__ import annotations
 
 import torch
 
-from audiotok.models.inference import fold_weight_norm
+from audiotok.codecs.inference import fold_weight_norm
 from audiotok.testing import random_encodec, synthetic_audio
 
 

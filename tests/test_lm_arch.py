@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from audiotok.errors import WeightsError
-from audiotok.models.gpt import BOS, SIZES, GPTConfig, aligned_mel, build_gpt, count_params
-from audiotok.models.lm import GPTScorer, LMCheckpoint, load_checkpoint, save_checkpoint
+from audiotok.lm.checkpoints import GPTScorer, LMCheckpoint, load_checkpoint, save_checkpoint
+from audiotok.lm.gpt import BOS, SIZES, GPTConfig, aligned_mel, build_gpt, count_params
 from audiotok.train.controls import ARMS, arm_options, shuffle_mel
 from audiotok.train.lm import Example
 

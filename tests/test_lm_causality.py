@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from audiotok.features import causal_log_mel
-from audiotok.models.gpt import BOS, GPTConfig, build_gpt
+from audiotok.lm.gpt import BOS, GPTConfig, build_gpt
+from audiotok.lm.mel import causal_log_mel
 from audiotok.testing import random_encodec, synthetic_audio
 
 

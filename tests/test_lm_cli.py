@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from audiotok.models.lm import load_checkpoint
-from audiotok.sinks import read_manifest
+from audiotok.engine.sinks import read_manifest
+from audiotok.lm.checkpoints import load_checkpoint
 from audiotok.testing import random_encodec_lm, save_encodec_lm_checkpoint
 
 from .conftest import REPO, shared_path

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from audiotok.errors import UsageError
-from audiotok.models.lm import load_checkpoint
+from audiotok.lm.checkpoints import load_checkpoint
 from audiotok.train.count_lm import CountLM, fit_count_lm
 from audiotok.train.lm import Example, TrainConfig, evaluate, train
 from audiotok.train.paired import paired_difference

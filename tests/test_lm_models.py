@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from audiotok.errors import WeightsError
-from audiotok.models.encodec_lm import load_encodec_lm
-from audiotok.models.gpt import GPTConfig, build_gpt
-from audiotok.models.lm import load_checkpoint, save_checkpoint
+from audiotok.lm.checkpoints import load_checkpoint, save_checkpoint
+from audiotok.lm.encodec_lm import load_encodec_lm
+from audiotok.lm.gpt import GPTConfig, build_gpt
 from audiotok.testing import random_encodec_lm, save_encodec_lm_checkpoint
 
 TOKENIZER = {"codec": "encodec_24khz", "sample_rate": 24000, "frame_rate": 75, "bandwidth": 6.0, "n_q": 8,

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from audiotok import pipeline
+from audiotok.codecs.encodec import CodecEncoder
+from audiotok.engine import pipeline
+from audiotok.engine.sources import Source
 from audiotok.errors import WeightsError
-from audiotok.models.codec import CodecEncoder
-from audiotok.models.gpt import SIZES, GPTConfig, aligned_mel, build_gpt, count_params
-from audiotok.models.lm import load_checkpoint, load_scorer, save_checkpoint, tokenizer_info
-from audiotok.models.lm_adapter import LMFeatures
-from audiotok.sources import Source
+from audiotok.lm.adapter import LMFeatures
+from audiotok.lm.checkpoints import load_checkpoint, load_scorer, save_checkpoint, tokenizer_info
+from audiotok.lm.gpt import SIZES, GPTConfig, aligned_mel, build_gpt, count_params
 from audiotok.testing import random_encodec, synthetic_audio
 from audiotok.train.controls import arm_options, kmeans_mel_tokens, matched_shape
 from audiotok.train.data import CacheJob, cache_dir, read_cached

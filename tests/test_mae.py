@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from audiotok.embedder import Embedder, plan_chunks
+from audiotok.embedders.chunking import Embedder, plan_chunks
+from audiotok.embedders.encodecmae import build_model, load_mae, parse_gin, read_checkpoint, resolve_layers
 from audiotok.errors import UsageError, WeightsError
-from audiotok.models.mae import build_model, load_mae, parse_gin, read_checkpoint, resolve_layers
 from audiotok.testing import (
     encodecmae_gin,
     fill_hf_cache,
@@ -131,7 +131,7 @@ def test_resampled_and_stereo_input(tiny):
     x48 = synthetic_audio(2.0, 48000, seed=3, channels=2)
     out = e.embed(x48, 48000)
     assert out.shape == (e.adapter.cfg.frames(48000), 64)
-    from audiotok.audio import mix_channels, resample
+    from audiotok.formats.audio import mix_channels, resample
 
     ref = e.embed(resample(mix_channels(x48, 1), 48000, 24000)[0], 24000)
     np.testing.assert_array_equal(out, ref)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiotok import audio
+from audiotok.engine.sources import Source, discover, exclude, read_manifest_inputs
 from audiotok.errors import InputError, UsageError
-from audiotok.sources import Source, discover, exclude, read_manifest_inputs
+from audiotok.formats import audio
 
 from .conftest import write_wav
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from audiotok.probe import cross_validate, make_folds, match_labels
+from audiotok.embedders.probing import cross_validate, make_folds, match_labels
 
 
 def test_folds_never_share_a_group_and_test_every_item_once():
@@ -126,7 +126,7 @@ def test_probe_usage_errors(cli, tmp_path):
 
 
 def test_frame_level_embeddings_are_pooled_on_the_fly(tmp_path):
-    from audiotok.probe import read_embedding_file
+    from audiotok.embedders.probing import read_embedding_file
 
     frames = np.random.default_rng(0).standard_normal((2, 7, 5)).astype(np.float32)  # --layer all --pool none
     np.savez(tmp_path / "a.npz", embedding=frames, layer=np.asarray("all"), pooling=np.asarray("none"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiotok.progress import Progress, format_clock, pick_unit
+from audiotok.engine.progress import Progress, format_clock, pick_unit
 
 from .conftest import shared_path, write_wav
 
@@ -136,10 +136,10 @@ def one_thread():
 
 
 def test_encode_pipeline_reports_seconds_within_a_long_file(tmp_path, one_thread):
-    from audiotok import pipeline
+    from audiotok.codecs.encodec import CodecEncoder
+    from audiotok.engine import pipeline
+    from audiotok.engine.sources import discover
     from audiotok.jobs.encode import EncodeJob
-    from audiotok.models.codec import CodecEncoder
-    from audiotok.sources import discover
     from audiotok.testing import random_encodec
 
     wav = write_wav(tmp_path / "in" / "long.wav", 6.0, sr=16000)  # resampled to 24 kHz: seconds stay file seconds
@@ -157,8 +157,8 @@ def test_encode_pipeline_reports_seconds_within_a_long_file(tmp_path, one_thread
 
 
 def test_decoder_reports_frames_within_a_file(one_thread):
-    from audiotok.codes import EncodedItem
-    from audiotok.models.codec import CodecDecoder
+    from audiotok.codecs.encodec import CodecDecoder
+    from audiotok.formats.codes import EncodedItem
     from audiotok.testing import random_encodec
 
     dec = CodecDecoder(random_encodec("encodec_24khz"), torch.device("cpu"), window=100)
@@ -171,8 +171,8 @@ def test_decoder_reports_frames_within_a_file(one_thread):
 
 
 def test_embed_adapter_reports_chunks_within_a_file(one_thread):
-    from audiotok.embedder import MaeAdapter
-    from audiotok.models.mae import load_mae
+    from audiotok.embedders.chunking import MaeAdapter
+    from audiotok.embedders.encodecmae import load_mae
 
     net = load_mae(shared_path("fixtures", "encodecmae", "tiny_mel_st.pt"))
     adapter = MaeAdapter(net, chunk_seconds=1.0, rows=1)
@@ -219,10 +219,10 @@ def test_a_long_file_logs_growing_seconds_at_the_log_interval(tmp_path, one_thre
     seconds of that file done than the one before."""
     import time
 
-    from audiotok import pipeline
+    from audiotok.codecs.encodec import CodecEncoder
+    from audiotok.engine import pipeline
+    from audiotok.engine.sources import discover
     from audiotok.jobs.encode import EncodeJob
-    from audiotok.models.codec import CodecEncoder
-    from audiotok.sources import discover
     from audiotok.testing import random_encodec
 
     wav = write_wav(tmp_path / "long.wav", 60.0)

@@ -19,7 +19,7 @@ from .conftest import REPO, write_wav
 
 
 def test_encodec_facts_come_from_the_registry():
-    from audiotok import ecdc
+    from audiotok.formats import ecdc
     from audiotok.weights import ENCODEC_CHECKPOINTS
 
     s24, s48 = get_codec("encodec_24khz"), get_codec("encodec_48khz")
@@ -49,8 +49,7 @@ def test_toy_codec_encodes_and_decodes_through_the_cli(cli, tmp_path):
             assert int(z["sample_rate"]) == 8000 and int(z["n_samples"]) == 9840
             assert json.loads(str(z["settings"]))["numerics"]["toy"] == "mu-law frame means"
         # the codes are the toy codec's own, computed on the audio resampled to 8 kHz
-        from audiotok import audio
-
+        from audiotok.formats import audio
         wav, _ = audio.read(str(src), 8000, 1)
         direct = dict(toy_codec.ToyEncoder(toy_codec.SPEC).run([(0, wav)]))[0].codes
         with np.load(tmp_path / "codes" / "a.npz") as z:

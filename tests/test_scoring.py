@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from audiotok.models.gpt import BOS, GPTConfig, build_gpt
-from audiotok.models.lm import EncodecLMScorer, GPTScorer, LMCheckpoint
-from audiotok.scoring import WindowScorer, corpus_summary, file_scores, token_stats, window_spans
+from audiotok.lm.checkpoints import EncodecLMScorer, GPTScorer, LMCheckpoint
+from audiotok.lm.gpt import BOS, GPTConfig, build_gpt
+from audiotok.lm.scoring import WindowScorer, corpus_summary, file_scores, token_stats, window_spans
 from audiotok.testing import random_encodec_lm
 
 TOKENIZER = {"codec": "encodec_24khz", "sample_rate": 24000, "frame_rate": 75, "bandwidth": 6.0, "n_q": 8,

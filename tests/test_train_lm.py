@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiotok.models.lm import load_checkpoint
+from audiotok.lm.checkpoints import load_checkpoint
 from audiotok.train.lm import Example, TrainConfig, lr_at, split_by_file, train
 
 TOKENIZER = {"codec": "encodec_24khz", "sample_rate": 24000, "frame_rate": 75, "bandwidth": 6.0, "n_q": 8,

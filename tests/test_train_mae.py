@@ -9,17 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiotok.models.mae import LoadedCheckpoint, build_model, load_mae
-from audiotok.models.mae_train import (
-    CODEBOOK_WEIGHTS,
-    MaeTrainer,
-    MaeTrainSpec,
-    gin_config,
-    mae_loss,
-    nearest_centroid,
-    teacher_frames,
-    time_gap_mask,
-)
+from audiotok.embedders.encodecmae import LoadedCheckpoint, build_model, load_mae
 from audiotok.testing import synthetic_audio
 from audiotok.train.lm import split_by_file
 from audiotok.train.mae import (
@@ -30,6 +20,16 @@ from audiotok.train.mae import (
     make_batch,
     read_training_checkpoint,
     train,
+)
+from audiotok.train.mae_net import (
+    CODEBOOK_WEIGHTS,
+    MaeTrainer,
+    MaeTrainSpec,
+    gin_config,
+    mae_loss,
+    nearest_centroid,
+    teacher_frames,
+    time_gap_mask,
 )
 
 
@@ -322,7 +322,7 @@ def test_train_mae_reads_an_encode_folder_with_the_same_codes(cli, audio_dir, tm
 
 
 def test_config_has_the_structure_of_an_official_checkpoint():
-    from audiotok.models.mae import parse_gin
+    from audiotok.embedders.encodecmae import parse_gin
     from tests.conftest import shared_path
 
     ref = torch.load(shared_path("fixtures", "encodecmae", "tiny_mel_st.pt"), weights_only=True)

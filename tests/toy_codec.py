@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from audiotok.codes import EncodedItem
+from audiotok.formats.codes import EncodedItem
 from audiotok.registry import CODECS, CodecSpec, register_codec
 
 MU = 255.0

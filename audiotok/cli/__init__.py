@@ -5,7 +5,7 @@ Each command module registers itself on the shared Typer ``app``; see ``base.py`
 
 import importlib
 
-from ..interrupts import quiet_startup
+from ..engine.interrupts import quiet_startup
 
 with quiet_startup():
     from .base import app, entry, main

@@ -13,9 +13,9 @@ import sys
 
 import typer
 
+from ..engine.runner import eprint, report  # noqa: F401  (re-exported for the command modules)
+from ..engine.sources import AUDIO_EXTENSIONS
 from ..errors import AudiotokError, UsageError, WeightsError
-from ..jobs.runner import eprint, report  # noqa: F401  (re-exported for the command modules)
-from ..sources import AUDIO_EXTENSIONS
 
 app = typer.Typer(
     name="audiotok",
@@ -85,7 +85,7 @@ RERUN = "interrupted: finished outputs are on disk and listed in the manifest; r
 def interruptible(message=RERUN):
     """Ctrl-C, SIGTERM or SIGHUP inside: ``message`` (a string, or a callable giving it at that
     moment) on stderr and exit status 130 (Ctrl-C) or 128 + the signal, never a traceback."""
-    from ..interrupts import interrupt_exit_code, termination_as_interrupt
+    from ..engine.interrupts import interrupt_exit_code, termination_as_interrupt
 
     try:
         with termination_as_interrupt():

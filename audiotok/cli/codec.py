@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
+from ..engine.sources import CODE_EXTENSIONS
 from ..registry import DEFAULT_CODEC, codec_names
-from ..sources import CODE_EXTENSIONS
 from . import base as cli
 from .base import app
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..sources import AUDIO_EXTENSIONS
+from ..engine.sources import AUDIO_EXTENSIONS
 from . import base as cli
 from .base import app
 
@@ -31,7 +31,7 @@ def probe(
     threads: int = cli.THREADS,
 ) -> None:
     """Score how well embeddings separate labelled classes (k-fold CV, grouped; JSON report and table)."""
-    from ..probe_run import ProbeOptions, run
+    from ..jobs.probe import ProbeOptions, run
 
     opts = ProbeOptions(inputs, labels, labels_from_parent, out, model, layer, pool, probe_kind, folds, seed,
                         baseline, plot, ext, device, threads)

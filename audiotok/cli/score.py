@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..sources import AUDIO_EXTENSIONS
+from ..engine.sources import AUDIO_EXTENSIONS
 from . import base as cli
 from .base import app
 

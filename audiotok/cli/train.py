@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..sources import AUDIO_EXTENSIONS
+from ..engine.sources import AUDIO_EXTENSIONS
 from . import base as cli
 from .base import app
 
@@ -89,7 +89,7 @@ def train_mae(
     quiet: bool = cli.QUIET,
 ) -> None:
     """Pretrain an EnCodecMAE (masked prediction of EnCodec codes, or self-training on a teacher's clusters)."""
-    from ..train.mae_job import TrainMaeOptions, check, run
+    from ..jobs.train_mae import TrainMaeOptions, check, run
 
     opts = TrainMaeOptions(inputs, out, size, frontend, steps, batch_size, lr, seed, val_fraction, crop_seconds,
                            eval_every, resume, self_train, clusters, kmeans_frames, codec_checkpoint, cache, ext,

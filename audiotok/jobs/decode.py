@@ -9,17 +9,17 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ..devices import check_device, check_threads
+from ..engine.devices import check_device, check_threads
+from ..engine.runner import RunOptions, collect_sources, run_job
+from ..engine.sources import CODE_EXTENSIONS
 from ..errors import UsageError
-from ..sources import CODE_EXTENSIONS
-from .runner import RunOptions, collect_sources, run_job
 
 FORMATS = ("wav", "flac")
 
 
 def _load_codes(path: str):
-    from ..audio import AudioInfo
-    from ..codes import read_codes
+    from ..formats.audio import AudioInfo
+    from ..formats.codes import read_codes
     from ..registry import get_codec
 
     c = read_codes(path)
@@ -31,7 +31,7 @@ class DecodeJob:
     """What decode does with each codes file: read it, write audio at the codec's rate."""
 
     def __init__(self, out: Path, fmt: str, keep_ext: bool = False):
-        from ..sinks import OutputTree
+        from ..engine.sinks import OutputTree
 
         self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
         self.fmt = fmt
@@ -69,7 +69,7 @@ class CodecRouter:
         self.checkpoint, self.device, self.decoders, self.job = checkpoint, device, {}, job
 
     def run(self, batch):
-        from ..provenance import runtime
+        from ..engine.provenance import runtime
         from ..registry import get_codec
 
         groups: dict[str, list] = {}
@@ -114,12 +114,12 @@ def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, 
         raise WeightsError(f"checkpoint file {checkpoint} does not exist; check the --checkpoint path")
     job = DecodeJob(out, fmt, keep_ext)
     if dry_run:
-        from .runner import dry_run as plan
+        from ..engine.runner import dry_run as plan
 
         return plan(sources, job, opts, excluded)
 
     def adapter():
-        from ..devices import apply_threads, resolve_device
+        from ..engine.devices import apply_threads, resolve_device
 
         apply_threads(threads)
         return CodecRouter(checkpoint, resolve_device(device), job)

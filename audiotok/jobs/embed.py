@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import audio
-from ..devices import check_device, check_threads
+from ..engine.devices import check_device, check_threads
+from ..engine.runner import RunOptions, collect_sources, refuse_mixed_settings, run_job, settings_mismatch
 from ..errors import UsageError
-from .runner import RunOptions, collect_sources, refuse_mixed_settings, run_job, settings_mismatch
+from ..formats import audio
 
 FORMATS = ("npz", "npy", "parquet")
 SETTINGS_KEYS = ("model", "weights_sha256", "layer", "pooling", "chunk_seconds", "overlap", "dtype")
@@ -26,8 +26,8 @@ class EmbedJob:
     compare_settings = True  # a dry run knows only some settings: it does not compare them
 
     def __init__(self, out: Path, fmt: str, meta: dict, keep_ext: bool = False):
-        from ..models.mae import SAMPLE_RATE
-        from ..sinks import OutputTree
+        from ..embedders.encodecmae import SAMPLE_RATE
+        from ..engine.sinks import OutputTree
 
         self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
         self.fmt, self.meta = fmt, meta
@@ -94,8 +94,8 @@ def _stored_meta(path: Path) -> dict | None:
 
 
 def write_stack(stack: Path, sources, job: EmbedJob) -> int:
-    """``--stack``: see ``audiotok.stack`` (the ``[N, D]`` matrix + ``FILE.paths.jsonl``)."""
-    from ..stack import write_stack as write
+    """``--stack``: see ``audiotok.formats.stack`` (the ``[N, D]`` matrix + ``FILE.paths.jsonl``)."""
+    from ..formats.stack import write_stack as write
 
     return write(stack, [(s.path, job.target(s)) for s in sources if not s.error])
 
@@ -110,7 +110,7 @@ def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", la
     """Embed every input with EnCodecMAE under ``out`` (per-file ``.npz``/``.npy``, or Parquet
     shards with ``fmt="parquet"``); returns the ``pipeline.Summary`` (with ``stacked``: the number
     of rows written to ``stack``, when asked)."""
-    from .embed_options import check_layer_spelling, check_options
+    from ..embedders.options import check_layer_spelling, check_options
 
     check_options(pool, dtype, chunk_seconds, overlap)
     check_layer_spelling(layer)
@@ -131,24 +131,24 @@ def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", la
     if stack is not None and share.world > 1:
         raise UsageError("--stack needs every input in one process; drop --shard/torchrun or stack the outputs afterwards")
     if stack is not None and not dry_run:  # written after the run: checked before it
-        from ..sinks import prepare_output_file
-        from ..stack import stack_paths
+        from ..files import prepare_output_file
+        from ..formats.stack import stack_paths
 
         for path in stack_paths(stack):
             prepare_output_file(path, "--stack")
     if dry_run:  # before loading the model; Parquet settings are not all known yet, so not compared
-        from ..datasets import parquet_job
-        from .runner import dry_run as plan
+        from ..engine.runner import dry_run as plan
+        from ..formats.datasets import parquet_job
 
         job = EmbedJob(out, "npz" if parquet else fmt, {"pooling": pool, "layer": str(layer)}, keep_ext)
         job.compare_settings = False
         if parquet:
             job = parquet_job(job, out, "embedding", {}, share, overwrite, shard_mb, check_settings=False)
         return plan(sources, job, opts, excluded)
-    from ..devices import apply_threads, resolve_device
-    from ..embedder import MaeAdapter
-    from ..models.mae import load_mae, resolve_layers
-    from ..provenance import runtime
+    from ..embedders.chunking import MaeAdapter
+    from ..embedders.encodecmae import load_mae, resolve_layers
+    from ..engine.devices import apply_threads, resolve_device
+    from ..engine.provenance import runtime
     from ..weights import file_sha256, resolve_encodecmae
 
     apply_threads(threads)
@@ -167,7 +167,7 @@ def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", la
     embed_job.numerics = {**runtime(dev), "rows": adapter.rows[max(adapter.shapes)]}
     job = embed_job
     if parquet:
-        from ..datasets import parquet_job
+        from ..formats.datasets import parquet_job
 
         settings = {("model_sample_rate" if k == "sample_rate" else k): v for k, v in meta.items()}
         job = parquet_job(embed_job, out, "embedding", settings, share, overwrite, shard_mb)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from .. import audio
-from ..codes import check_format
-from ..devices import check_device, check_threads
+from ..engine.devices import check_device, check_threads
+from ..engine.runner import RunOptions, collect_sources, refuse_mixed_settings, run_job, settings_mismatch
+from ..formats import audio
+from ..formats.codes import check_format
 from ..registry import DEFAULT_CODEC, get_codec
-from .runner import RunOptions, collect_sources, refuse_mixed_settings, run_job, settings_mismatch
 
 # what makes two runs' codes different in meaning (compared on reruns; numerics are only recorded)
 SETTINGS_KEYS = ("model", "bandwidth", "weights_sha256")
@@ -46,7 +46,7 @@ class EncodeJob:
 
     def __init__(self, out: Path, fmt: str, model: str, bandwidth: float, weights_sha256: str | None,
                  keep_ext: bool = False):
-        from ..sinks import OutputTree
+        from ..engine.sinks import OutputTree
 
         spec = get_codec(model)
         self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
@@ -62,7 +62,7 @@ class EncodeJob:
     def is_done(self, source) -> bool:
         if not self.tree.done(source):
             return False
-        from ..codes import read_settings
+        from ..formats.codes import read_settings
 
         target = self.tree.target(source)
         differs = settings_mismatch(read_settings(str(target)), self.settings, SETTINGS_KEYS)
@@ -74,8 +74,8 @@ class EncodeJob:
 
     def _header_mismatch(self, path: str) -> str | None:
         """.npy / .ecdc hold no settings: compare what they do hold (model, codebook count)."""
-        from ..codes import read_codes
         from ..errors import InputError
+        from ..formats.codes import read_codes
 
         try:
             c = read_codes(path)
@@ -89,7 +89,7 @@ class EncodeJob:
         return None
 
     def finish(self, source, info, item) -> dict:
-        from ..codes import write_codes
+        from ..formats.codes import write_codes
 
         settings = {**self.settings, "numerics": self.numerics}
         path = self.tree.write(
@@ -127,18 +127,18 @@ def encode_files(inputs, out: str | Path, *, model: str = DEFAULT_CODEC, bandwid
     weights, sha = (None, None) if dry_run else codec_weights(spec.name, checkpoint)  # missing weights fail first
     job = EncodeJob(out, "npz" if parquet else fmt, spec.name, bandwidth, sha, keep_ext)
     if parquet:
-        from ..datasets import parquet_job
+        from ..formats.datasets import parquet_job
 
         job = parquet_job(job, out, "codes", {"model": spec.name, "bandwidth": bandwidth}, share, overwrite, shard_mb)
     if dry_run:
-        from .runner import dry_run as plan
+        from ..engine.runner import dry_run as plan
 
         return plan(sources, job, opts, excluded)
     encode_job = getattr(job, "job", job)  # the per-file job inside a Parquet job
 
     def adapter():  # built by the pipeline once decoding has started (torch loads meanwhile)
-        from ..devices import apply_threads, resolve_device
-        from ..provenance import runtime
+        from ..engine.devices import apply_threads, resolve_device
+        from ..engine.provenance import runtime
 
         apply_threads(threads)
         dev = resolve_device(device)
@@ -155,8 +155,8 @@ class Encoder:
 
     def __init__(self, model: str = DEFAULT_CODEC, bandwidth: float = 6.0, checkpoint=None,
                  device: str = "auto", threads: int | None = None):
-        from ..devices import apply_threads, resolve_device
-        from ..provenance import runtime
+        from ..engine.devices import apply_threads, resolve_device
+        from ..engine.provenance import runtime
 
         self.spec = get_codec(model)
         self.bandwidth = self.spec.check_bandwidth(bandwidth)
@@ -174,7 +174,7 @@ class Encoder:
         return self.encode_many([audio_array], sample_rate)[0]
 
     def encode_many(self, audios, sample_rate: int) -> list:
-        from ..pipeline import run_in_memory
+        from ..engine.pipeline import run_in_memory
 
         return run_in_memory(self.adapter, [audio.prepare_array(a, sample_rate, self.sample_rate, self.channels)
                                             for a in audios])

@@ -10,16 +10,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..devices import check_device, check_threads
+from ..engine.devices import check_device, check_threads
+from ..engine.runner import RunOptions, collect_sources, eprint, run_job
 from ..errors import InputError, UsageError
-from .runner import RunOptions, collect_sources, eprint, run_job
 
 
 def pair_models(models: list[str], checkpoints: list[Path], arch_of=None) -> list[tuple[str, Path | None]]:
     """``--model`` / ``--checkpoint`` pairs, in order. Without ``--model`` each checkpoint names its arch
     (``arch_of(checkpoint)``, default: read from the file); ``encodec-lm`` may come last without a
     checkpoint (official weights from the torch hub cache)."""
-    from ..models.names import MODELS
+    from ..lm.names import MODELS
 
     for m in models:
         if m not in MODELS:
@@ -28,7 +28,7 @@ def pair_models(models: list[str], checkpoints: list[Path], arch_of=None) -> lis
         if not checkpoints:
             raise UsageError("give --model (whisper-gpt, token-gpt or encodec-lm) and/or --checkpoint")
         if arch_of is None:
-            from ..models.lm import load_checkpoint
+            from ..lm.checkpoints import load_checkpoint
 
             def arch_of(c):
                 return load_checkpoint(c).config.arch
@@ -67,8 +67,8 @@ class ScoreLoad:
         self.tokenizer, self.codebooks, self.need_audio = tokenizer, codebooks, need_audio
 
     def __call__(self, path: str, offset: float = 0.0, duration: float | None = None):
-        from .. import audio
-        from ..lm_inputs import is_codes_file, read_encoded
+        from ..formats import audio
+        from ..lm.inputs import is_codes_file, read_encoded
 
         sr = int(self.tokenizer["sample_rate"])
         if not is_codes_file(path):
@@ -81,12 +81,12 @@ class ScoreLoad:
 
 def _probe(path: str):
     """Header of a score input: an audio file's, or an ``encode`` output's (its length at the codec's rate)."""
-    from .. import audio
-    from ..lm_inputs import is_codes_file
+    from ..formats import audio
+    from ..lm.inputs import is_codes_file
 
     if not is_codes_file(path):
         return audio.probe(path)
-    from ..codes import read_codes
+    from ..formats.codes import read_codes
     from ..registry import get_codec
 
     c = read_codes(path)
@@ -98,7 +98,7 @@ class ScoreJob:
 
     def __init__(self, scorers, frames_dir: Path | None, plot_dir: Path | None, done: dict[str, set],
                  need_mel: bool = True):
-        from ..sinks import OutputTree
+        from ..engine.sinks import OutputTree
 
         self.scorers = scorers
         self.tags = _tags(scorers)
@@ -118,7 +118,7 @@ class ScoreJob:
         return all(t.done(source) for t in self.frames) and (self.plot is None or self.plot.done(source))
 
     def finish(self, source, info, result) -> dict:
-        from ..scoring import file_scores
+        from ..lm.scoring import file_scores
 
         item = result.item
         duration = item.n_samples / self.sample_rate
@@ -134,7 +134,7 @@ class ScoreJob:
         if self.plot is not None:
             import numpy as np
 
-            from ..score_plot import plot_scores, plot_title
+            from ..lm.plots import plot_scores, plot_title
 
             mel = item.mel  # computed for every input when plots are asked for (LMFeatures.with_mel)
             curves = [(f"{s.name} ({s.identity.get('size')})", fs.surprisal) for s, fs in zip(self.scorers, result.scores)]
@@ -199,13 +199,13 @@ def _recorded_arch(previous: dict[tuple[str, str], dict]):
     by_sha = {sha: rec.get("model") for rec in previous.values() if isinstance(sha := rec["lm"].get("sha256"), str)}
 
     def arch_of(checkpoint):
-        from ..models.names import ARCHS
+        from ..lm.names import ARCHS
         from ..weights import file_sha256
 
         model = by_sha.get(file_sha256(checkpoint, 16)) if Path(checkpoint).is_file() else None
         if model in ARCHS:
             return model
-        from ..models.lm import load_checkpoint
+        from ..lm.checkpoints import load_checkpoint
 
         return load_checkpoint(checkpoint).config.arch
 
@@ -218,7 +218,7 @@ def _recorded_scorers(pairs, previous: dict[tuple[str, str], dict], bandwidth: f
     sha256 and the bandwidth); else None (the models are loaded, which also reports any mismatch)."""
     from types import SimpleNamespace
 
-    from ..models.names import LM_NAMES
+    from ..lm.names import LM_NAMES
     from ..weights import ENCODEC_CHECKPOINTS, file_sha256, hub_checkpoint_dir
 
     if not previous:
@@ -285,17 +285,17 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
     opts = RunOptions(batch_seconds, workers, overwrite, False, progress, shard).check()
     if not checkpoints or models:  # option errors before the inputs are read (--model names, a missing pair)
         pair_models(models, checkpoints, arch_of=lambda c: None)
-    from ..sinks import prepare_output_dir, prepare_output_file
+    from ..files import prepare_output_dir, prepare_output_file
 
     for path, what in ((output, "-o"), (summary_path, "--summary")):
         if path is not None:
             prepare_output_file(path, what)
-    from ..sources import AUDIO_EXTENSIONS
+    from ..engine.sources import AUDIO_EXTENSIONS
 
     exts = ext if ext is not None else (*AUDIO_EXTENSIONS, "npz")  # audio, and the codes encode writes
     sources, share = collect_sources(inputs, exts, shard)
-    from ..sources import normalise_extensions
-    from .runner import as_inputs, check_outputs_apart
+    from ..engine.runner import as_inputs, check_outputs_apart
+    from ..engine.sources import normalise_extensions
 
     read_exts = normalise_extensions([exts] if isinstance(exts, str) else [",".join(exts)])
     for option, folder, suffix in (("--frames", frames, ".npz"), ("--plot", plot, ".png")):
@@ -307,8 +307,8 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
     done, previous = _read_done(output) if not overwrite else ({}, {})
     pairs = pair_models(models, checkpoints, _recorded_arch(previous))
 
-    from ..scoring import corpus_summary
-    from ..sinks import JsonLines
+    from ..engine.sinks import JsonLines
+    from ..lm.scoring import corpus_summary
 
     # a rerun with every input already scored (same LMs, tokenizer, frames and plots): answered from
     # the records, without torch or the models
@@ -318,10 +318,10 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
         def adapter():
             raise AssertionError("score: the model was asked for although every input is done")
     else:
-        from ..devices import apply_threads, resolve_device
-        from ..models.codec import CodecEncoder, load_codec
-        from ..models.lm import load_scorer, read_tokenizer
-        from ..models.lm_adapter import LMFeatures, ScoreAdapter
+        from ..codecs.encodec import CodecEncoder, load_codec
+        from ..engine.devices import apply_threads, resolve_device
+        from ..lm.adapter import LMFeatures, ScoreAdapter
+        from ..lm.checkpoints import load_scorer, read_tokenizer
         from ..registry import DEFAULT_CODEC
 
         apply_threads(threads)
@@ -336,14 +336,14 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
         adapter = ScoreAdapter(features, scorers, rows=rows)
         job = ScoreJob(scorers, frames, plot, done, need_mel)
 
-    from ..sinks import open_append
+    from ..files import open_append
 
     out_stream = open_append(output) if output is not None else None
     sink = JsonLines(out_stream if out_stream is not None else (stream or sys.stdout))
     all_records: list[dict] = []
     manifest = None
     if frames is not None:
-        from ..sinks import Manifest
+        from ..engine.sinks import Manifest
 
         manifest = Manifest(frames / "manifest.jsonl")
 
@@ -375,7 +375,7 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
             out_stream.close()
         if manifest is not None:
             manifest.close()
-    from .runner import settle
+    from ..engine.runner import settle
 
     settle(summary, sink if sink.lost else manifest)
     corpus = []
@@ -384,7 +384,7 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
         corpus.append({"model": s.name, "lm": s.identity, "tokenizer": s.tokenizer, "context": s.context,
                        "stride": s.stride, **corpus_summary(recs)})
     if summary_path is not None:
-        from ..sinks import atomic_write
+        from ..files import atomic_write
 
         body = json.dumps(corpus if len(corpus) > 1 else corpus[0], indent=2).encode()
         atomic_write(summary_path, lambda f: f.write(body))

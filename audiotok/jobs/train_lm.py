@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..devices import check_device, check_threads
+from ..engine.devices import check_device, check_threads
+from ..engine.runner import as_inputs, eprint
 from ..errors import UsageError
-from .runner import as_inputs, eprint
 
 
 @dataclass
@@ -33,7 +33,7 @@ class TrainResult:
 def check_train_options(out: Path, arch: str, size: str, resume: bool, patience: int | None, steps: int,
                         batch_size: int, context: int, lr: float, val_fraction: float) -> None:
     """Option errors, before torch is imported."""
-    from ..models.names import ARCHS, SIZES
+    from ..lm.names import ARCHS, SIZES
 
     if arch not in ARCHS:
         raise UsageError(f"--arch {arch!r} is not valid; choose one of {', '.join(ARCHS)}")
@@ -74,9 +74,9 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
     check_threads(threads)
     if batch_seconds <= 0:
         raise UsageError(f"batch_seconds must be positive, not {batch_seconds}")
-    from ..models.lm_tokenizer import tokenizer_spec
+    from ..engine.sources import AUDIO_EXTENSIONS, check_inputs_exist, normalise_extensions
+    from ..lm.tokenizer import tokenizer_spec
     from ..registry import get_codec
-    from ..sources import AUDIO_EXTENSIONS, check_inputs_exist, normalise_extensions
 
     spec = tokenizer_spec()
     bandwidth = get_codec(spec.codec).check_bandwidth(bandwidth)
@@ -85,17 +85,17 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
     exts = normalise_extensions([ext] if isinstance(ext, str) else [",".join(ext)])
     paths = as_inputs(inputs)
     check_inputs_exist(paths)  # a missing input is a usage error before torch loads
-    from ..sinks import prepare_checkpoint_paths
+    from ..files import prepare_checkpoint_paths
 
     cache_root = prepare_checkpoint_paths(out, cache)
 
     import torch
 
-    from ..devices import apply_threads, resolve_device
-    from ..distributed import current_share
-    from ..models.codec import CodecEncoder, load_codec
-    from ..models.lm import tokenizer_info
-    from ..models.lm_adapter import LMFeatures
+    from ..codecs.encodec import CodecEncoder, load_codec
+    from ..engine.devices import apply_threads, resolve_device
+    from ..engine.distributed import current_share
+    from ..lm.adapter import LMFeatures
+    from ..lm.checkpoints import tokenizer_info
     from ..train.data import CacheJob, cache_dir, read_cached, read_encoded
     from ..train.inputs import collect_examples
     from ..train.lm import TrainConfig, train

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.lm_tokenizer import tokenizer_spec
-from ..sources import Source
+from ..engine.sources import Source
+from ..lm.tokenizer import tokenizer_spec
 from .lm import Example
 
 
@@ -21,8 +21,8 @@ class CacheJob:
     """Pipeline job: decode audio at the tokenizer's rate (mono), write (codes, mel) to the cache."""
 
     def __init__(self, cache: Path, codec: str | None = None):
-        from .. import audio
-        from ..sinks import OutputTree
+        from ..engine.sinks import OutputTree
+        from ..formats import audio
 
         self.tree = OutputTree(cache, ".npz")
         self.probe = audio.probe
@@ -62,8 +62,8 @@ def read_encoded(path: str, need_mel: bool, tokenizer: dict) -> Example:
     """An ``encode`` output (``.npz`` with codes and metadata) of any bandwidth: the coarse models
     use codebook 0, the information control the tokenizer's codebooks (the file must hold at least
     those). The mel comes from the source audio recorded in the file (``lm_inputs.read_encoded``)."""
-    from ..features import causal_log_mel
-    from ..lm_inputs import read_encoded as read_lm_input
+    from ..lm.inputs import read_encoded as read_lm_input
+    from ..lm.mel import causal_log_mel
 
     e = read_lm_input(path, tokenizer, len(tokenizer["codebooks"]), need_mel)
     mel = causal_log_mel(e.audio[0]).numpy() if e.audio is not None else None

@@ -22,9 +22,9 @@ def collect_examples(inputs: list[str], exts, job, adapter, read_cached: Callabl
     ``ident`` is the input's path relative to its root (the id the train/validation split uses).
     Under torchrun each rank caches its share, then waits for the others. Returns the examples
     and the ``(input, error)`` of every input that failed (listed through ``log`` on rank 0)."""
-    from .. import pipeline
-    from ..progress import Progress
-    from ..sources import check_inputs_exist, discover, shard
+    from ..engine import pipeline
+    from ..engine.progress import Progress
+    from ..engine.sources import check_inputs_exist, discover, shard
 
     check_inputs_exist(inputs)
     sources = discover(inputs, exts)

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..features import MEL_BINS, SILENCE_LOG_MEL
-from ..models.gpt import BOS, GPTConfig, aligned_mel, build_gpt
-from ..models.lm import GPTScorer, LMCheckpoint, load_checkpoint, save_checkpoint
-from ..progress import plural
-from ..scoring import WindowScorer, corpus_summary, file_scores
+from ..engine.progress import plural
+from ..lm.checkpoints import GPTScorer, LMCheckpoint, load_checkpoint, save_checkpoint
+from ..lm.gpt import BOS, GPTConfig, aligned_mel, build_gpt
+from ..lm.mel import MEL_BINS, SILENCE_LOG_MEL
+from ..lm.scoring import WindowScorer, corpus_summary, file_scores
 
 
 @dataclass
@@ -187,7 +187,7 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
     validation set chosen by the caller (then ``tcfg.val_fraction`` is not used). With
     ``tcfg.patience``, training stops after that many validations without a better validation NLL,
     and the checkpoint holds the weights of the best validation."""
-    from ..distributed import current_share
+    from ..engine.distributed import current_share
 
     share = current_share()
     device = device or torch.device("cpu")

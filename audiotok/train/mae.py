@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..embedders.encodecmae import SAMPLE_RATE, EncodecMAE
 from ..errors import UsageError, WeightsError
-from ..models.mae import SAMPLE_RATE, EncodecMAE
-from ..models.mae_train import (
+from .lm import _Bar, _step_generator, lr_at, split_by_file
+from .mae_net import (
     IMPORTS,
     MaeTrainer,
     MaeTrainSpec,
@@ -32,7 +33,6 @@ from ..models.mae_train import (
     teacher_frames,
     time_gap_mask,
 )
-from .lm import _Bar, _step_generator, lr_at, split_by_file
 
 HOP = 320  # samples per EnCodec frame (75 Hz)
 FORMAT = "audiotok-encodecmae-train"
@@ -174,7 +174,7 @@ def save_checkpoint(path: str | os.PathLike, model: MaeTrainer, training: dict, 
                     centroids: torch.Tensor | None = None) -> Path:
     """The official v2 layout (``state_dict``, ``config``, ``imports``) plus ``audiotok`` (training
     state: spec, step, history, optimizer) and, after self-training, ``centroids``; atomic."""
-    from ..sinks import atomic_write
+    from ..files import atomic_write
 
     blob = {"state_dict": model.v2_state(), "config": gin_config(model.spec, training["train_config"]["lr"], training["train_config"]["crop_seconds"]), "imports": IMPORTS,
             "audiotok": {"format": FORMAT, "spec": model.spec.to_dict(), "training": training,
@@ -245,7 +245,7 @@ def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec
     """Train (or resume) an EnCodecMAE and write its checkpoint to ``out``; returns the model.
 
     ``stop_after``: leave after that many steps of this run, with a checkpoint to ``resume`` from."""
-    from ..distributed import current_share
+    from ..engine.distributed import current_share
 
     share = current_share()
     device = device or torch.device("cpu")
@@ -364,7 +364,7 @@ def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec
 
 def load_teacher(path: str | os.PathLike) -> EncodecMAE:
     """A teacher for self-training: any checkpoint ``audiotok embed`` reads (ours or official)."""
-    from ..models.mae import load_mae
+    from ..embedders.encodecmae import load_mae
     from ..weights import resolve_encodecmae
 
     return load_mae(resolve_encodecmae(str(path)))

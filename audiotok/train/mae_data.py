@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codecs.encodec import WithAudio
+from ..engine.sources import Source
 from ..errors import InputError
-from ..models.codec import WithAudio
-from ..sources import Source
 from .mae import MaeExample
 
 SAMPLE_RATE = 24000
@@ -27,7 +27,7 @@ def codec_targets(codec, device):
     """The codec adapter that turns audio into the target codes: the one place the training data
     touches the codec interface (``run([(key, audio[1, N])])`` / ``flush()`` -> ``(key, item)``
     with ``item.codes [8, frames]``)."""
-    from ..models.codec import CodecEncoder
+    from ..codecs.encodec import CodecEncoder
 
     return CodecEncoder(codec, BANDWIDTH, device)
 
@@ -47,8 +47,8 @@ class CacheJob:
     """Pipeline job: decode at 24 kHz mono, write (audio, codes) to the cache."""
 
     def __init__(self, cache: Path):
-        from .. import audio
-        from ..sinks import OutputTree
+        from ..engine.sinks import OutputTree
+        from ..formats import audio
 
         self.tree = OutputTree(cache, ".npz")
         self.probe = audio.probe
@@ -80,8 +80,8 @@ def read_cached(path: Path, ident: str) -> MaeExample:
 
 def read_encoded(path: str, ident: str) -> MaeExample:
     """An ``encode`` output (``.npz``): its first 8 codebooks, the audio from its source file."""
-    from ..audio import read
-    from ..codes import read_codes
+    from ..formats.audio import read
+    from ..formats.codes import read_codes
 
     c = read_codes(path)
     if c.model != "encodec_24khz" or c.item.codes.shape[0] < N_CODEBOOKS:

@@ -1,0 +1,530 @@
+"""The streaming engine every command shares.
+
+    sources -> probe headers -> order by length -> load (worker processes) -> batches of
+    ``batch_seconds`` -> adapter.run(batch) -> job.finish (outputs) -> manifest / stdout
+
+The engine knows models only through this shape (an *adapter*, ``protocols.Adapter``)::
+
+    class Adapter:
+        def run(self, batch: list[tuple[Key, Payload]]) -> list[tuple[Key, Result | Exception]]
+        def flush(self) -> list[tuple[Key, Result | Exception]]
+        def reset(self) -> None                       # drop held items after a failed step
+
+``run`` may return results of items from earlier calls and hold some of this call's items back
+(the EnCodec adapter streams long files across calls); ``flush`` returns everything still held.
+A per-item ``Exception`` marks that item failed; the run goes on.
+
+``adapter`` may also be a zero-argument callable that builds it: the engine calls it once the
+first inputs are being decoded, so importing torch and loading weights overlap with decoding.
+
+The *job* (``protocols.Job``) says what to do with inputs and results (command-specific, no model code)::
+
+    job.is_done(source) -> bool                 # outputs exist: skip unless overwrite
+    job.probe(path) -> AudioInfo               # header only, in this process
+    job.load                                   # picklable: path -> (payload, AudioInfo), in workers
+    job.finish(source, info, result) -> dict   # write outputs, return manifest fields
+    job.describe_error(source, info) -> dict   # manifest fields for a failed input (optional)
+
+Memory stays bounded: at most ``2 * workers + 2`` loaded inputs wait at any time, and a batch
+holds about ``batch_seconds`` of audio (one input longer than that forms its own batch).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import errno
+import multiprocessing as mp
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import AudiotokError, InputError, WeightsError
+from ..protocols import Adapter, AudioInfo, Job
+from .sources import Source
+
+
+@dataclass
+class Outcome:
+    source: Source
+    status: str  # ok | skipped | error
+    record: dict
+    error: str | None = None
+
+
+@dataclass
+class Summary:
+    ok: int = 0
+    skipped: int = 0
+    failed: list[Outcome] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    output_trouble: str | None = None  # the first "disk full / read-only" error of an output write
+    warnings: list[tuple[Source, str]] = field(default_factory=list)  # inputs that are ok but suspicious
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def _load_one(load: Callable, path: str):
+    """Worker body: never raises (exceptions are returned so one file cannot break the pool)."""
+    try:
+        return load(path)
+    except AudiotokError as exc:
+        return exc
+    except MemoryError:
+        return InputError("is too large to decode in memory")
+    except Exception as exc:  # a decoder bug on a malformed file must not stop the run
+        return InputError(f"could not be decoded ({type(exc).__name__}: {exc})")
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def final_status(summary: Summary, manifest: Any, say: Callable[[str], None]) -> int:
+    """The run's exit status, after one closing sentence when outputs or the manifest could not
+    be written (disk full, read-only): what happened, that finished work is kept, what to do."""
+    lost = getattr(manifest, "lost", 0)
+    if summary.output_trouble or lost:
+        what = summary.output_trouble or manifest.failure
+        extra = f"; {lost} record line(s) could not be written" if lost else ""
+        say(f"audiotok: error: the output folder could not take more data ({what}){extra}; outputs "
+            "that were finished are complete; free space or choose another -o, then rerun the same command")
+        return 1
+    return summary.exit_code
+
+
+def _worker_init(parent: int) -> None:
+    """Decode workers die with the main process, even when it is killed with SIGKILL: Linux's
+    parent-death signal, and on every system a thread that exits when the parent is gone. Ctrl-C
+    and SIGTERM are the main process's to handle (it shuts the workers down)."""
+    import os
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, name="audiotok-parent-watch", daemon=True).start()
+
+
+class _QuietStartProcess(mp.context.SpawnProcess):
+    """A decode worker born with SIGINT ignored. Ctrl-C in a terminal signals the whole process
+    group; a worker still starting (importing, before ``_worker_init`` runs) would print its own
+    KeyboardInterrupt traceback. An ignored signal stays ignored across exec, and Python keeps it
+    so; the main process handles Ctrl-C and stops the workers. (Only the main thread may change a
+    handler; elsewhere the worker starts as usual.)"""
+
+    def start(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return super().start()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return super().start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+class _QuietSpawnContext(mp.context.SpawnContext):
+    Process = _QuietStartProcess
+
+
+class Loader:
+    """Decode inputs in worker processes (or one background thread when ``workers == 0``),
+    keeping a bounded number in flight and yielding results in submission order."""
+
+    def __init__(self, load: Callable, workers: int):
+        self.load = load
+        self.workers = workers
+        self.window = max(2, 2 * workers + 2)
+        self.pool: cf.Executor = self._new_pool()
+
+    def _new_pool(self) -> cf.Executor:
+        if self.workers <= 0:
+            return cf.ThreadPoolExecutor(max_workers=1)
+        import os
+
+        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=_QuietSpawnContext(),
+                                      initializer=_worker_init, initargs=(os.getpid(),))
+
+    def imap(self, items: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
+        """Results in order. The first ``window`` inputs are submitted at once, before the first
+        result is asked for."""
+        pending: deque = deque()
+        it = iter(items)
+        for key, path in it:
+            pending.append((key, path, self.pool.submit(_load_one, self.load, path)))
+            if len(pending) >= self.window:
+                break
+        return self._results(pending, it)
+
+    def _results(self, pending: deque, it) -> Iterator[tuple[int, Any]]:
+        while pending:
+            key, path, fut = pending.popleft()
+            try:
+                res = fut.result()
+            except cf.process.BrokenProcessPool:
+                # A decoder crashed hard (e.g. a segfault in a codec library): restart the pool
+                # and decode this file again in-process only to attribute the error.
+                self._restart()
+                res = InputError("crashed the audio decoder process")
+                for k, p, _ in list(pending):
+                    pending.popleft()
+                    pending.append((k, p, self.pool.submit(_load_one, self.load, p)))
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt[0], nxt[1], self.pool.submit(_load_one, self.load, nxt[1])))
+            yield key, res
+
+    def _restart(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._new_pool()
+
+    def terminate(self) -> None:
+        """Stop the workers now (interrupted run): a decode in progress is not waited for."""
+        for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+            try:
+                proc.kill()
+            except (OSError, AttributeError):
+                pass
+
+    def close(self) -> None:
+        try:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        except cf.process.BrokenProcessPool:
+            pass
+
+
+def run(
+    sources: list[Source],
+    job: Job,
+    adapter: Adapter | Callable[[], Adapter],
+    *,
+    batch_seconds: float = 60.0,
+    workers: int = 1,
+    overwrite: bool = False,
+    record_sink: Callable[[Outcome], None] = lambda o: None,
+    progress: Any = None,
+) -> Summary:
+    """Run ``sources`` through ``adapter`` and ``job``; ``record_sink`` receives every outcome."""
+    summary = Summary()
+    t0 = time.perf_counter()
+    infos: dict[int, AudioInfo] = {}
+    todo: list[int] = []
+
+    def emit(i: int, outcome: Outcome) -> None:
+        if outcome.status == "ok":
+            summary.ok += 1
+        elif outcome.status == "skipped":
+            summary.skipped += 1
+        else:
+            summary.failed.append(outcome)
+        record_sink(outcome)
+        if progress is not None:
+            info = infos.get(i)
+            progress.advance(info.duration if info and outcome.status == "ok" else 0.0, outcome, key=i)
+
+    def fail(i: int, message: str) -> None:
+        src = sources[i]
+        rec = {"input": src.path, **segment_fields(src), "status": "error", "error": message}
+        info = infos.get(i)
+        if info is not None:
+            rec.update(_info_fields(info))
+        describe = getattr(job, "describe_error", None)  # optional part of protocols.Job
+        if describe is not None:
+            rec.update(describe(src, info))
+        emit(i, Outcome(src, "error", rec, message))
+
+    # 1. skip finished outputs; read headers (fast) for ordering and progress totals
+    for i, src in enumerate(sources):
+        if src.error:
+            fail(i, src.error)
+            continue
+        if not overwrite and job.is_done(src):
+            emit(i, Outcome(src, "skipped", {"input": src.path, **segment_fields(src), "status": "skipped",
+                                          "output": str(job.target(src)) if hasattr(job, "target") else None}))
+            continue
+        try:
+            infos[i] = probe_source(job, src)
+        except AudiotokError as exc:
+            fail(i, str(exc))
+            continue
+        except MemoryError:
+            fail(i, "is too large to read in memory")
+            continue
+        except Exception as exc:  # a reader bug on a malformed file is this input's error, not the run's end
+            fail(i, f"could not be read ({_message(exc)})")
+            continue
+        todo.append(i)
+    if progress is not None:
+        progress.set_total(len(sources), sum(infos[i].duration for i in todo))
+
+    # 2. longest first (memory problems show at once; batches of similar lengths)
+    todo.sort(key=lambda i: (-infos[i].duration, i))
+
+    handed: set[int] = set()  # given to the adapter, no outcome yet
+
+    def deliver(results) -> None:
+        for key, res in results:
+            if key not in handed:
+                continue
+            handed.discard(key)
+            src = sources[key]
+            if isinstance(res, Exception):
+                fail(key, _message(res))
+                continue
+            try:
+                bad = nonfinite(res)
+                if bad:
+                    raise InputError(f"gave {bad} values from the model; the weights are damaged or the input "
+                                     "is extreme (nothing was written)")
+                rec = job.finish(src, infos[key], res)
+            except AudiotokError as exc:
+                fail(key, str(exc))
+                continue
+            except OSError as exc:
+                if exc.errno in _STORAGE_ERRNOS and summary.output_trouble is None:
+                    summary.output_trouble = exc.strerror or str(exc)
+                fail(key, f"output could not be written ({exc.strerror or exc})")
+                continue
+            except Exception as exc:  # e.g. a writer library's assertion on a full disk
+                fail(key, f"output could not be written ({_message(exc)})")
+                continue
+            rec = {"input": src.path, **segment_fields(src), "status": "ok", **_info_fields(infos[key]), **rec}
+            warning = _level_warning(infos[key])
+            if warning:
+                rec["warning"] = warning
+                summary.warnings.append((src, warning))
+            summary.audio_seconds += infos[key].duration
+            emit(key, Outcome(src, "ok", rec))
+
+    loader = Loader(SegmentLoad(job.load), workers)
+    try:
+        loaded = loader.imap([(i, load_arg(sources[i])) for i in todo])
+        if todo and not isinstance(adapter, Adapter):
+            adapter = adapter()  # a factory: build the model while the first inputs decode (never if all are done)
+        attach_progress(adapter, progress, infos)
+        batch: list[tuple[int, Any]] = []
+        batch_sec = 0.0
+        for key, res in loaded:
+            if isinstance(res, Exception):
+                fail(key, _message(res))
+                continue
+            payload, info = res
+            infos[key] = info  # the decoded truth (headers can lie: truncated files)
+            batch.append((key, payload))
+            batch_sec += info.duration
+            if batch_sec >= batch_seconds:
+                handed.update(k for k, _ in batch)
+                deliver(_run_batch(adapter, batch, handed))
+                batch, batch_sec = [], 0.0
+        if batch:
+            handed.update(k for k, _ in batch)
+            deliver(_run_batch(adapter, batch, handed))
+        if todo:
+            deliver(_guarded(adapter.flush, handed))
+        for key in sorted(handed):  # every input gets a record, even one an adapter lost
+            fail(key, "got no result from the model (a model step failed while it was held); rerun to retry")
+        handed.clear()
+    except BaseException:
+        loader.terminate()
+        raise
+    finally:
+        loader.close()
+    summary.wall_seconds = time.perf_counter() - t0
+    return summary
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    """What the loader is handed for a segment of a recording (picklable)."""
+
+    path: str
+    offset: float
+    duration: float | None
+
+
+def load_arg(src: Source):
+    """The loader's argument for ``src``: its path, or a ``SegmentRef`` for a manifest segment."""
+    return SegmentRef(src.path, src.offset, src.duration) if src.is_segment else src.path
+
+
+class SegmentLoad:
+    """Wraps a job's ``load(path)`` so segments are read as ``load(path, offset=, duration=)``
+    (picklable when ``load`` is)."""
+
+    def __init__(self, load: Callable):
+        self.load = load
+
+    def __call__(self, arg):
+        if isinstance(arg, SegmentRef):
+            return self.load(arg.path, offset=arg.offset, duration=arg.duration)
+        return self.load(arg)
+
+
+def probe_source(job: Any, src: Source) -> AudioInfo:
+    """``job.probe`` of the source's file, clipped to its segment."""
+    info = job.probe(src.path)
+    if not src.is_segment:
+        return info
+    return info.clip(src.offset, src.duration)
+
+
+def segment_fields(src: Source) -> dict:
+    """Manifest fields naming a segment (none for a whole file)."""
+    return {"offset": src.offset, "segment_duration": src.duration} if src.is_segment else {}
+
+
+def attach_progress(adapter: Any, progress: Any, infos: dict[int, AudioInfo]) -> None:
+    """Let an adapter that reports work within an input (an ``on_progress`` attribute, called as
+    ``on_progress(key, done, total)`` in any unit) move ``progress`` by that input's audio seconds."""
+    if progress is None or not hasattr(adapter, "on_progress") or not hasattr(progress, "update_file"):
+        return
+
+    def report(key, done: float, total: float) -> None:
+        info = infos.get(key)
+        if info is not None and total > 0:
+            progress.update_file(key, info.duration * min(1.0, done / total))
+
+    adapter.on_progress = report
+
+
+def _run_batch(adapter: Adapter, batch: list[tuple[int, Any]], handed: set[int]):
+    """``adapter.run(batch)``; when it raises, the batch's inputs are retried one by one (after
+    ``adapter.reset()``), so one input that breaks the model fails alone. Inputs the reset
+    dropped (held from earlier calls) fail with the step's message."""
+    try:
+        return adapter.run(batch)
+    except WeightsError:
+        raise  # weights loaded on first use (decode) that cannot be used: nothing can be computed (exit 3)
+    except AudiotokError as exc:
+        return [(k, exc) for k, _ in batch]
+    except Exception as exc:  # out of memory on the device, a library assertion on odd input...
+        error = _step_error(exc)
+    adapter.reset()
+    ours = {k for k, _ in batch}
+    out: list = [(k, error) for k in sorted(handed - ours)]
+    if len(batch) == 1:
+        return [*out, (batch[0][0], error)]
+    for item in batch:
+        out.extend(_run_batch(adapter, [item], {item[0]}))
+    return out
+
+
+def _guarded(call: Callable, handed: set[int]):
+    try:
+        return call()
+    except WeightsError:
+        raise
+    except AudiotokError as exc:
+        return [(k, exc) for k in sorted(handed)]
+    except Exception as exc:
+        error = _step_error(exc)
+        call.__self__.reset()
+        return [(k, error) for k in sorted(handed)]
+
+
+def _step_error(exc: BaseException) -> InputError:
+    if isinstance(exc, MemoryError):
+        return InputError("is too large to process in memory")
+    msg = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InputError(f"model step failed ({type(exc).__name__}: {msg})")
+
+
+def nonfinite(result: Any, depth: int = 3) -> str | None:
+    """``"NaN"`` / ``"infinite"`` when a float array in ``result`` is not finite, looking through
+    dataclass fields, lists and tuples up to ``depth`` levels; else None."""
+    import dataclasses
+
+    import numpy as np
+
+    if isinstance(result, np.ndarray):
+        if result.dtype.kind == "f" and result.size and not np.isfinite(result).all():
+            return "NaN" if np.isnan(result).any() else "infinite"
+        return None
+    if depth == 0:
+        return None
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        parts = [getattr(result, f.name) for f in dataclasses.fields(result)]
+    elif isinstance(result, (list, tuple)):
+        parts = list(result)
+    else:
+        return None
+    for part in parts:
+        bad = nonfinite(part, depth - 1)
+        if bad:
+            return bad
+    return None
+
+
+def _message(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, AudiotokError) else f"{type(exc).__name__}: {exc}"
+
+
+def _level_warning(info: AudioInfo) -> str | None:
+    peak = getattr(info, "peak", None)
+    if peak is not None and peak > 1.0:
+        return (f"peaks at {peak:.3g}, above full scale (1.0); it was used as it is, so scale it down "
+                "if that is not intended")
+    return None
+
+
+def _info_fields(info: AudioInfo) -> dict:
+    return {"duration": round(info.duration, 6), "sample_rate": info.sample_rate, "channels": info.channels}
+
+
+def plan(sources: list[Source], job: Any, *, overwrite: bool = False) -> list[dict]:
+    """What ``run`` would do with each source, without decoding audio or building a model: one
+    record per source with ``status`` ``todo`` (with its header ``duration``), ``skipped`` (output
+    exists) or ``error`` (would be refused: missing, unreadable header, duplicate output, segment
+    past the end...), and ``output`` where known."""
+    out = []
+    for src in sources:
+        rec: dict = {"input": src.path, **segment_fields(src)}
+        target = str(job.target(src)) if hasattr(job, "target") and not src.error else None
+        if src.error:
+            rec.update(status="error", error=src.error)
+        elif not overwrite and job.is_done(src):
+            rec.update(status="skipped", output=target)
+        else:
+            try:
+                info = probe_source(job, src)
+            except AudiotokError as exc:
+                rec.update(status="error", error=str(exc))
+            else:
+                rec.update(status="todo", output=target, **_info_fields(info))
+        out.append(rec)
+    return out
+
+
+def run_in_memory(adapter: Adapter, payloads: list) -> list:
+    """Every payload through ``adapter`` (run, then flush), results in input order; the first
+    per-item error is raised (the Python API's ``encode_many`` / ``embed_many``)."""
+    results = dict(adapter.run(list(enumerate(payloads))))
+    results.update(adapter.flush())
+    for i in range(len(payloads)):
+        if isinstance(results[i], Exception):
+            raise results[i]
+    return [results[i] for i in range(len(payloads))]

@@ -1,0 +1,97 @@
+"""Pipeline adapters for the LM commands (the engine's ``run`` / ``flush`` / ``reset`` shape).
+
+``LMFeatures`` tokenises audio with the same ``CodecEncoder`` ``encode`` uses and adds the causal
+log-mel of the same samples; ``ScoreAdapter`` scores those with one or more LMs. Scores use
+fixed-shape windows, so they do not depend on which files share a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..codecs.encodec import CodecEncoder, EncodedItem, WithAudio
+from .mel import causal_log_mel
+from .scoring import FrameScores, WindowScorer
+
+
+@dataclass
+class LMItem:
+    codes: np.ndarray  # int16 [n_q, T]
+    mel: np.ndarray | None  # float32 [T, 80] raw log-mel
+    n_samples: int
+    latent: np.ndarray | None = None  # float32 [T, D]: the codec encoder's output the codes quantise
+
+
+class LMFeatures(WithAudio):
+    """Audio ``[1, N]`` at 24 kHz -> ``LMItem`` (codes through the codec adapter, mel alongside).
+
+    ``with_latent`` also keeps the codec's latent (the encoder output before quantisation, one
+    ``[D]`` vector per code frame: the planted signal of the positive control). It is the whole-file
+    encoder output of the same samples; the streamed codes are its quantisation (tested)."""
+
+    def __init__(self, encoder: CodecEncoder, with_mel: bool, with_latent: bool = False):
+        super().__init__(encoder)
+        self.with_mel = with_mel
+        self.with_latent = with_latent
+
+    def combine(self, audio, item: EncodedItem) -> LMItem:
+        mel = causal_log_mel(audio[0]).numpy() if self.with_mel else None
+        latent = codec_latent(self.encoder, audio) if self.with_latent else None
+        return LMItem(item.codes, mel, item.n_samples, latent)
+
+
+def codec_latent(encoder: CodecEncoder, audio: np.ndarray) -> np.ndarray:
+    """The latent ``[T, D]`` of mono audio ``[1, N]`` at the codec's rate (streamed codecs only)."""
+    import torch
+
+    if not encoder.streaming:
+        raise ValueError(f"the latent is kept for streamed codecs only, not {encoder.name}")
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(encoder.device)
+        z = encoder.model.encoder(x)[0].T  # [T, D]
+    return np.ascontiguousarray(z.float().cpu().numpy())
+
+
+@dataclass
+class ScoreResult:
+    item: LMItem
+    scores: list[FrameScores]  # one per scorer
+
+
+class ScoreAdapter:
+    """``LMFeatures`` (or codes already computed) followed by every scorer, over all files finished in a call."""
+
+    def __init__(self, features: LMFeatures, scorers: list, rows: int = 8):
+        self.features = features
+        self.scorers = [WindowScorer(s, rows=rows) for s in scorers]
+
+    def run(self, batch):
+        """``batch``: audio ``[1, N]`` (tokenised here) and ``lm_inputs.EncodedInput`` (codes read
+        from an ``encode`` output; only the mel is computed, from the same source samples)."""
+        from .inputs import EncodedInput
+
+        encoded = [(k, p) for k, p in batch if isinstance(p, EncodedInput)]
+        audio = [(k, p) for k, p in batch if not isinstance(p, EncodedInput)]
+        results = [(k, self._from_codes(p)) for k, p in encoded]
+        return self._score(results + (self.features.run(audio) if audio else []))
+
+    def _from_codes(self, p):
+        mel = causal_log_mel(p.audio[0]).numpy() if self.features.with_mel else None
+        return LMItem(p.codes, mel, p.n_samples)
+
+    def flush(self):
+        return self._score(self.features.flush())
+
+    def reset(self):
+        self.features.reset()
+
+    def _score(self, results):
+        ok = [(k, r) for k, r in results if not isinstance(r, Exception)]
+        out = [(k, r) for k, r in results if isinstance(r, Exception)]
+        if ok:
+            per_scorer = [ws.score([(r.codes, r.mel) for _, r in ok]) for ws in self.scorers]
+            for j, (key, item) in enumerate(ok):
+                out.append((key, ScoreResult(item, [scores[j] for scores in per_scorer])))
+        return out

@@ -1,1 +1,0 @@
-"""Model adapters: each turns prepared audio into per-item results and knows nothing about files."""
