@@ -77,16 +77,16 @@ def _assert_clean(out: Path, clean, names=("a", "b")) -> None:
 
 
 def test_a_link_planted_at_the_temp_name_redirects_nothing(tmp_path, monkeypatch):
-    from audiotok.engine import sinks
+    from audiotok import files
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     out = tmp_path / "out"
     out.mkdir()
     names = iter(["deadbeef", "cafef00d"])
-    monkeypatch.setattr(sinks.secrets, "token_hex", lambda n: next(names))
+    monkeypatch.setattr(files.secrets, "token_hex", lambda n: next(names))
     planted = out / f".x.npz.tmp-{os.getpid()}-deadbeef"
     planted.symlink_to(victim)
-    sinks.atomic_write(out / "x.npz", lambda f: f.write(b"new data"))
+    files.atomic_write(out / "x.npz", lambda f: f.write(b"new data"))
     assert victim.read_text() == "precious"
     assert (out / "x.npz").read_bytes() == b"new data" and not (out / "x.npz").is_symlink()
     assert planted.is_symlink()  # left alone, never written through
