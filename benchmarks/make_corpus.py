@@ -4,9 +4,15 @@ Everything comes from Debian packages, installed here with apt-get (pass ``--no-
 they are already there):
 
 - speech: the King James Bible (``bible-kjv``, public domain) read by several text-to-speech
-  voices, flite's (kal, kal16, awb, rms, slt) and espeak-ng's English variants. A passage is a
-  run of verses; each passage is read by one or two voices. Splits are **by book**: no text (so
-  no voice+text pair) of the test or validation split occurs in training.
+  voices, flite's (kal16, awb, rms, slt; kal too with ``--speech-rate 0``) and espeak-ng's English
+  variants. A passage is a run of verses; each passage is read by one or two voices. Splits are
+  **by book**: no text (so no voice+text pair) of the test or validation split occurs in training.
+  **One band for every voice**: the voices are synthesised at 8 (flite kal), 16 (the other flite
+  voices) or 22.05 kHz (espeak-ng), so each one's spectrum stops at its own upper edge and a model
+  reading the spectrum could tell the voice from it. Every voice is therefore resampled to one
+  rate, ``--speech-rate`` (default 14 kHz: the same anti-aliasing filter cuts every voice at 7 kHz),
+  and voices synthesised below that rate (flite kal, 8 kHz) are left out; ``--speech-rate 0``
+  keeps each voice's own rate (the corpus before this option).
 - music: MIDI files rendered with fluidsynth and the FluidR3 General MIDI soundfont
   (``fluid-soundfont-gm``): Planet Blupi's game music (``planetblupi-music-midi``), MMA's example
   songs (``mma``, grouped by folder: one folder is one tune in several arrangements), abcmidi's
@@ -14,7 +20,7 @@ they are already there):
   (each groove file's first groove over a seeded chord progression). Splits are by piece (group).
 
 Output (never commit it): ``OUT/{speech,music}/{train,val,test}/NAME.wav`` (16-bit mono at the
-voice's or 24 kHz rate) and ``OUT/manifest.json`` (every file with its split, voice, text or
+speech rate (the voice's own with ``--speech-rate 0``) or 24 kHz) and ``OUT/manifest.json`` (every file with its split, voice, text or
 piece, duration, and the package versions). The same arguments give the same corpus.
 
     python benchmarks/make_corpus.py /tmp/corpus --minutes 50
@@ -97,7 +103,8 @@ def passages(book: str, words: int) -> list[tuple[str, str]]:
     return out
 
 
-def speak(voice: str, text: str, path: Path) -> float:
+def synthesise(voice: str, text: str) -> tuple[np.ndarray, int]:
+    """The voice's audio for ``text`` at the rate it synthesises."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
         txt = Path(tmp) / "text.txt"
@@ -108,11 +115,39 @@ def speak(voice: str, text: str, path: Path) -> float:
             cmd = ["espeak-ng", "-v", voice[7:], "-f", str(txt), "-w", str(raw)]
         subprocess.run(cmd, check=True, capture_output=True)
         audio, rate = sf.read(raw, dtype="float32")
+    return (audio.mean(axis=1) if audio.ndim == 2 else audio), rate
+
+
+def to_rate(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """``audio`` resampled from ``rate`` to ``target`` (soxr: its low-pass sits at the same place
+    below ``target / 2`` whatever the input rate, so every voice ends at one upper edge)."""
+    import soxr
+
+    return soxr.resample(audio.astype(np.float32), rate, target, quality="VHQ").astype(np.float32)
+
+
+def speak(voice: str, text: str, path: Path, speech_rate: int) -> float:
+    audio, rate = synthesise(voice, text)
+    if speech_rate:
+        audio, rate = to_rate(audio, rate, speech_rate), speech_rate
     return write_mono(path, audio, rate)
 
 
-def build_speech(out: Path, minutes: float, rng: random.Random, words: int, log) -> list[dict]:
+def speech_voices(speech_rate: int, log) -> list[str]:
+    """Every voice; with a speech rate, only those synthesising at that rate or above (a voice
+    below it lacks the top of the band the others keep)."""
     voices = [f"flite-{v}" for v in FLITE_VOICES] + [f"espeak-{v}" for v in ESPEAK_VOICES]
+    if not speech_rate:
+        return voices
+    rates = {v: synthesise(v, "One band.")[1] for v in voices}
+    dropped = [v for v in voices if rates[v] < speech_rate]
+    if dropped:
+        log(f"speech: left out {', '.join(dropped)} (synthesised below {speech_rate} Hz)")
+    return [v for v in voices if rates[v] >= speech_rate]
+
+
+def build_speech(out: Path, minutes: float, rng: random.Random, words: int, log, speech_rate: int = 0) -> list[dict]:
+    voices = speech_voices(speech_rate, log)
     share = {"train": 0.7, "val": 0.1, "test": 0.2}
     books = {"train": TRAIN_BOOKS, "val": VAL_BOOKS, "test": TEST_BOOKS}
     items = []
@@ -126,7 +161,7 @@ def build_speech(out: Path, minutes: float, rng: random.Random, words: int, log)
                 break
             for voice in rng.sample(voices, 2 if rng.random() < 0.25 else 1):
                 path = out / "speech" / split / f"{voice}__{tid}.wav"
-                dur = speak(voice, text, path)
+                dur = speak(voice, text, path, speech_rate)
                 items.append({"path": str(path.relative_to(out)), "domain": "speech", "split": split,
                               "voice": voice, "text": tid, "duration": round(dur, 3)})
                 total += dur
@@ -221,6 +256,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--passage-words", type=int, default=80, help="words per speech passage (~30 s)")
     ap.add_argument("--max-piece-seconds", type=float, default=60.0, help="music pieces are cut to this length")
+    ap.add_argument("--speech-rate", type=int, default=14000,
+                    help="every voice resampled to this rate, so all share one band (0: each voice's own rate)")
     ap.add_argument("--no-install", action="store_true", help="do not apt-get install the packages")
     args = ap.parse_args()
     out = Path(args.out)
@@ -233,9 +270,10 @@ def main() -> None:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    items = build_speech(out, args.minutes, random.Random(args.seed), args.passage_words, log)
+    items = build_speech(out, args.minutes, random.Random(args.seed), args.passage_words, log, args.speech_rate)
     items += build_music(out, args.minutes, random.Random(args.seed + 1), args.max_piece_seconds, log)
     manifest = {"seed": args.seed, "minutes": args.minutes, "passage_words": args.passage_words,
+                "speech_rate": args.speech_rate,
                 "max_piece_seconds": args.max_piece_seconds, "packages": versions(), "files": items}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     for dom in ("speech", "music"):

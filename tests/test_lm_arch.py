@@ -140,7 +140,7 @@ def test_controls_are_built_by_the_same_code_path():
     real = arm_options("whisper-gpt", "micro", 8)
     shuffled = arm_options("whisper-gpt-shuffled", "micro", 8)
     leaky = arm_options("whisper-gpt-leaky", "micro", 8)
-    assert real[:3] == shuffled[:3] and (real[3], shuffled[3]) == (False, True)
+    assert real[:3] == shuffled[:3] and (real[3], shuffled[3]) == (None, "shuffle-mel")
     cfg_real = GPTConfig.make(real[0], real[1], **real[2]).to_dict()
     cfg_leak = GPTConfig.make(leaky[0], leaky[1], **leaky[2]).to_dict()
     assert {k for k in cfg_real if cfg_real[k] != cfg_leak[k]} == {"mel_lag"}

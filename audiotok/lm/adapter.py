@@ -21,18 +21,37 @@ class LMItem:
     codes: np.ndarray  # int16 [n_q, T]
     mel: np.ndarray | None  # float32 [T, 80] raw log-mel
     n_samples: int
+    latent: np.ndarray | None = None  # float32 [T, D]: the codec encoder's output the codes quantise
 
 
 class LMFeatures(WithAudio):
-    """Audio ``[1, N]`` at 24 kHz -> ``LMItem`` (codes through the codec adapter, mel alongside)."""
+    """Audio ``[1, N]`` at 24 kHz -> ``LMItem`` (codes through the codec adapter, mel alongside).
 
-    def __init__(self, encoder: CodecEncoder, with_mel: bool):
+    ``with_latent`` also keeps the codec's latent (the encoder output before quantisation, one
+    ``[D]`` vector per code frame: the planted signal of the positive control). It is the whole-file
+    encoder output of the same samples; the streamed codes are its quantisation (tested)."""
+
+    def __init__(self, encoder: CodecEncoder, with_mel: bool, with_latent: bool = False):
         super().__init__(encoder)
         self.with_mel = with_mel
+        self.with_latent = with_latent
 
     def combine(self, audio, item: EncodedItem) -> LMItem:
         mel = causal_log_mel(audio[0]).numpy() if self.with_mel else None
-        return LMItem(item.codes, mel, item.n_samples)
+        latent = codec_latent(self.encoder, audio) if self.with_latent else None
+        return LMItem(item.codes, mel, item.n_samples, latent)
+
+
+def codec_latent(encoder: CodecEncoder, audio: np.ndarray) -> np.ndarray:
+    """The latent ``[T, D]`` of mono audio ``[1, N]`` at the codec's rate (streamed codecs only)."""
+    import torch
+
+    if not encoder.streaming:
+        raise ValueError(f"the latent is kept for streamed codecs only, not {encoder.name}")
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(encoder.device)
+        z = encoder.model.encoder(x)[0].T  # [T, D]
+    return np.ascontiguousarray(z.float().cpu().numpy())
 
 
 class CodesOnly:

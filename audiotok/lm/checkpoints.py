@@ -19,7 +19,7 @@ from ..errors import UsageError, WeightsError
 from ..files import atomic_write
 from ..registry import get_codec
 from ..weights import check_finite, file_sha256, load_torch_file
-from .gpt import BOS, GPTConfig, aligned_mel, build_gpt, count_params
+from .gpt import BOS, FEATURES, GPTConfig, aligned_mel, build_gpt, count_params
 from .names import ARCHS, MODELS  # noqa: F401  (re-exported)
 from .tokenizer import tokenizer_spec
 
@@ -168,6 +168,8 @@ def _checked_config(path, raw: dict) -> GPTConfig:
     if cfg.dim % cfg.heads or (cfg.spec_heads and cfg.spec_dim % cfg.spec_heads):
         raise WeightsError(f"{path} has a model config whose width does not divide into its heads; "
                            "the checkpoint is damaged")
+    if cfg.features not in FEATURES:
+        raise WeightsError(f"{path} has features = {cfg.features!r} in its model config; the checkpoint is damaged")
     if cfg.arch not in MODELS or cfg.arch == "encodec-lm":
         raise WeightsError(f"{path} holds an unknown arch {cfg.arch!r}; the checkpoint is damaged")
     return cfg
@@ -200,6 +202,7 @@ class GPTScorer:
         self.uses_mel = self.model.uses_mel
         self.n_in = ckpt.config.n_codebooks
         self.mel_lag = ckpt.config.mel_lag
+        self.fill = ckpt.config.feature_fill
         self.tokenizer = ckpt.tokenizer
         self.identity = {"model": self.name, **ckpt.identity}
 
@@ -215,7 +218,7 @@ class GPTScorer:
         if self.uses_mel:
             if mel is None:
                 raise ValueError("whisper-gpt needs the mel of the audio")
-            m = aligned_mel(mel, self.mel_lag)
+            m = aligned_mel(mel, self.mel_lag, self.fill)
         return tokens, m, c[:1]
 
     @torch.inference_mode()
@@ -286,4 +289,8 @@ def load_scorer(model: str, checkpoint, codec, bandwidth: float | None, device: 
         tok = {**stored, "bandwidth": float(bw), "n_q": get_codec(stored["codec"]).n_codebooks(float(bw))}
     else:
         tok = tokenizer_info(codec, bw, list(stored.get("codebooks") or [0]))
-    return GPTScorer(load_checkpoint(checkpoint, model, tok, device), device)
+    ck = load_checkpoint(checkpoint, model, tok, device)
+    if ck.config.features != "mel":
+        raise WeightsError(f"checkpoint {checkpoint} is a positive-control model that reads the codec's latent "
+                           f"({ck.config.features}); `audiotok score` computes only the mel, so it cannot score it")
+    return GPTScorer(ck, device)

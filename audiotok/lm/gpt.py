@@ -19,6 +19,11 @@ docs/references.md (Whisper-GPT) and docs/score.md.
 position t carries m_t (the slice that ends where c_t's hop ends; its Hann window puts little weight
 on c_t's own 320 samples, so this leak is weak) or m_{t+1} (the window centred on c_t's samples: a
 strong leak).
+
+``features`` says what the branch reads per frame: ``mel`` (the causal log-mel, 80 bins) or
+``latent`` (the codec encoder's output before quantisation, ``n_mels`` = its width): the planted
+signal of the positive control. With ``mel_lag`` 0 the input predicting c_t then holds z_t, whose
+nearest level-0 codeword *is* c_t. Both go through the same branch and the same ``aligned_mel``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from .names import ARCHS, SIZES  # noqa: F401  (re-exported)
 VOCAB = 1024
 BOS = 1024
 FUSIONS = ("proj", "add", "legacy")
+# what the branch reads per frame -> the value of the slice at the BOS position (lag 1): a silent
+# log-mel slice for the mel, a zero vector for the codec latent
+FEATURES = {"mel": SILENCE_LOG_MEL, "latent": 0.0}
 DEFAULT_FUSION = "proj"
 CONTEXT = 256
 EMB_STD = 0.02  # init std of embeddings and linear weights (blocks.init_weights)
@@ -60,40 +68,61 @@ class GPTConfig:
     fusion: str = DEFAULT_FUSION
     mel_lag: int = 1
     n_codebooks: int = 1  # input codebooks (info-control: every codebook of the tokenizer)
+    features: str = "mel"  # what the branch reads: "mel" or "latent" (the positive control; FEATURES)
     extra: dict = field(default_factory=dict)
 
     @classmethod
     def make(cls, arch: str, size: str, context: int = CONTEXT, dropout: float = 0.1, fusion: str = DEFAULT_FUSION,
-             mel_lag: int = 1, n_codebooks: int = 1) -> GPTConfig:
+             mel_lag: int = 1, n_codebooks: int = 1, features: str = "mel", feature_dim: int | None = None,
+             shape: dict | None = None) -> GPTConfig:
+        """A config of ``size``; ``features`` / ``feature_dim``: what the branch reads and its width
+        (the mel: 80 bins; the latent: the codec's latent width, required); ``shape``: widths or
+        depths that replace the size's (the parameter-matched baseline, ``controls.matched_shape``)."""
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}")
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}")
         if mel_lag not in (-1, 0, 1):
             raise ValueError("mel_lag is 1 (causal), 0 or -1 (the leaky controls)")
+        if features not in FEATURES:
+            raise ValueError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
+        if features == "latent" and feature_dim is None:
+            raise ValueError("features 'latent' needs feature_dim (the codec latent's width)")
+        dims = dict(SIZES[size])
+        unknown = set(shape or {}) - set(dims)
+        if unknown:
+            raise ValueError(f"shape sets {sorted(unknown)}; it can set {', '.join(dims)}")
+        dims.update(shape or {})
         n = n_codebooks if arch == "info-control" else 1
         return cls(arch=arch, size=size, context=context, dropout=dropout, fusion=fusion, mel_lag=mel_lag,
-                   n_codebooks=n, **SIZES[size])
+                   n_codebooks=n, features=features, n_mels=feature_dim or MEL_BINS, **dims)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def uses_mel(self) -> bool:
+        """The model reads aligned per-frame features (the mel, or the latent of the positive control)."""
         return self.arch == "whisper-gpt"
 
+    @property
+    def feature_fill(self) -> float:
+        """The value of the feature slice at the BOS position (and of padding)."""
+        return FEATURES[self.features]
 
-def aligned_mel(mel: np.ndarray | torch.Tensor, lag: int = 1) -> torch.Tensor:
+
+def aligned_mel(mel: np.ndarray | torch.Tensor, lag: int = 1, fill: float = SILENCE_LOG_MEL) -> torch.Tensor:
     """The mel input of positions ``0..T-1`` for a file's raw log-mel ``[T, 80]``: position t
-    carries m_{t-lag}. With ``lag`` 1 that is m_{t-1} (a silence slice at the BOS position), so the
-    model predicting c_t has seen audio up to where c_{t-1} ends; ``lag`` 0 (leaky control) carries
-    m_t; ``lag`` -1 (strongly leaky control) m_{t+1}, the last position repeating the last slice."""
+    carries m_{t-lag}. With ``lag`` 1 that is m_{t-1} (a silence slice, ``fill``, at the BOS
+    position), so the model predicting c_t has seen audio up to where c_{t-1} ends; ``lag`` 0 (leaky
+    control) carries m_t; ``lag`` -1 (strongly leaky control) m_{t+1}, the last position repeating
+    the last slice. Any per-frame features ``[T, D]`` (the codec latent) are aligned the same way."""
     m = torch.as_tensor(np.asarray(mel), dtype=torch.float32)
     if lag == 0 or m.shape[0] == 0:
         return m
     if lag == -1:
         return torch.cat([m[1:], m[-1:]])
-    return torch.cat([torch.full((1, m.shape[-1]), SILENCE_LOG_MEL), m[:-1]])
+    return torch.cat([torch.full((1, m.shape[-1]), fill), m[:-1]])
 
 
 class AudioGPT(nn.Module):

@@ -81,7 +81,8 @@ class WindowScorer:
         self.rows = rows
 
     def score(self, items: list[tuple[np.ndarray, np.ndarray | None]]) -> list[FrameScores]:
-        """``items``: (codes ``[n_q, T]``, raw log-mel ``[T, 80]`` or None) -> per-file scores."""
+        """``items``: (codes ``[n_q, T]``, raw log-mel ``[T, 80]`` (or the features the model
+        reads) or None) -> per-file scores."""
         prepared = [self.scorer.inputs(codes, mel) for codes, mel in items]
         K = len(self.scorer.codebooks)
         results = []
@@ -104,7 +105,8 @@ class WindowScorer:
         for g in range(0, len(jobs), self.rows):
             group = jobs[g:g + self.rows]
             tokens = torch.zeros(self.rows, n_in, L, dtype=torch.long)
-            mel = torch.zeros(self.rows, L, 80) if sc.uses_mel else None
+            width = next((m.shape[-1] for _, m, _ in prepared if m is not None), 0)  # mel bins (or latent width)
+            mel = torch.zeros(self.rows, L, width) if sc.uses_mel else None
             offsets = torch.zeros(self.rows, dtype=torch.long)
             for r, (i, w) in enumerate(group):
                 tok, m, _ = prepared[i]

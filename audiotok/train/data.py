@@ -36,8 +36,9 @@ class CacheJob:
 
     def finish(self, source: Source, info, item) -> dict:
         def write(f, it):
+            extra = {} if it.latent is None else {"latent": it.latent.astype(np.float32)}
             np.savez(f, tokens=it.codes[0].astype(np.int16), codes=it.codes.astype(np.int16), mel=it.mel.astype(np.float32),
-                     n_samples=np.array(it.n_samples), source=np.array(source.display))
+                     n_samples=np.array(it.n_samples), source=np.array(source.display), **extra)
 
         return {"output": str(self.tree.write(source, write, item)), "frames": int(item.codes.shape[1])}
 
@@ -48,12 +49,13 @@ def cache_dir(root: Path, tokenizer: dict) -> Path:
 
 def read_cached(path: Path, ident: str, tokenizer: dict) -> Example:
     """A cached input: coarse tokens, every codebook (older caches hold codebook 0 only; the
-    information control then says so) and the raw mel."""
+    information control then says so), the raw mel and, when it was kept, the codec latent."""
     with np.load(path) as z:
         n = int(z["n_samples"])
         codes = z["codes"].astype(np.int16) if "codes" in z.files else None
+        latent = z["latent"].astype(np.float32) if "latent" in z.files else None
         return Example(ident, z["tokens"].astype(np.int16), z["mel"].astype(np.float32), n / tokenizer["sample_rate"],
-                       codes)
+                       codes, latent)
 
 
 def read_encoded(path: str, need_mel: bool, tokenizer: dict) -> Example:

@@ -29,14 +29,26 @@ from ..lm.scoring import WindowScorer, corpus_summary, file_scores
 
 @dataclass
 class Example:
-    """One file: coarse tokens ``[T]``, raw log-mel ``[T, 80]`` (None for token-only training) and,
-    for the information control, every codebook ``[n_q, T]``."""
+    """One file: coarse tokens ``[T]``, raw log-mel ``[T, 80]`` (None for token-only training),
+    for the information control every codebook ``[n_q, T]``, and for the positive control the
+    codec latent ``[T, D]`` (the encoder output the codes quantise)."""
 
     id: str
     tokens: np.ndarray
     mel: np.ndarray | None
     duration: float
     codes: np.ndarray | None = None
+    latent: np.ndarray | None = None
+
+    def features(self, kind: str) -> np.ndarray | None:
+        """The per-frame features a model reads (``GPTConfig.features``): ``mel`` or ``latent``."""
+        if kind == "mel":
+            return self.mel
+        if kind == "latent":
+            if self.latent is None:
+                raise ValueError(f"{self.id} has no codec latent (featurise it with the latent kept)")
+            return self.latent
+        raise ValueError(f"unknown features {kind!r}")
 
     def input_codes(self, n: int) -> np.ndarray:
         """The first ``n`` codebooks ``[n, T]`` (codebook 0 alone needs only ``tokens``)."""
@@ -79,9 +91,11 @@ def split_by_file(ids: list[str], fraction: float, seed: int) -> tuple[list[str]
     return [i for i in ids if i not in set(val)], val
 
 
-def mel_stats(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-bin mean and standard deviation of the training log-mel frames (the fixed affine)."""
-    frames = np.concatenate([e.mel for e in examples if e.mel is not None and len(e.mel)], axis=0).astype(np.float64)
+def mel_stats(examples: list[Example], kind: str = "mel") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and standard deviation of the training log-mel frames (the fixed affine); of
+    the codec latent's dimensions with ``kind`` ``latent``."""
+    feats = [e.features(kind) for e in examples]
+    frames = np.concatenate([f for f in feats if f is not None and len(f)], axis=0).astype(np.float64)
     mean, std = frames.mean(0), frames.std(0)
     return torch.from_numpy(mean).float(), torch.from_numpy(np.maximum(std, 1e-3)).float()
 
@@ -99,15 +113,20 @@ class CropSampler:
     """Random crops of ``context + 1`` positions, files drawn in proportion to their length.
 
     Tokens are ``[B, L]`` (``[B, K, L]`` when the model reads ``n_in`` > 1 codebooks); the mel of
-    input position i is ``aligned_mel(mel, mel_lag)[i]``, the alignment the scorer uses."""
+    input position i is ``aligned_mel(mel, mel_lag)[i]``, the alignment the scorer uses. With
+    ``features`` ``latent`` the codec latent takes the mel's place (same alignment; ``fill`` at BOS)."""
 
-    def __init__(self, examples: list[Example], context: int, uses_mel: bool, mel_lag: int = 1, n_in: int = 1):
-        self.context, self.uses_mel, self.n_in = context, uses_mel, n_in
+    def __init__(self, examples: list[Example], context: int, uses_mel: bool, mel_lag: int = 1, n_in: int = 1,
+                 features: str = "mel", fill: float = SILENCE_LOG_MEL):
+        self.context, self.uses_mel, self.n_in, self.fill = context, uses_mel, n_in, fill
         self.seqs = []
+        self.width = MEL_BINS
         for e in examples:
             codes = e.input_codes(n_in).astype(np.int64)
             tok = np.concatenate([np.full((n_in, 1), BOS), codes], axis=1)
-            mel = aligned_mel(e.mel, mel_lag).numpy() if uses_mel else None
+            mel = aligned_mel(e.features(features), mel_lag, fill).numpy() if uses_mel else None
+            if mel is not None:
+                self.width = mel.shape[-1]
             self.seqs.append((tok, mel))
         lengths = np.array([t.shape[1] - 1 for t, _ in self.seqs], dtype=np.float64)
         self.weights = torch.from_numpy(lengths / lengths.sum())
@@ -116,7 +135,7 @@ class CropSampler:
         L = self.context
         tokens = torch.full((batch, self.n_in, L), BOS, dtype=torch.long)
         targets = torch.full((batch, L), -100, dtype=torch.long)
-        mel = torch.full((batch, L, MEL_BINS), SILENCE_LOG_MEL) if self.uses_mel else None
+        mel = torch.full((batch, L, self.width), self.fill) if self.uses_mel else None
         files = torch.multinomial(self.weights, batch, replacement=True, generator=gen).tolist()
         for b, f in enumerate(files):
             tok, m = self.seqs[f]
@@ -145,7 +164,7 @@ def score_examples(model: torch.nn.Module, cfg: GPTConfig, tokenizer: dict, exam
                    device: torch.device, rows: int = 8) -> list[dict]:
     """Per-file score records of ``examples`` (``audiotok score``'s windows and fields)."""
     scorer = GPTScorer(LMCheckpoint(model, cfg, tokenizer, {}), device)
-    items = [(e.input_codes(cfg.n_codebooks), e.mel) for e in examples]
+    items = [(e.input_codes(cfg.n_codebooks), e.features(cfg.features)) for e in examples]
     scores = WindowScorer(scorer, rows=rows).score(items)
     return [{"status": "ok", "id": e.id, "duration": e.duration,
              **file_scores(fs, e.duration, tokenizer["frame_rate"])} for e, fs in zip(examples, scores)]
@@ -163,7 +182,8 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
 
     ``stop_after``: leave after that many steps of this run, with a checkpoint to ``resume`` from
     (time-sliced jobs); the schedule still runs to ``tcfg.steps``. ``model_options``: extra
-    ``GPTConfig.make`` arguments (``fusion``, ``mel_lag``, ``n_codebooks``). ``val_examples``: a
+    ``GPTConfig.make`` arguments (``fusion``, ``mel_lag``, ``n_codebooks``, ``features`` /
+    ``feature_dim``, ``shape``). ``val_examples``: a
     validation set chosen by the caller (then ``tcfg.val_fraction`` is not used). With
     ``tcfg.patience``, training stops after that many validations without a better validation NLL,
     and the checkpoint holds the weights of the best validation."""
@@ -208,7 +228,7 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
         history = list(ck.training.get("history", []))
         opt_state = ck.optimizer
     elif model.uses_mel:
-        mean, std = mel_stats(train_set)
+        mean, std = mel_stats(train_set, cfg.features)
         model.mel_mean.copy_(mean)
         model.mel_std.copy_(std)
     model.to(device).train()
@@ -233,7 +253,8 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
 
             raise UsageError(f"{exc}; give encode outputs or audio at that bandwidth (delete an older feature "
                              "cache so that it is rebuilt with every codebook)") from None
-    sampler = CropSampler(train_set, context, model.uses_mel, cfg.mel_lag, cfg.n_codebooks)
+    sampler = CropSampler(train_set, context, model.uses_mel, cfg.mel_lag, cfg.n_codebooks, cfg.features,
+                          cfg.feature_fill)
     train_tokens = sum(len(e.tokens) for e in train_set)
     steps_per_epoch = max(1, math.ceil(train_tokens / (tcfg.batch_size * share.world * context)))
     eval_every = tcfg.eval_every or steps_per_epoch
