@@ -59,12 +59,12 @@ from audiotok.lm.checkpoints import count_params, tokenizer_info  # noqa: E402
 from audiotok.lm.gpt import FUSIONS  # noqa: E402
 from audiotok.lm.tokenizer import tokenizer_spec  # noqa: E402
 from audiotok.registry import get_codec  # noqa: E402
-from audiotok.train.controls import ARMS, arm_options, kmeans_mel_tokens, shuffle_mel  # noqa: E402
-from audiotok.train.count_lm import fit_count_lm  # noqa: E402
 from audiotok.train.data import CacheJob, cache_dir, read_cached  # noqa: E402
 from audiotok.train.lm import TrainConfig, score_examples, train  # noqa: E402
-from audiotok.train.paired import paired_difference_seeds  # noqa: E402
 from audiotok.weights import ENCODEC_CHECKPOINTS, hub_checkpoint_dir  # noqa: E402
+from benchmarks.lmexp.controls import ARMS, arm_options, kmeans_mel_tokens, shuffle_mel  # noqa: E402
+from benchmarks.lmexp.count_lm import fit_count_lm  # noqa: E402
+from benchmarks.lmexp.paired import paired_difference_seeds  # noqa: E402
 
 SHARES = {"train": 0.7, "val": 0.1, "test": 0.2}
 DEFAULT_ARMS = "token-gpt,token-gpt-matched,whisper-gpt,whisper-gpt-shuffled,latent-lag0,latent-lag1,info-control"

@@ -10,8 +10,8 @@ import torch
 from audiotok.errors import WeightsError
 from audiotok.lm.checkpoints import GPTScorer, LMCheckpoint, load_checkpoint, save_checkpoint
 from audiotok.lm.gpt import BOS, SIZES, GPTConfig, aligned_mel, build_gpt, count_params
-from audiotok.train.controls import ARMS, arm_options, shuffle_mel
 from audiotok.train.lm import Example
+from benchmarks.lmexp.controls import ARMS, arm_options, shuffle_mel
 
 TOKENIZER = {"codec": "encodec_24khz", "sample_rate": 24000, "frame_rate": 75, "bandwidth": 6.0, "n_q": 8,
              "codebooks": [0], "codec_checkpoint": "encodec_24khz-d7cc33bc.th", "codec_sha256": "ab" * 8}

@@ -12,9 +12,9 @@ import torch
 
 from audiotok.errors import UsageError
 from audiotok.lm.checkpoints import load_checkpoint
-from audiotok.train.count_lm import CountLM, fit_count_lm
 from audiotok.train.lm import Example, TrainConfig, evaluate, train
-from audiotok.train.paired import paired_difference
+from benchmarks.lmexp.count_lm import CountLM, fit_count_lm
+from benchmarks.lmexp.paired import paired_difference
 
 from .conftest import shared_path
 

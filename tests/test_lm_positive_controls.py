@@ -18,10 +18,10 @@ from audiotok.lm.adapter import LMFeatures
 from audiotok.lm.checkpoints import load_checkpoint, load_scorer, save_checkpoint, tokenizer_info
 from audiotok.lm.gpt import SIZES, GPTConfig, aligned_mel, build_gpt, count_params
 from audiotok.testing import random_encodec, synthetic_audio
-from audiotok.train.controls import arm_options, kmeans_mel_tokens, matched_shape
 from audiotok.train.data import CacheJob, cache_dir, read_cached
 from audiotok.train.lm import CropSampler, Example, TrainConfig, evaluate, train
-from audiotok.train.paired import paired_difference, paired_difference_seeds
+from benchmarks.lmexp.controls import arm_options, kmeans_mel_tokens, matched_shape
+from benchmarks.lmexp.paired import paired_difference, paired_difference_seeds
 
 from .conftest import write_wav
 

@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .lm import Example
+from audiotok.train.lm import Example
 
 # arm -> (arch, size override or None, GPTConfig options, what is done to the data: None,
 # "shuffle-mel" (each file's mel from another file) or "kmeans-mel" (tokens = k-means cluster of m_t))
@@ -67,7 +67,7 @@ def matched_shape(size: str, fusion: str | None = None) -> dict:
     """The token-only model with the hybrid's parameter count: the size's backbone made wider
     (``dim`` a multiple of the heads, ``ff`` = the size's ff/dim ratio x ``dim``), at the width whose
     count is closest to whisper-gpt's of ``size``. Returns the ``GPTConfig.make(shape=...)`` dict."""
-    from ..lm.gpt import DEFAULT_FUSION, SIZES, GPTConfig, build_gpt, count_params
+    from audiotok.lm.gpt import DEFAULT_FUSION, SIZES, GPTConfig, build_gpt, count_params
 
     dims = SIZES[size]
     target = count_params(build_gpt(GPTConfig.make("whisper-gpt", size, fusion=fusion or DEFAULT_FUSION)))
