@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from audiotok.lm.checkpoints import load_checkpoint
-from audiotok.train.lm import Example, TrainConfig, lr_at, split_by_file, train
+from audiotok.train.lm import Example, TrainConfig, lr_at, train
+from audiotok.train.loop import split_by_file
 
 TOKENIZER = {"codec": "encodec_24khz", "sample_rate": 24000, "frame_rate": 75, "bandwidth": 6.0, "n_q": 8,
              "codebooks": [0], "codec_checkpoint": "x.th", "codec_sha256": "0" * 16}

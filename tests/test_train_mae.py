@@ -11,7 +11,7 @@ import torch
 
 from audiotok.embedders.encodecmae import LoadedCheckpoint, build_model, load_mae
 from audiotok.testing import synthetic_audio
-from audiotok.train.lm import split_by_file
+from audiotok.train.loop import split_by_file
 from audiotok.train.mae import (
     MaeExample,
     MaeTrainConfig,

@@ -158,7 +158,7 @@ def run(o: TrainMaeOptions, log, progress: bool | None = None) -> tuple[list[tup
                           optimizer=o.optimizer, init=o.init, keep_steps=tuple(sorted(set(o.keep_steps))))
     st = None
     if teacher is not None:
-        from ..train.lm import split_by_file
+        from ..train.loop import split_by_file
 
         if o.resume:
             centroids = read_training_checkpoint(o.out).get("centroids")

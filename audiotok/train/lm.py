@@ -1,4 +1,5 @@
-"""Training loop for Whisper-GPT and the token-only GPT on in-memory (tokens, mel) arrays.
+"""Training Whisper-GPT and the token-only GPT on in-memory (tokens, mel) arrays (the step loop,
+schedule and torchrun setup are `loop.py`'s, shared with `train mae`).
 
 Random crops of ``context + 1`` positions of ``[BOS, c_0 .. c_T-1]`` (with the silence slice and
 the aligned mel slices), AdamW (betas 0.9/0.95, weight decay 0.1 on matrices), linear warmup then
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -21,10 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.progress import plural
+from ..errors import UsageError
 from ..lm.checkpoints import GPTScorer, LMCheckpoint, load_checkpoint, save_checkpoint
 from ..lm.gpt import BOS, GPTConfig, aligned_mel, build_gpt
 from ..lm.mel import MEL_BINS, SILENCE_LOG_MEL
 from ..lm.scoring import WindowScorer, corpus_summary, file_scores
+from .loop import ProgressBar, adamw, distributed, run_steps, split_by_file, warmup_cosine
 
 
 @dataclass
@@ -80,17 +82,6 @@ class TrainConfig:
         return self.warmup if self.warmup is not None else max(1, min(200, self.steps // 20))
 
 
-def split_by_file(ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Seeded held-out split by file: (train ids, validation ids); validation is empty when
-    ``fraction`` is 0 or there is only one file."""
-    ids = sorted(ids)
-    n_val = 0 if fraction <= 0 or len(ids) < 2 else min(len(ids) - 1, max(1, round(fraction * len(ids))))
-    shuffled = ids[:]
-    random.Random(seed).shuffle(shuffled)
-    val = sorted(shuffled[:n_val])
-    return [i for i in ids if i not in set(val)], val
-
-
 def mel_stats(examples: list[Example], kind: str = "mel") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-bin mean and standard deviation of the training log-mel frames (the fixed affine); of
     the codec latent's dimensions with ``kind`` ``latent``."""
@@ -102,11 +93,7 @@ def mel_stats(examples: list[Example], kind: str = "mel") -> tuple[torch.Tensor,
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at the last step."""
-    w = cfg.warmup_steps()
-    if step < w:
-        return cfg.lr * (step + 1) / w
-    progress = min(1.0, (step - w) / max(1, cfg.steps - w))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return warmup_cosine(step, lr=cfg.lr, steps=cfg.steps, warmup=cfg.warmup_steps(), min_lr_ratio=cfg.min_lr_ratio)
 
 
 class CropSampler:
@@ -170,10 +157,6 @@ def score_examples(model: torch.nn.Module, cfg: GPTConfig, tokenizer: dict, exam
              **file_scores(fs, e.duration, tokenizer["frame_rate"])} for e, fs in zip(examples, scores)]
 
 
-def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + rank * 100_003 + step)
-
-
 def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: str | os.PathLike,
           tcfg: TrainConfig, context: int = 256, device: torch.device | None = None, resume: bool = False,
           log: Callable[[str], None] = print, progress: bool = True, stop_after: int | None = None,
@@ -187,16 +170,8 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
     validation set chosen by the caller (then ``tcfg.val_fraction`` is not used). With
     ``tcfg.patience``, training stops after that many validations without a better validation NLL,
     and the checkpoint holds the weights of the best validation."""
-    from ..engine.distributed import current_share
-
-    share = current_share()
     device = device or torch.device("cpu")
-    ddp = share.world > 1
-    if ddp:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist = distributed(device)
     if val_examples is None:
         ids = [e.id for e in examples]
         train_ids, val_ids = split_by_file(ids, tcfg.val_fraction, tcfg.seed)
@@ -215,13 +190,9 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
     if resume and os.path.exists(out):
         ck = load_checkpoint(out, arch, tokenizer)
         if ck.config.to_dict() != cfg.to_dict():
-            from ..errors import UsageError
-
             raise UsageError(f"--resume: {out} holds a {ck.config.size} model with context {ck.config.context}; "
                              "pass the same --size and --context it was trained with")
         if ck.training.get("val_files") != val_ids:
-            from ..errors import UsageError
-
             raise UsageError(f"--resume: the inputs, --val-fraction or --seed differ from the run that wrote {out}")
         model = ck.model
         start_step = int(ck.training.get("step", 0))
@@ -233,116 +204,83 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
         model.mel_std.copy_(std)
     model.to(device).train()
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tcfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=tcfg.lr, betas=tcfg.betas)
+    opt = adamw(model.parameters(), lr=tcfg.lr, betas=tcfg.betas, weight_decay=tcfg.weight_decay)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
-    net = model
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = dist.wrap(model, device)
 
     for e in (*train_set, *val_set):
         try:
             e.input_codes(cfg.n_codebooks)
         except ValueError as exc:
-            from ..errors import UsageError
-
             raise UsageError(f"{exc}; give encode outputs or audio at that bandwidth (delete an older feature "
                              "cache so that it is rebuilt with every codebook)") from None
     sampler = CropSampler(train_set, context, model.uses_mel, cfg.mel_lag, cfg.n_codebooks, cfg.features,
                           cfg.feature_fill)
     train_tokens = sum(len(e.tokens) for e in train_set)
-    steps_per_epoch = max(1, math.ceil(train_tokens / (tcfg.batch_size * share.world * context)))
+    steps_per_epoch = max(1, math.ceil(train_tokens / (tcfg.batch_size * dist.world * context)))
     eval_every = tcfg.eval_every or steps_per_epoch
     training = {"step": start_step, "steps": tcfg.steps, "train_config": asdict(tcfg), "context": context,
-                "world_size": share.world, "train_files": train_ids, "val_files": val_ids,
+                "world_size": dist.world, "train_files": train_ids, "val_files": val_ids,
                 "steps_per_epoch": steps_per_epoch, "eval_every": eval_every, "history": history}
     stopper = _EarlyStop(tcfg.patience if val_set else None)
 
     def save(step: int) -> None:
-        if share.rank == 0:
+        if dist.rank == 0:
             training["step"] = step
             save_checkpoint(out, model, cfg, tokenizer, training, opt.state_dict())
 
-    if share.rank == 0:
+    def step_loss(step: int, gen: torch.Generator):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))  # dropout
+        tokens, mel, targets = sampler.sample(tcfg.batch_size, gen)
+        logits = net(tokens.to(device), mel.to(device) if mel is not None else None)
+        loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.to(device).reshape(-1),
+                                   ignore_index=-100, reduction="sum")
+        stat = dist.sum_(torch.tensor([loss_sum.item(), float(int((targets != -100).sum()))]))
+        # mean over every token of every rank (DDP averages gradients over ranks)
+        return loss_sum / max(1.0, float(stat[1]) / dist.world), float(stat[0]), int(stat[1])
+
+    def validate(step: int, train_nll: float) -> bool:
+        epoch = math.ceil(step / steps_per_epoch)
+        entry = {"epoch": epoch, "step": step, "train_nll": train_nll}
+        early = False
+        if dist.rank == 0:
+            val = evaluate(model, cfg, tokenizer, val_set, device)
+            if val:
+                entry.update(val_nll=val["nll"], val_accuracy=val["accuracy"], val_perplexity=val["perplexity"])
+                early = stopper.update(val["nll"], step, model)
+            history.append(entry)
+            msg = f"epoch {epoch} (step {step}/{tcfg.steps}): train nll {entry['train_nll']:.4f}"
+            if val:
+                msg += f", val nll {val['nll']:.4f} (ppl {val['perplexity']:.2f}, acc {val['accuracy']:.3f})"
+            bar.log(msg)
+            if not early:
+                save(step)
+        early = dist.broadcast_flag(early)
+        dist.barrier()
+        return early
+
+    if dist.rank == 0:
         log(f"{arch} {size}: {sum(p.numel() for p in model.parameters()):,} parameters; "
             f"{plural(len(train_set), 'training file')} ({train_tokens:,} tokens), "
             f"{plural(len(val_set), 'validation file')}; "
             f"{steps_per_epoch} steps per epoch; steps {start_step}..{tcfg.steps}")
-    bar = _Bar(tcfg.steps, start_step, enabled=progress and share.rank == 0)
-    nats, count = 0.0, 0
+    bar = ProgressBar(tcfg.steps, start_step, enabled=progress and dist.rank == 0)
     with bar:
-        for step in range(start_step, tcfg.steps):
-            gen = _step_generator(tcfg.seed, share.rank, step)
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))  # dropout
-            tokens, mel, targets = sampler.sample(tcfg.batch_size, gen)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, tcfg)
-            logits = net(tokens.to(device), mel.to(device) if mel is not None else None)
-            loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.to(device).reshape(-1),
-                                       ignore_index=-100, reduction="sum")
-            n = int((targets != -100).sum())
-            stat = torch.tensor([loss_sum.item(), float(n)])
-            if ddp:
-                import torch.distributed as dist
-
-                dist.all_reduce(stat)
-            # mean over every token of every rank (DDP averages gradients over ranks)
-            loss = loss_sum / max(1.0, float(stat[1]) / share.world)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
-            opt.step()
-            nats += float(stat[0])
-            count += int(stat[1])
-            bar.update(step + 1, nats / max(1, count), lr_at(step, tcfg))
-            last = step + 1 == tcfg.steps
-            stop = stop_after is not None and step + 1 - start_step >= stop_after
-            if (step + 1) % eval_every == 0 or last or stop:
-                epoch = math.ceil((step + 1) / steps_per_epoch)
-                entry = {"epoch": epoch, "step": step + 1, "train_nll": nats / max(1, count)}
-                early = False
-                if share.rank == 0:
-                    val = evaluate(model, cfg, tokenizer, val_set, device)
-                    if val:
-                        entry.update(val_nll=val["nll"], val_accuracy=val["accuracy"], val_perplexity=val["perplexity"])
-                        early = stopper.update(val["nll"], step + 1, model)
-                    history.append(entry)
-                    msg = f"epoch {epoch} (step {step + 1}/{tcfg.steps}): train nll {entry['train_nll']:.4f}"
-                    if val:
-                        msg += f", val nll {val['nll']:.4f} (ppl {val['perplexity']:.2f}, acc {val['accuracy']:.3f})"
-                    bar.log(msg)
-                    if not early:
-                        save(step + 1)
-                nats, count = 0.0, 0
-                if ddp:
-                    import torch.distributed as dist
-
-                    flag = torch.tensor([float(early)])
-                    dist.broadcast(flag, 0)
-                    early = bool(flag.item())
-                    dist.barrier()
-                if early:
-                    break
-            if stop:
-                break
-    if stopper.best_state is not None and share.rank == 0:
+        last = run_steps(start=start_step, steps=tcfg.steps, seed=tcfg.seed, rank=dist.rank, opt=opt,
+                         lr_of=lambda step: lr_at(step, tcfg), step_loss=step_loss, clip=tcfg.clip,
+                         clip_params=list(model.parameters()), bar=bar, eval_due=lambda s: s % eval_every == 0,
+                         validate=validate, stop_after=stop_after)
+    if stopper.best_state is not None and dist.rank == 0:
         model.load_state_dict(stopper.best_state)
         training["early_stopping"] = {"best_step": stopper.best_step, "best_val_nll": stopper.best,
-                                      "stopped_at": step + 1, "patience": tcfg.patience}
+                                      "stopped_at": last, "patience": tcfg.patience}
         bar.log(f"early stopping: validation NLL best at step {stopper.best_step} ({stopper.best:.4f}); "
                 "the checkpoint holds those weights")
-        save(step + 1)
+        save(last)
     if start_step >= tcfg.steps:
         save(start_step)
-    if ddp:
-        import torch.distributed as dist
-
-        dist.barrier()
+    dist.barrier()
     model.eval()
     return LMCheckpoint(model, cfg, tokenizer, training, str(out))
 
@@ -364,41 +302,3 @@ class _EarlyStop:
             return False
         self.bad += 1
         return self.bad >= self.patience
-
-
-class _Bar:
-    """A rich progress bar on stderr (steps, running train NLL, learning rate)."""
-
-    def __init__(self, total: int, done: int, enabled: bool):
-        self.enabled, self.total, self.done = enabled, total, done
-        self._p = None
-
-    def __enter__(self):
-        if self.enabled:
-            import sys
-
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                               console=Console(file=sys.stderr, highlight=False))
-            self._p.__enter__()
-            self._task = self._p.add_task("train", total=self.total, completed=self.done, info="")
-        return self
-
-    def __exit__(self, *exc):
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def update(self, step: int, nll: float, lr: float) -> None:
-        if self._p is not None:
-            self._p.update(self._task, completed=step, info=f"nll {nll:.4f}  lr {lr:.2e}")
-
-    def log(self, msg: str) -> None:
-        if self._p is not None:
-            self._p.console.print(msg)
-        else:
-            import sys
-
-            print(msg, file=sys.stderr, flush=True)

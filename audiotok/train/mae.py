@@ -1,4 +1,4 @@
-"""Training loop for EnCodecMAE (``audiotok train mae``): masked prediction of the EnCodec codes
+"""Training EnCodecMAE (``audiotok train mae``; the step loop is ``loop.py``'s): masked prediction of the EnCodec codes
 (stage 1) or of k-means cluster ids of a teacher's last-layer x0 stream (stage 2, self-training).
 
 Random crops of ``crop_seconds`` (aligned to the codec's 320-sample frames, so a crop's targets are
@@ -29,7 +29,7 @@ from ..embedders.encodecmae import SAMPLE_RATE, EncodecMAE
 from ..errors import UsageError, WeightsError
 from ..lm.names import MAE_INITS as INITS
 from ..lm.names import MAE_OPTIMIZERS as OPTIMIZERS
-from .lm import _Bar, _step_generator, lr_at, split_by_file
+from .loop import ProgressBar, adamw, distributed, run_steps, split_by_file, warmup_cosine
 from .mae_net import (
     IMPORTS,
     MaeTrainer,
@@ -111,14 +111,12 @@ def make_optimizer(model: torch.nn.Module, tcfg: MaeTrainConfig):
     if tcfg.optimizer not in OPTIMIZERS:
         raise UsageError(f"--optimizer {tcfg.optimizer!r} is not valid; choose {' or '.join(OPTIMIZERS)}")
     trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = adamw(trainable, lr=tcfg.lr, betas=tcfg.betas, weight_decay=tcfg.weight_decay,
+                decay_vectors=tcfg.optimizer == "reference")
     if tcfg.optimizer == "reference":
-        opt = torch.optim.AdamW(trainable, lr=tcfg.lr, betas=tcfg.betas, weight_decay=tcfg.weight_decay)
         return opt, lambda step: tcfg.lr
-    decay = [p for p in trainable if p.dim() >= 2]
-    no_decay = [p for p in trainable if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tcfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=tcfg.lr, betas=tcfg.betas)
-    return opt, lambda step: lr_at(step, tcfg)
+    return opt, lambda step: warmup_cosine(step, lr=tcfg.lr, steps=tcfg.steps, warmup=tcfg.warmup_steps(),
+                                           min_lr_ratio=tcfg.min_lr_ratio)
 
 
 # --- batches -----------------------------------------------------------------------------------
@@ -408,16 +406,8 @@ def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec
     """Train (or resume) an EnCodecMAE and write its checkpoint to ``out``; returns the model.
 
     ``stop_after``: leave after that many steps of this run, with a checkpoint to ``resume`` from."""
-    from ..engine.distributed import current_share
-
-    share = current_share()
     device = device or torch.device("cpu")
-    ddp = share.world > 1
-    if ddp:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist = distributed(device)
     train_ids, val_ids = split_by_file([e.id for e in examples], tcfg.val_fraction, tcfg.seed)
     by_id = {e.id: e for e in examples}
     train_set = [by_id[i] for i in train_ids]
@@ -449,7 +439,7 @@ def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec
             raise UsageError(f"--resume: the k-means centroids differ from those saved in {out}")
     elif self_training is not None and self_training.teacher_state is not None:
         loaded, skipped = start_from_teacher(model, self_training.teacher_state)
-        if share.rank == 0:
+        if dist.rank == 0:
             log(f"the student starts from the teacher's weights: {len(loaded)} tensors loaded, "
                 f"{len(skipped)} kept from the init ({', '.join(skipped) or 'none'}: not in the teacher or of another shape)")
     model.to(device).train()
@@ -459,15 +449,11 @@ def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec
     if opt_state is not None:
         opt.load_state_dict(opt_state)
     clip = tcfg.clip_norm()
-    net = model
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = dist.wrap(model, device)
 
     crop = tcfg.crop_samples
     sampler = CropSampler(train_set, crop)
-    training = {"step": start_step, "steps": tcfg.steps, "train_config": asdict(tcfg), "world_size": share.world,
+    training = {"step": start_step, "steps": tcfg.steps, "train_config": asdict(tcfg), "world_size": dist.world,
                 "train_files": train_ids, "val_files": val_ids, "history": history, "codec": codec_info,
                 "targets": "kmeans" if self_training else "encodec",
                 "teacher": self_training.teacher_path if self_training else None}
@@ -475,14 +461,14 @@ def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec
     keep = set(tcfg.keep_steps)
 
     def save(step: int) -> None:
-        if share.rank == 0:
+        if dist.rank == 0:
             training["step"] = step
             save_checkpoint(out, model, training, opt.state_dict(), centroids)
             if step in keep:
                 copy_checkpoint(out, kept_checkpoint_path(out, step))
 
     counts = None
-    if share.rank == 0:
+    if dist.rank == 0:
         n_params = sum(p.numel() for _, p in trainable)
         hours = sum(e.audio.shape[0] for e in train_set) / SAMPLE_RATE / 3600
         log(f"EnCodecMAE {spec.size} ({spec.frontend}): {n_params:,} trainable parameters; {len(train_set)} training "
@@ -491,10 +477,10 @@ def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec
         counts = target_counts(model, train_set, tcfg, device, self_training)
         training["target_usage"] = target_usage(counts)
         report_usage(training["target_usage"], log, self_training is not None)
-    bar = _Bar(tcfg.steps, start_step, enabled=progress and share.rank == 0)
+    bar = ProgressBar(tcfg.steps, start_step, enabled=progress and dist.rank == 0, metric="loss")
 
-    def validate(step: int, train_loss: float | None) -> None:
-        if share.rank == 0:
+    def validate(step: int, train_loss: float | None) -> bool:
+        if dist.rank == 0:
             entry = {"step": step, "train_loss": train_loss}
             entry.update(evaluate(model, val_set, tcfg, device, self_training, counts))
             history.append(entry)
@@ -503,49 +489,25 @@ def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec
                 msg += "; " + format_validation(entry)
             bar.log(msg) if progress else log(msg)
             save(step)
-        if ddp:
-            import torch.distributed as dist
+        dist.barrier()
+        return False
 
-            dist.barrier()
+    def step_loss(step: int, gen: torch.Generator):
+        picks = sampler.sample(tcfg.batch_size, gen)
+        feats, lengths, mask, targets = make_batch(train_set, picks, crop, model, device, gen, tcfg, self_training)
+        loss, _ = mae_loss(net(feats, lengths, mask), targets, lengths, mask, spec.weights)
+        mean = dist.sum_(torch.tensor([float(loss.detach())])) / dist.world  # the mean over ranks, reported
+        return loss, float(mean[0]), 1
 
-    run_loss, run_n = 0.0, 0
     with bar:
         if start_step == 0 and 0 in keep:
             validate(0, None)  # the untrained model (and its baselines)
-        for step in range(start_step, tcfg.steps):
-            gen = _step_generator(tcfg.seed, share.rank, step)
-            picks = sampler.sample(tcfg.batch_size, gen)
-            feats, lengths, mask, targets = make_batch(train_set, picks, crop, model, device, gen, tcfg, self_training)
-            for g in opt.param_groups:
-                g["lr"] = lr_of(step)
-            loss, _ = mae_loss(net(feats, lengths, mask), targets, lengths, mask, spec.weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_([p for _, p in trainable], clip)
-            opt.step()
-            stat = torch.tensor([float(loss.detach())])
-            if ddp:
-                import torch.distributed as dist
-
-                dist.all_reduce(stat)
-                stat /= share.world
-            run_loss += float(stat[0])
-            run_n += 1
-            bar.update(step + 1, run_loss / run_n, lr_of(step))
-            last = step + 1 == tcfg.steps
-            stop = stop_after is not None and step + 1 - start_step >= stop_after
-            if (step + 1) % tcfg.eval_every == 0 or last or stop or step + 1 in keep:
-                validate(step + 1, run_loss / run_n)
-                run_loss, run_n = 0.0, 0
-            if stop:
-                break
+        run_steps(start=start_step, steps=tcfg.steps, seed=tcfg.seed, rank=dist.rank, opt=opt, lr_of=lr_of,
+                  step_loss=step_loss, clip=clip, clip_params=[p for _, p in trainable], bar=bar,
+                  eval_due=lambda s: s % tcfg.eval_every == 0 or s in keep, validate=validate, stop_after=stop_after)
     if start_step >= tcfg.steps:
         save(start_step)
-    if ddp:
-        import torch.distributed as dist
-
-        dist.barrier()
+    dist.barrier()
     return model.eval()
 
 
