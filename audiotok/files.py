@@ -117,12 +117,20 @@ def prepare_output_dir(out: str | os.PathLike, what: str = "-o") -> Path:
         raise UsageError(f"{what} {shown} is an existing file, not a folder; choose a folder (it is created if missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / temp_name("write-check")
+    except OSError as exc:
+        raise OutputError(f"cannot write to {what} {shown} ({exc.strerror or exc}); choose a writable folder") from None
+    _write_check(out, what, shown)
+    return out
+
+
+def _write_check(folder: Path, what: str, shown: str) -> None:
+    """Create and remove a file in ``folder``: it takes new files (permissions, read-only mounts, quotas)."""
+    try:
+        probe = folder / temp_name("write-check")
         os.close(create_exclusive(probe))
         os.unlink(probe)
     except OSError as exc:
         raise OutputError(f"cannot write to {what} {shown} ({exc.strerror or exc}); choose a writable folder") from None
-    return out
 
 
 def check_output_dir(out: str | os.PathLike, what: str = "-o") -> Path:
@@ -139,12 +147,7 @@ def check_output_dir(out: str | os.PathLike, what: str = "-o") -> Path:
     if not parent.is_dir():
         raise UsageError(f"{what} {shown} cannot be created: {display_path(str(parent))} is a file, not a folder; "
                          "choose another path")
-    try:
-        probe = parent / temp_name("write-check")
-        os.close(create_exclusive(probe))
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {what} {shown} ({exc.strerror or exc}); choose a writable folder") from None
+    _write_check(parent, what, shown)
     return out
 
 

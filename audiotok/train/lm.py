@@ -26,7 +26,7 @@ from ..lm.checkpoints import GPTScorer, LMCheckpoint, load_checkpoint, save_chec
 from ..lm.gpt import BOS, GPTConfig, aligned_mel, build_gpt
 from ..lm.mel import MEL_BINS, SILENCE_LOG_MEL
 from ..lm.scoring import WindowScorer, corpus_summary, file_scores
-from .loop import ProgressBar, adamw, distributed, run_steps, split_by_file, warmup_cosine
+from .loop import ProgressBar, StepConfig, adamw, distributed, run_steps, split_by_file
 
 
 @dataclass
@@ -63,23 +63,10 @@ class Example:
 
 
 @dataclass
-class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 16
-    lr: float = 3e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1
-    clip: float = 1.0
-    warmup: int | None = None  # default: 5 % of the steps, at most 200
-    min_lr_ratio: float = 0.1
-    seed: int = 0
-    val_fraction: float = 0.1
+class TrainConfig(StepConfig):
     patience: int | None = None  # early stopping: validations without improvement before stopping
     eval_every: int | None = None  # steps between validations (default: one epoch)
     extra: dict = field(default_factory=dict)
-
-    def warmup_steps(self) -> int:
-        return self.warmup if self.warmup is not None else max(1, min(200, self.steps // 20))
 
 
 def mel_stats(examples: list[Example], kind: str = "mel") -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,7 +80,7 @@ def mel_stats(examples: list[Example], kind: str = "mel") -> tuple[torch.Tensor,
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at the last step."""
-    return warmup_cosine(step, lr=cfg.lr, steps=cfg.steps, warmup=cfg.warmup_steps(), min_lr_ratio=cfg.min_lr_ratio)
+    return cfg.lr_at(step)
 
 
 class CropSampler:

@@ -20,6 +20,31 @@ from dataclasses import dataclass
 import torch
 
 
+@dataclass
+class StepConfig:
+    """What every training run sets: the schedule, the optimiser's numbers, the seed and the held-out
+    share (``train lm``'s ``TrainConfig`` and ``train mae``'s ``MaeTrainConfig`` add their own and
+    set their defaults)."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    warmup: int | None = None  # default: 5 % of the steps, at most 200
+    min_lr_ratio: float = 0.1
+    seed: int = 0
+    val_fraction: float = 0.1
+
+    def warmup_steps(self) -> int:
+        return self.warmup if self.warmup is not None else max(1, min(200, self.steps // 20))
+
+    def lr_at(self, step: int) -> float:
+        return warmup_cosine(step, lr=self.lr, steps=self.steps, warmup=self.warmup_steps(),
+                             min_lr_ratio=self.min_lr_ratio)
+
+
 def warmup_cosine(step: int, *, lr: float, steps: int, warmup: int, min_lr_ratio: float) -> float:
     """Linear warmup to ``lr`` over ``warmup`` steps, then cosine decay to ``min_lr_ratio * lr`` at
     the last step (``warmup`` 0 and ``min_lr_ratio`` 1: a constant ``lr``)."""

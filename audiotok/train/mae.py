@@ -29,7 +29,7 @@ from ..embedders.encodecmae import SAMPLE_RATE, EncodecMAE
 from ..errors import UsageError, WeightsError
 from ..lm.names import MAE_INITS as INITS
 from ..lm.names import MAE_OPTIMIZERS as OPTIMIZERS
-from .loop import ProgressBar, adamw, distributed, run_steps, split_by_file, warmup_cosine
+from .loop import ProgressBar, StepConfig, adamw, distributed, run_steps, split_by_file
 from .mae_net import (
     IMPORTS,
     MaeTrainer,
@@ -57,17 +57,9 @@ class MaeExample:
 
 
 @dataclass
-class MaeTrainConfig:
-    steps: int = 1000
-    batch_size: int = 16
+class MaeTrainConfig(StepConfig):
     lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.05
-    clip: float = 1.0
-    warmup: int | None = None  # default: 5 % of the steps, at most 200
-    min_lr_ratio: float = 0.1
-    seed: int = 0
-    val_fraction: float = 0.1
     crop_seconds: float = 4.0
     mask_ratio: float = 0.5
     span: int = 15
@@ -78,9 +70,7 @@ class MaeTrainConfig:
     keep_steps: tuple[int, ...] = ()  # also keep a copy of the checkpoint at these steps (0: untrained)
 
     def warmup_steps(self) -> int:
-        if self.optimizer == "reference":
-            return 0
-        return self.warmup if self.warmup is not None else max(1, min(200, self.steps // 20))
+        return 0 if self.optimizer == "reference" else super().warmup_steps()
 
     def clip_norm(self) -> float | None:
         """Gradient clipping (None: none, as the reference)."""
@@ -115,8 +105,7 @@ def make_optimizer(model: torch.nn.Module, tcfg: MaeTrainConfig):
                 decay_vectors=tcfg.optimizer == "reference")
     if tcfg.optimizer == "reference":
         return opt, lambda step: tcfg.lr
-    return opt, lambda step: warmup_cosine(step, lr=tcfg.lr, steps=tcfg.steps, warmup=tcfg.warmup_steps(),
-                                           min_lr_ratio=tcfg.min_lr_ratio)
+    return opt, tcfg.lr_at
 
 
 # --- batches -----------------------------------------------------------------------------------
