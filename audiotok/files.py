@@ -126,9 +126,9 @@ def prepare_output_dir(out: str | os.PathLike, what: str = "-o") -> Path:
 def _write_check(folder: Path, what: str, shown: str) -> None:
     """Create and remove a file in ``folder``: it takes new files (permissions, read-only mounts, quotas)."""
     try:
-        probe = folder / temp_name("write-check")
-        os.close(create_exclusive(probe))
-        os.unlink(probe)
+        check = folder / temp_name("write-check")
+        os.close(create_exclusive(check))
+        os.unlink(check)
     except OSError as exc:
         raise OutputError(f"cannot write to {what} {shown} ({exc.strerror or exc}); choose a writable folder") from None
 

@@ -40,7 +40,7 @@ class Job(Protocol):
 
     def is_done(self, source) -> bool: ...
 
-    def probe(self, path: str) -> Any: ...
+    def read_header(self, path: str) -> Any: ...
 
     def finish(self, source, info, result) -> dict: ...
 
@@ -72,7 +72,7 @@ class Embedder(Protocol):
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What is known of an input's audio: from its header (``job.probe``), then from decoding
+    """What is known of an input's audio: from its header (``job.read_header``), then from decoding
     (``peak``). The engine orders, batches and reports progress by it."""
 
     sample_rate: int

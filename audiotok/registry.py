@@ -1,5 +1,7 @@
 """Every model audiotok knows, by name: what it is (rates, channels, frames, bandwidths,
-codebooks, weights) without importing torch, and where its implementation lives.
+codebooks, weights) without importing torch, and where its implementation lives. Codecs
+(``CodecSpec``, used by encode, decode, score and the trainers) and embedders (``EmbedderSpec``,
+used by embed, probe and train mae) each have a table here.
 
 Commands, option checks and help texts, the code file formats, the weights resolver, ``train lm``
 and ``score`` read these facts from here and nowhere else. A new codec is one ``CodecSpec`` and
@@ -157,3 +159,89 @@ ENCODEC_48KHZ = register_codec(CodecSpec(
 ))
 
 DEFAULT_CODEC = ENCODEC_24KHZ.name
+
+
+# --- embedders ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """What an embedder family is: its input rate, the front ends and sizes ``train mae`` builds
+    (front end -> (kind, input dim); size -> (layers, dim, heads, ff_dim)), the released models
+    ``embed``/``probe`` accept by name and where they come from, and its implementation.
+
+    ``implementation`` (``"module:function"``) takes a local checkpoint path and returns the loaded
+    network; ``resolver`` (``"module:function"``) turns a released name or a path into a local path
+    (downloading when allowed). Both are imported only when a model is loaded."""
+
+    name: str
+    sample_rate: int
+    frontends: dict[str, tuple[str, int]]
+    sizes: dict[str, tuple[int, int, int, int]]
+    released: tuple[str, ...]
+    implementation: str
+    resolver: str
+    weights_source: str = ""
+    description: str = ""
+
+    def resolve(self, name_or_path) -> Any:
+        """The local path of a released name or a checkpoint path (``WeightsError`` if there is none)."""
+        return _import(self.resolver)(name_or_path)
+
+    def load(self, name_or_path) -> tuple[Any, Any]:
+        """``(network, local path)`` for a released name or a checkpoint path, loaded strictly."""
+        path = self.resolve(name_or_path)
+        return _import(self.implementation)(path), path
+
+    def check_size(self, size: str) -> str:
+        if size not in self.sizes:
+            raise UsageError(f"--size {size!r} is not valid; choose one of {', '.join(self.sizes)}")
+        return size
+
+    def check_frontend(self, frontend: str) -> str:
+        if frontend not in self.frontends:
+            raise UsageError(f"--frontend {frontend!r} is not valid; choose one of {', '.join(self.frontends)}")
+        return frontend
+
+
+def _import(target: str) -> Callable[..., Any]:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+EMBEDDERS: dict[str, EmbedderSpec] = {}
+
+
+def register_embedder(spec: EmbedderSpec, replace: bool = False) -> EmbedderSpec:
+    """Make an embedder family known to ``embed``, ``probe`` and ``train mae``."""
+    if spec.name in EMBEDDERS and not replace and EMBEDDERS[spec.name] != spec:
+        raise ValueError(f"an embedder named {spec.name!r} is already registered")
+    EMBEDDERS[spec.name] = spec
+    return spec
+
+
+def embedder_names() -> list[str]:
+    return sorted(EMBEDDERS)
+
+
+def get_embedder(name: str = "encodecmae", option: str = "--embedder") -> EmbedderSpec:
+    try:
+        return EMBEDDERS[name]
+    except KeyError:
+        raise UsageError(f"{option} {name!r} is not a known embedder; choose one of {', '.join(embedder_names())}") from None
+
+
+ENCODECMAE_V2_REPO = "lpepino/encodecmae-v2"
+ENCODECMAE_V2_NAMES = ("mel256-ec-base_st", "mel256-ec-base", "mel256-ec-small", "mel256-ec-large",
+                       "mel256-ec-large_st", "ec-ec-base")
+ENCODECMAE_V1_NAMES = ("small", "base", "large", "base-st", "large-st")  # hub lpepino/encodecmae-<name>
+
+ENCODECMAE = register_embedder(EmbedderSpec(
+    name="encodecmae", sample_rate=24000,
+    frontends={"mel256": ("mel", 256), "ec": ("ec", 128)},
+    sizes={"tiny": (4, 96, 4, 384), "small": (5, 768, 12, 4096), "base": (10, 768, 12, 4096),
+           "large": (20, 1024, 12, 4096)},
+    released=ENCODECMAE_V2_NAMES + ENCODECMAE_V1_NAMES,
+    implementation="audiotok.embedders.encodecmae:load_mae",
+    resolver="audiotok.weights:resolve_encodecmae",
+    weights_source=f"hub {ENCODECMAE_V2_REPO}/<name>.pt (v2); lpepino/encodecmae-<name> (v1)",
+    description="EnCodecMAE (Pepino et al.): masked-token pretraining on EnCodec targets; 75 frames/s",
+))

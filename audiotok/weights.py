@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from .errors import WeightsError
-from .registry import CODECS
+from .registry import CODECS, ENCODECMAE_V1_NAMES, ENCODECMAE_V2_NAMES, ENCODECMAE_V2_REPO
 
 ENCODEC_BASE_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"
 
@@ -155,10 +155,7 @@ def resolve_encodec(name: str, checkpoint: str | os.PathLike | None = None, opti
 
 
 # --- EnCodecMAE (Hugging Face hub) ---------------------------------------------------------------
-ENCODECMAE_V2_REPO = "lpepino/encodecmae-v2"
-ENCODECMAE_V2_NAMES = ("mel256-ec-base_st", "mel256-ec-base", "mel256-ec-small", "mel256-ec-large",
-                       "mel256-ec-large_st", "ec-ec-base")
-ENCODECMAE_V1_NAMES = ("small", "base", "large", "base-st", "large-st")
+# the released names and their hub repositories are facts of the embedder's registry entry
 
 
 def _hf_file(repo: str, filename: str) -> Path:

@@ -193,7 +193,7 @@ def test_parquet_job_reports_target_shards():
     from audiotok.formats.datasets import DatasetJob
 
     class Inner:
-        probe = load = None
+        read_header = load = None
 
     w = SimpleNamespace(done={"x.wav": "data/shard-000-00004.parquet"}, has=lambda i: i == "x.wav",
                         shard_path=lambda: "data/shard-000-00007.parquet")

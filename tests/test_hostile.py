@@ -324,7 +324,7 @@ def test_a_non_finite_result_is_an_error_record_and_the_others_complete():
         def is_done(self, source):
             return False
 
-        def probe(self, path):
+        def read_header(self, path):
             return AudioInfo(10, 1, 10)
 
         def load(self, path):
@@ -479,7 +479,7 @@ def test_the_readers_do_not_block_on_a_fifo(tmp_path):
     errors = []
 
     def read_both():
-        for reader in (audio.probe, audio.read, read_codes):
+        for reader in (audio.read_header, audio.read, read_codes):
             try:
                 reader(str(fifo))
             except InputError as exc:
@@ -822,7 +822,7 @@ def test_a_lying_flac_header_neither_inflates_progress_nor_memory(tmp_path):
     data[start] = (data[start] & 0xF0) | (total >> 32)
     data[start + 1:start + 5] = (total & 0xFFFFFFFF).to_bytes(4, "big")
     path.write_bytes(bytes(data))
-    info = audio.probe(str(path))
+    info = audio.read_header(str(path))
     assert info.frames == len(data) * audio.FRAMES_PER_BYTE  # capped: 2**36 frames would be 397 h
     with pytest.raises(InputError) as err:  # libsndfile cannot seek to the declared end
         audio.read(str(path))

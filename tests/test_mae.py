@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiotok.embedders.chunking import Embedder, plan_chunks
+from audiotok.embedders.chunking import MaeEmbedder, plan_chunks
 from audiotok.embedders.encodecmae import build_model, load_mae, parse_gin, read_checkpoint, resolve_layers
 from audiotok.errors import UsageError, WeightsError
 from audiotok.testing import (
@@ -50,8 +50,8 @@ def tiny(fixture_dir):
     return load_mae(fixture_dir / "tiny_mel_st.pt")
 
 
-def _embedder(model, **kw) -> Embedder:
-    return Embedder(model, "test", **kw)
+def _embedder(model, **kw) -> MaeEmbedder:
+    return MaeEmbedder(model, "test", **kw)
 
 
 # --- fixture parity ------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_segment_past_the_end_is_an_input_error(corpus):
     with pytest.raises(InputError, match=message):
         audio.read(str(corpus / "talks" / "long.wav"), offset=5, duration=100)
     with pytest.raises(InputError, match=message):
-        audio.clip_info(audio.probe(str(corpus / "talks" / "long.wav")), 5, 100)
+        audio.clip_info(audio.read_header(str(corpus / "talks" / "long.wav")), 5, 100)
 
 
 # --- --exclude --------------------------------------------------------------------------------
@@ -238,8 +238,8 @@ def test_segments_of_one_recording_read_its_header_once(corpus, tmp_path):
     sources = read_manifest_inputs(m)
     job = EncodeJob(tmp_path / "o", "npz", "encodec_24khz", 6.0, None)
     calls = []
-    probe = job.probe
-    job.probe = lambda path: calls.append(path) or probe(path)
+    probe = job.read_header
+    job.read_header = lambda path: calls.append(path) or probe(path)
     plan = pipeline.plan(sources, job)
     assert len(plan) == 1000 and {r["status"] for r in plan} == {"todo"} and len(calls) == 1
 

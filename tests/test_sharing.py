@@ -107,7 +107,7 @@ def test_a_row_written_meanwhile_by_another_run_is_not_written_twice(tmp_path):
             if self.calls == 1:  # meanwhile, another run writes the row of the last input
                 other = ShardWriter(out / "data", {"kind": "codes", **settings})
                 last = sources[-1]
-                other.add(*codes_row(last, audio.probe(last.path), EncodedItem(np.zeros((2, 3), np.int16), None, 960),
+                other.add(*codes_row(last, audio.read_header(last.path), EncodedItem(np.zeros((2, 3), np.int16), None, 960),
                                      settings))
                 other.close()
             return [(k, EncodedItem(np.full((2, 5), k, np.int16), None, 1600)) for k, _ in batch]

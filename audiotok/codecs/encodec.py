@@ -111,7 +111,7 @@ CUDA_SHARED = StreamShape(32, 72000)
 LONE_SECONDS = 30.0
 
 
-class _Stream24:
+class _RowStreams:
     """Files streamed through fixed-shape calls of the causal encoder; each row carries one file."""
 
     def __init__(self, owner: CodecEncoder, shape: StreamShape):
@@ -202,8 +202,8 @@ class CodecEncoder:
             from .streaming import StreamingEncoder
 
             self.stream = StreamingEncoder(model.encoder)
-            self.shared = _Stream24(self, self.shared_shape)
-            self.lone = _Stream24(self, self.lone_shape) if self.lone_shape else None
+            self.shared = _RowStreams(self, self.shared_shape)
+            self.lone = _RowStreams(self, self.lone_shape) if self.lone_shape else None
 
     def numerics(self) -> dict:
         """What this adapter's codes depend on beyond the audio and the weights (for metadata)."""

@@ -51,7 +51,7 @@ class _ConvTr(nn.Module):
         return y[..., start:start + x.shape[-1] * self.stride]
 
 
-class _Stream(nn.Module):
+class _StatefulStack(nn.Module):
     """The ops of a causal SEANet ``nn.Sequential`` with the state that carries them across windows."""
 
     def __init__(self, layers):
@@ -162,14 +162,14 @@ class _Stream(nn.Module):
         return c.conv(x)
 
 
-class StreamingEncoder(_Stream):
+class StreamingEncoder(_StatefulStack):
     """Wraps a causal ``encodec.modules.SEANetEncoder`` (weights shared, not copied)."""
 
     def __init__(self, encoder):
         super().__init__(encoder.model)
 
 
-class StreamingDecoder(_Stream):
+class StreamingDecoder(_StatefulStack):
     """Wraps a causal ``encodec.modules.SEANetDecoder`` (weights shared; one row of fixed length)."""
 
     def __init__(self, decoder):

@@ -1,5 +1,5 @@
 """EnCodecMAE embeddings for whole recordings: chunking, batching with padding masks, overlap
-merging, layer choice and pooling. ``MaeAdapter`` has the pipeline's adapter shape; ``Embedder``
+merging, layer choice and pooling. ``MaeAdapter`` has the pipeline's adapter shape; ``MaeEmbedder``
 (from ``load_embedder``) is the Python API on top of it.
 
 Chunks: a recording is cut into chunks of ``chunk_seconds`` (4 s, as trained) starting every
@@ -216,7 +216,7 @@ class MaeAdapter:
         return Embedding(np.ascontiguousarray(pool_frames(frames, self.pool)), stamps.astype(np.float64), item.n_samples)
 
 
-class Embedder:
+class MaeEmbedder:
     """EnCodecMAE embeddings from Python: ``embed(audio, sample_rate)`` -> ``np.ndarray``.
 
     Metadata: ``model_name``, ``layer``, ``pooling``, ``frame_rate`` (frames per second), ``dim``
@@ -253,17 +253,15 @@ class Embedder:
 
 def load_embedder(name_or_path: str = "mel256-ec-base_st", device: str = "cpu", layer: int | str = -1,
                   pool: str = "mean", dtype: str = "float32", chunk_seconds: float = 4.0,
-                  overlap: float = 0.0) -> Embedder:
-    """An ``Embedder`` for a local checkpoint (v2 ``.pt`` file or v1 folder) or a released name
+                  overlap: float = 0.0) -> MaeEmbedder:
+    """An ``MaeEmbedder`` for a local checkpoint (v2 ``.pt`` file or v1 folder) or a released name
     (resolved through the Hugging Face cache)."""
     from ..engine.devices import resolve_device
-    from ..weights import resolve_encodecmae
-    from .encodecmae import load_mae
+    from ..registry import ENCODECMAE
 
     check_options(pool, dtype, chunk_seconds, overlap)
     dev = resolve_device(device)
-    path = resolve_encodecmae(name_or_path)
-    model = load_mae(path)
+    model, _ = ENCODECMAE.load(name_or_path)
     name = str(name_or_path)
-    return Embedder(model, name, device=dev, layer=layer, pool=pool, dtype=dtype,
+    return MaeEmbedder(model, name, device=dev, layer=layer, pool=pool, dtype=dtype,
                     chunk_seconds=chunk_seconds, overlap=overlap)

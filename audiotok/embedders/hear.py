@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .chunking import Embedder, load_embedder
+from .chunking import MaeEmbedder, load_embedder
 from .encodecmae import SAMPLE_RATE
 
 DEFAULT_MODEL = "mel256-ec-base_st"
@@ -25,7 +25,7 @@ class HearModel(torch.nn.Module):
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, embedder: Embedder):
+    def __init__(self, embedder: MaeEmbedder):
         super().__init__()
         self.embedder = embedder
         self.mae = embedder.adapter.model  # registered, so .to() / .eval() reach the network

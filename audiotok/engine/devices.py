@@ -1,10 +1,39 @@
-"""``--device`` and ``--threads``: their spelling (checked without torch) and what they resolve to."""
+"""``--device`` and ``--threads``: their spelling (checked without torch) and what they resolve to.
+
+Every command takes both through one ``Runtime``: ``Runtime.check(device, threads)`` when the
+options are checked (before torch is imported), ``runtime.start()`` when the model is about to load."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and with how many threads a command computes (``--device``, ``--threads``)."""
+
+    device: str = "auto"
+    threads: int | None = None
+
+    @classmethod
+    def check(cls, device: str = "auto", threads: int | None = None) -> Runtime:
+        """The options' spelling, checked without torch (a ``UsageError`` naming the option)."""
+        return cls(check_device(device), check_threads(threads))
+
+    def start(self, world: int = 1):
+        """``(torch.device, threads in force)``: the device resolved (``UsageError`` if it is not
+        here) and torch's thread count applied. With ``world`` processes on the machine (torchrun)
+        and no ``--threads``, each takes its share of torch's default."""
+        dev = resolve_device(self.device)
+        threads = self.threads
+        if threads is None and world > 1:
+            import torch
+
+            threads = max(1, torch.get_num_threads() // world)
+        return dev, apply_threads(threads)
 
 
 def check_device(device: str) -> str:

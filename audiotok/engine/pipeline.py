@@ -1,6 +1,6 @@
 """The streaming engine every command shares.
 
-    sources -> probe headers -> order by length -> load (worker processes) -> batches of
+    sources -> read headers -> order by length -> load (worker processes) -> batches of
     ``batch_seconds`` -> adapter.run(batch) -> job.finish (outputs) -> manifest / stdout
 
 The engine knows models only through this shape (an *adapter*, ``protocols.Adapter``)::
@@ -20,7 +20,7 @@ first inputs are being decoded, so importing torch and loading weights overlap w
 The *job* (``protocols.Job``) says what to do with inputs and results (command-specific, no model code)::
 
     job.is_done(source) -> bool                 # outputs exist: skip unless overwrite
-    job.probe(path) -> AudioInfo               # header only, in this process
+    job.read_header(path) -> AudioInfo               # header only, in this process
     job.load                                   # picklable: path -> (payload, AudioInfo), in workers
     job.finish(source, info, result) -> dict   # write outputs, return manifest fields
     job.describe_error(source, info) -> dict   # manifest fields for a failed input (optional)
@@ -355,7 +355,7 @@ def run(
                                           "output": str(job.target(src)) if hasattr(job, "target") else None}))
             continue
         try:
-            infos[i] = probe_source(job, src, headers)
+            infos[i] = header_of_source(job, src, headers)
         except AudiotokError as exc:
             fail(i, str(exc))
             continue
@@ -526,17 +526,17 @@ class SegmentLoad:
         return self.load(arg)
 
 
-def probe_source(job: Any, src: Source, cache: dict | None = None) -> AudioInfo:
-    """``job.probe`` of the source's file (or dataset row), clipped to its segment. ``cache``: the
+def header_of_source(job: Any, src: Source, cache: dict | None = None) -> AudioInfo:
+    """``job.read_header`` of the source's file (or dataset row), clipped to its segment. ``cache``: the
     headers read so far by path (the segments of one recording read its header once)."""
     if src.row is not None:
-        return job.probe(src.path, row=src.row)
+        return job.read_header(src.path, row=src.row)
     if cache is None:
-        info = job.probe(src.path)
+        info = job.read_header(src.path)
     else:
         if src.path not in cache:
             try:
-                cache[src.path] = job.probe(src.path)
+                cache[src.path] = job.read_header(src.path)
             except Exception as exc:  # the same error for every segment of the file
                 cache[src.path] = exc
         info = cache[src.path]
@@ -668,7 +668,7 @@ def plan(sources: list[Source], job: Any, *, overwrite: bool = False) -> list[di
             rec.update(status="skipped", output=target)
         else:
             try:
-                info = probe_source(job, src, headers)
+                info = header_of_source(job, src, headers)
             except AudiotokError as exc:
                 rec.update(status="error", error=str(exc))
             else:

@@ -21,7 +21,7 @@ import platform
 from typing import Any
 
 
-def runtime(device: Any = None) -> dict:
+def numeric_context(device: Any = None) -> dict:
     """The numeric context of this process for ``device`` (a torch device or its name)."""
     import numpy as np
     import torch

@@ -59,7 +59,7 @@ def plausible_frames(frames: int, file_bytes: int) -> int:
     return max(0, min(int(frames), int(file_bytes) * FRAMES_PER_BYTE))
 
 
-def probe(path: str) -> AudioInfo:
+def read_header(path: str) -> AudioInfo:
     """Sample rate, channels and length from the file header (no sample data read)."""
     import soundfile as sf
 

@@ -250,14 +250,14 @@ def embedding_row(source: Source, info, emb, settings: dict) -> tuple[dict, int]
 
 class DatasetJob:
     """A pipeline job that writes rows into Parquet shards instead of one file per input: wraps a
-    command's job (its ``probe`` and ``load``) with a ``ShardWriter`` and a row builder
+    command's job (its ``read_header`` and ``load``) with a ``ShardWriter`` and a row builder
     ``row(source, info, result, settings) -> (row, nbytes)``."""
 
     releases_claims = True  # a row's claim is released once its shard is on disk, not when it is buffered
 
     def __init__(self, job: Any, writer: ShardWriter, row: Callable, settings: dict):
         self.job, self.writer, self.row, self.settings = job, writer, row, settings
-        self.probe = job.probe
+        self.read_header = job.read_header
         self.load = job.load
         name = type(job).__name__
         self.label = getattr(job, "label", None) or (name[:-3] if name.endswith("Job") else name).lower()
@@ -372,15 +372,15 @@ def _shard_table(path: str, arrays: bool):
     return _TABLES[key]
 
 
-def read_codes_row(path: str, row: str, probe_only: bool = False):
+def read_codes_row(path: str, row: str, header_only: bool = False):
     """Row ``row`` of an ``encode --format parquet`` shard as a ``codes.CodesFile``, checked as
-    ``.npz`` files are (shape, codebooks, bandwidth, length, scales); ``probe_only``: without the
+    ``.npz`` files are (shape, codebooks, bandwidth, length, scales); ``header_only``: without the
     codes array (for lengths)."""
     from ..errors import InputError
     from .codes import CodesFile, EncodedItem, check_codes_fit
 
     try:
-        table, index = _shard_table(path, arrays=not probe_only)
+        table, index = _shard_table(path, arrays=not header_only)
     except InputError:
         raise
     except Exception as exc:  # unreadable, not a regular file, damaged: pyarrow raises several types
@@ -396,7 +396,7 @@ def read_codes_row(path: str, row: str, probe_only: bool = False):
     shape = value("shape")
     if not isinstance(model, str) or not isinstance(n_samples, int) or not isinstance(shape, list) or len(shape) != 2:
         raise InputError(f"has a row {row!r} without a model, n_samples or [n_q, frames] shape; the shard is corrupt")
-    if probe_only:
+    if header_only:
         codes = np.zeros((int(shape[0]), 0), np.int16)
     else:
         cell = table.column("codes")[i]
@@ -408,6 +408,6 @@ def read_codes_row(path: str, row: str, probe_only: bool = False):
     scales = value("scales")
     scales = None if scales is None else np.asarray(scales, np.float32)
     item = EncodedItem(codes, scales, n_samples)
-    if not probe_only:
+    if not header_only:
         check_codes_fit(item, model, bandwidth)
     return CodesFile(item, model, bandwidth)

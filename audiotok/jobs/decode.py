@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.devices import check_device, check_threads
+from ..engine.devices import Runtime
 from ..engine.runner import RunOptions, collect_sources, run_job
 from ..engine.sources import CODE_EXTENSIONS
 from ..errors import UsageError
@@ -21,7 +21,7 @@ from ..errors import UsageError
 FORMATS = ("wav", "flac")
 
 
-def _load_codes(path: str, row: str | None = None, probe_only: bool = False):
+def _load_codes(path: str, row: str | None = None, header_only: bool = False):
     """A codes file (or one row of an ``encode --format parquet`` shard) -> ((model, item, bandwidth), AudioInfo)."""
     from ..formats.audio import AudioInfo
     from ..formats.codes import read_codes
@@ -30,7 +30,7 @@ def _load_codes(path: str, row: str | None = None, probe_only: bool = False):
     if row is not None:
         from ..formats.datasets import read_codes_row
 
-        c = read_codes_row(path, row, probe_only=probe_only)
+        c = read_codes_row(path, row, header_only=header_only)
     else:
         c = read_codes(path)
     spec = get_codec(c.model)
@@ -68,8 +68,8 @@ class DecodeJob:
     def is_done(self, source) -> bool:
         return self.tree.done(source)
 
-    def probe(self, path: str, row: str | None = None):
-        return _load_codes(path, row, probe_only=True)[1]
+    def read_header(self, path: str, row: str | None = None):
+        return _load_codes(path, row, header_only=True)[1]
 
     def finish(self, source, info, dec: Decoded) -> dict:
         import json
@@ -121,7 +121,7 @@ class CodecRouter:
         self.pending: dict = {}  # key -> (codec, bandwidth) of items handed to a decoder
 
     def run(self, batch):
-        from ..engine.provenance import runtime
+        from ..engine.provenance import numeric_context
         from ..registry import get_codec
         from ..weights import file_sha256
 
@@ -138,7 +138,7 @@ class CodecRouter:
                 weights = getattr(codec, "checkpoint_path", None)
                 self.hashes[model] = file_sha256(weights, 16) if weights and Path(weights).is_file() else None
                 if self.job is not None:
-                    self.job.numerics = runtime(self.device)
+                    self.job.numerics = numeric_context(self.device)
             self.decoders[model].on_progress = self.on_progress
             out.extend(self.decoders[model].run(items))
         return [(key, self._decoded(key, res)) for key, res in out]
@@ -164,8 +164,7 @@ def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, 
     length, mirrored under ``out``; returns the ``pipeline.Summary``."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r} is not valid for decode; choose wav or flac")
-    check_device(device)
-    check_threads(threads)
+    runtime = Runtime.check(device, threads)
     out = Path(out)
     opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard, log_every).check()
     excluded: list = []
@@ -190,9 +189,7 @@ def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, 
         return plan(sources, job, opts, excluded)
 
     def adapter():
-        from ..engine.devices import apply_threads, resolve_device
-
-        apply_threads(threads)
-        return CodecRouter(checkpoint, resolve_device(device), job)
+        dev, _ = runtime.start()
+        return CodecRouter(checkpoint, dev, job)
 
     return run_job(sources, share, job, adapter, out, opts)

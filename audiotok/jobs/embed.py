@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.devices import check_device, check_threads
+from ..engine.devices import Runtime
 from ..engine.runner import RunOptions, collect_sources, refuse_mixed_settings, run_job, settings_mismatch
 from ..errors import UsageError
 from ..formats import audio
@@ -32,7 +32,7 @@ class EmbedJob:
         self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
         self.fmt, self.meta = fmt, meta
         self.numerics: dict = {}
-        self.probe = audio.probe
+        self.read_header = audio.read_header
         self.load = functools.partial(audio.read, sample_rate=SAMPLE_RATE, channels=1)
 
     def target(self, source):
@@ -125,8 +125,7 @@ def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", la
         raise UsageError("--stack needs pooled embeddings; use --pool mean, max or meanstd")
     if stack is not None and fmt == "parquet":
         raise UsageError("--stack reads per-file outputs; use --format npz or npy with it (Parquet rows already form one table)")
-    check_device(device)
-    check_threads(threads)
+    runtime = Runtime.check(device, threads)
     out = Path(out)
     parquet = fmt == "parquet"
     opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard, log_every).check()
@@ -155,15 +154,13 @@ def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", la
             "pooling": pool, "chunk_seconds": float(chunk_seconds), "overlap": float(overlap), "dtype": dtype})
         return plan(sources, job, opts, excluded)
     from ..embedders.chunking import MaeAdapter
-    from ..embedders.encodecmae import load_mae, resolve_layers
-    from ..engine.devices import apply_threads, resolve_device
-    from ..engine.provenance import runtime
-    from ..weights import file_sha256, resolve_encodecmae
+    from ..embedders.encodecmae import resolve_layers
+    from ..engine.provenance import numeric_context
+    from ..registry import ENCODECMAE
+    from ..weights import file_sha256
 
-    apply_threads(threads)
-    dev = resolve_device(device)
-    path = resolve_encodecmae(model)
-    net = load_mae(path)
+    dev, _ = runtime.start()
+    net, path = ENCODECMAE.load(model)
     resolve_layers(str(layer), net.cfg.layers)  # a bad layer fails before any work
     layer_value: int | str = "all" if str(layer).strip().lower() == "all" else int(layer)
     adapter = MaeAdapter(net, device=dev, layer=layer_value, pool=pool, dtype=dtype,
@@ -173,7 +170,7 @@ def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", la
             "frame_rate": net.cfg.frame_rate, "sample_rate": adapter.sample_rate, "chunk_seconds": float(chunk_seconds),
             "overlap": float(overlap), "dtype": dtype}
     embed_job = EmbedJob(out, "npz" if parquet else fmt, meta, keep_ext)
-    embed_job.numerics = {**runtime(dev), "rows": adapter.rows[max(adapter.shapes)]}
+    embed_job.numerics = {**numeric_context(dev), "rows": adapter.rows[max(adapter.shapes)]}
     job = embed_job
     if parquet:
         from ..formats.datasets import parquet_job

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from ..engine.devices import check_device, check_threads
+from ..engine.devices import Runtime
 from ..engine.runner import RunOptions, collect_sources, refuse_mixed_settings, run_job, settings_mismatch
 from ..formats import audio
 from ..formats.codes import check_format
@@ -52,8 +52,8 @@ class EncodeJob:
         self.tree = OutputTree(out, "." + fmt, keep_ext=keep_ext)
         self.fmt, self.model, self.bandwidth = fmt, spec.name, bandwidth
         self.settings = {"model": spec.name, "bandwidth": bandwidth, "weights_sha256": weights_sha256}
-        self.numerics: dict = {}  # set once the model is built (provenance.runtime + adapter shapes)
-        self.probe = audio.probe
+        self.numerics: dict = {}  # set once the model is built (provenance.numeric_context + adapter shapes)
+        self.read_header = audio.read_header
         self.load = functools.partial(audio.read, sample_rate=spec.sample_rate, channels=spec.channels)
 
     def target(self, source):
@@ -118,8 +118,7 @@ def encode_files(inputs, out: str | Path, *, model: str = DEFAULT_CODEC, bandwid
     parquet = fmt == "parquet"
     if not parquet:
         check_format(fmt, spec.name)
-    check_device(device)
-    check_threads(threads)
+    runtime = Runtime.check(device, threads)
     opts = RunOptions(batch_seconds, workers, overwrite, jsonl, progress, shard, log_every).check()
     excluded: list = []
     sources, share = collect_sources(inputs, ext, shard, out, None if parquet else fmt, manifest=manifest,
@@ -141,13 +140,11 @@ def encode_files(inputs, out: str | Path, *, model: str = DEFAULT_CODEC, bandwid
     encode_job = getattr(job, "job", job)  # the per-file job inside a Parquet job
 
     def adapter():  # built by the pipeline once decoding has started (torch loads meanwhile)
-        from ..engine.devices import apply_threads, resolve_device
-        from ..engine.provenance import runtime
+        from ..engine.provenance import numeric_context
 
-        apply_threads(threads)
-        dev = resolve_device(device)
+        dev, _ = runtime.start()
         enc = spec.load(weights, dev).encoder(bandwidth, dev)
-        encode_job.numerics = {**runtime(dev), **getattr(enc, "numerics", dict)()}
+        encode_job.numerics = {**numeric_context(dev), **getattr(enc, "numerics", dict)()}
         return enc
 
     return run_job(sources, share, job, adapter, out, opts)
@@ -159,18 +156,16 @@ class Encoder:
 
     def __init__(self, model: str = DEFAULT_CODEC, bandwidth: float = 6.0, checkpoint=None,
                  device: str = "auto", threads: int | None = None):
-        from ..engine.devices import apply_threads, resolve_device
-        from ..engine.provenance import runtime
+        from ..engine.provenance import numeric_context
 
         self.spec = get_codec(model)
         self.bandwidth = self.spec.check_bandwidth(bandwidth)
-        check_threads(threads)
-        apply_threads(threads)
+        runtime = Runtime.check(device, threads)
         weights, self.weights_sha256 = codec_weights(self.spec.name, checkpoint)
-        self.device = resolve_device(check_device(device))
+        self.device, _ = runtime.start()
         self.codec = self.spec.load(weights, self.device)
         self.adapter = self.codec.encoder(self.bandwidth, self.device)
-        self.numerics = {**runtime(self.device), **getattr(self.adapter, "numerics", dict)()}
+        self.numerics = {**numeric_context(self.device), **getattr(self.adapter, "numerics", dict)()}
         self.sample_rate, self.channels, self.frame_rate = self.spec.sample_rate, self.spec.channels, self.spec.frame_rate
 
     def encode(self, audio_array, sample_rate: int):

@@ -41,7 +41,7 @@ class CollectJob:
 
         from ..formats import audio
 
-        self.probe = audio.probe
+        self.read_header = audio.read_header
         self.load = functools.partial(audio.read, sample_rate=24000, channels=1)
         self.results: dict[str, object] = {}
 
@@ -114,9 +114,9 @@ def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
     if o.label_depth is not None and o.label_depth < 1:
         raise UsageError(f"--label-depth {o.label_depth} is not valid; give 1 (the top-level folders under the "
                          "input) or more")
-    from ..engine.devices import check_threads
+    from ..engine.devices import Runtime
 
-    check_threads(o.threads)
+    Runtime.check(o.device, o.threads)
     probes = list(PROBES) if o.probe == "both" else [o.probe]
     if any(p not in PROBES for p in probes):
         raise UsageError(f"--probe {o.probe!r} is not valid; choose linear, mlp or both")
@@ -194,17 +194,14 @@ def collect(o: ProbeOptions, baselines: list[str], log) -> tuple[Labelled, list[
         data = Labelled([data.paths[i] for i in ok], [data.labels[i] for i in ok], [data.groups[i] for i in ok])
         data.features.append(Features("embeddings", np.stack(rows), names))
         return data, failed
-    from ..codecs.encodec import resolve_device
-    from ..embedders.encodecmae import load_mae, resolve_layers
-    from ..weights import resolve_encodecmae
+    from ..embedders.encodecmae import resolve_layers
+    from ..engine.devices import Runtime
+    from ..registry import ENCODECMAE
 
-    net = load_mae(resolve_encodecmae(o.model))
+    net, _ = ENCODECMAE.load(o.model)
     resolve_layers(o.layer, net.cfg.layers)
     layer = "all" if o.layer.strip().lower() == "all" else int(o.layer)
-    from ..engine.devices import apply_threads
-
-    dev = resolve_device(o.device)
-    data.threads = apply_threads(o.threads)
+    dev, data.threads = Runtime(o.device, o.threads).start()
     by_path = {s.path: s for s in sources}
     srcs = [by_path[p] for p in data.paths]
     log(f"embedding {len(srcs)} files with {o.model} ...")

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.devices import check_device, check_threads
+from ..engine.devices import Runtime
 from ..engine.runner import RunOptions, collect_sources, eprint, run_job
 from ..errors import InputError, UsageError
 
@@ -79,13 +79,13 @@ class ScoreLoad:
         return item, audio.AudioInfo(sr, 1, item.n_samples)
 
 
-def _probe(path: str):
+def _read_header(path: str):
     """Header of a score input: an audio file's, or an ``encode`` output's (its length at the codec's rate)."""
     from ..formats import audio
     from ..lm.inputs import is_codes_file
 
     if not is_codes_file(path):
-        return audio.probe(path)
+        return audio.read_header(path)
     from ..formats.codes import read_codes
     from ..registry import get_codec
 
@@ -102,7 +102,7 @@ class ScoreJob:
 
         self.scorers = scorers
         self.tags = _tags(scorers)
-        self.probe = _probe
+        self.read_header = _read_header
         tok = max((s.tokenizer for s in scorers), key=lambda t: len(t["codebooks"]))
         self.sample_rate, self.frame_rate = int(tok["sample_rate"]), float(tok["frame_rate"])
         codebooks = max(max(s.codebooks) + 1 for s in scorers)
@@ -323,8 +323,7 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
     summary_path = Path(summary_path) if summary_path is not None else None
     frames = Path(frames) if frames is not None else None
     plot = Path(plot) if plot is not None else None
-    check_device(device)
-    check_threads(threads)
+    runtime = Runtime.check(device, threads)
     for p in (output, summary_path):
         if p is not None and p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3", ".npz"):
             raise UsageError(f"{p} looks like an input, not a JSON file; choose another path")
@@ -367,14 +366,12 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
             raise AssertionError("score: the model was asked for although every input is done")
     else:
         from ..codecs.encodec import CodecEncoder, load_codec
-        from ..engine.devices import apply_threads, resolve_device
         from ..lm.adapter import CodesOnly, LMFeatures, ScoreAdapter
         from ..lm.checkpoints import load_scorer, read_tokenizer
         from ..lm.inputs import is_codes_file
         from ..registry import DEFAULT_CODEC
 
-        apply_threads(threads)
-        dev = resolve_device(device)
+        dev, _ = runtime.start()
         gpt_tok = [read_tokenizer(c) for m, c in pairs if m != "encodec-lm"]
         codec_name = gpt_tok[0]["codec"] if gpt_tok else DEFAULT_CODEC
         bw = bandwidth if bandwidth is not None else (gpt_tok[0]["bandwidth"] if gpt_tok else 6.0)

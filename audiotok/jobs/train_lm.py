@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine.devices import check_device, check_threads
+from ..engine.devices import Runtime
 from ..engine.runner import as_inputs, eprint
 from ..errors import UsageError
 
@@ -70,8 +70,7 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
     ``UsageError`` when none is usable. Under torchrun each process trains on its share (DDP)."""
     out = Path(out)
     check_train_options(out, arch, size, resume, patience, steps, batch_size, context, lr, val_fraction)
-    check_device(device)
-    check_threads(threads)
+    runtime = Runtime.check(device, threads)
     if batch_seconds <= 0:
         raise UsageError(f"batch_seconds must be positive, not {batch_seconds}")
     from ..engine.sources import AUDIO_EXTENSIONS, check_inputs_exist, normalise_extensions
@@ -89,26 +88,19 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
 
     cache_root = prepare_checkpoint_paths(out, cache)
 
-    import torch
 
     from ..codecs.encodec import CodecEncoder, load_codec
-    from ..engine.devices import apply_threads, resolve_device
     from ..engine.distributed import current_share
     from ..lm.adapter import LMFeatures
     from ..lm.checkpoints import tokenizer_info
     from ..train.data import CacheJob, cache_dir, read_cached, read_encoded
     from ..train.inputs import collect_examples
     from ..train.lm import TrainConfig, train
+    from ..train.loop import distributed
 
     share = current_share()
-    dev = resolve_device(device)
-    if share.world > 1:
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        if threads is None:
-            threads = max(1, torch.get_num_threads() // share.world)
-    apply_threads(threads)
+    dev, _ = runtime.start(world=share.world)
+    distributed(dev)  # joins torchrun's process group, if any
     codec = load_codec(spec.codec, codec_checkpoint, dev, option="--codec-checkpoint")
     n_in = get_codec(spec.codec).n_codebooks(bandwidth) if arch == "info-control" else 1
     tokenizer = tokenizer_info(codec, bandwidth, list(range(n_in)))

@@ -68,13 +68,10 @@ TINY_LR = 1e-3
 def check(o: TrainMaeOptions) -> None:
     """Option errors, before anything is loaded."""
     from ..engine.sources import check_inputs_exist
-    from ..lm.names import MAE_FRONTENDS as FRONTENDS
-    from ..lm.names import MAE_SIZES as SIZES
+    from ..registry import ENCODECMAE
 
-    if o.size not in SIZES:
-        raise UsageError(f"--size {o.size!r} is not valid; choose one of {', '.join(SIZES)}")
-    if o.frontend not in FRONTENDS:
-        raise UsageError(f"--frontend {o.frontend!r} is not valid; choose mel256 or ec")
+    ENCODECMAE.check_size(o.size)
+    ENCODECMAE.check_frontend(o.frontend)
     if o.out.suffix.lower() in (".wav", ".flac", ".npz", ".npy") or o.out.is_dir():
         raise UsageError(f"-o {o.out} must be a checkpoint file path (e.g. mae.pt)")
     if o.resume and not o.out.is_file():
@@ -102,10 +99,9 @@ def check(o: TrainMaeOptions) -> None:
     bad = [k for k in o.keep_steps if not 0 <= k <= o.steps]
     if bad:
         raise UsageError(f"--keep-steps {bad[0]} is not a step of this run; give steps from 0 to --steps {o.steps}")
-    from ..engine.devices import check_device, check_threads
+    from ..engine.devices import Runtime
 
-    check_device(o.device)
-    check_threads(o.threads)
+    Runtime.check(o.device, o.threads)
     check_inputs_exist(o.inputs)  # a missing input is a usage error before torch loads
     from ..files import prepare_checkpoint_paths
 
@@ -117,13 +113,13 @@ def run(o: TrainMaeOptions, log, progress: bool | None = None) -> tuple[list[tup
     the inputs left out and the checkpoint's training record. ``progress``: show the bar (default:
     unless ``o.quiet``)."""
     check(o)
-    import torch
 
-    from ..codecs.encodec import load_codec, resolve_device
-    from ..engine.devices import apply_threads
+    from ..codecs.encodec import load_codec
+    from ..engine.devices import Runtime
     from ..engine.distributed import current_share
     from ..engine.sources import normalise_extensions
     from ..lm.checkpoints import tokenizer_info
+    from ..train.loop import distributed
     from ..train.mae import (
         MaeTrainConfig,
         SelfTraining,
@@ -137,14 +133,8 @@ def run(o: TrainMaeOptions, log, progress: bool | None = None) -> tuple[list[tup
 
     teacher, teacher_state = load_teacher(o.self_train) if o.self_train else (None, None)
     share = current_share()
-    dev = resolve_device(o.device)
-    if share.world > 1:
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        if o.threads is None:
-            o.threads = max(1, torch.get_num_threads() // share.world)
-    apply_threads(o.threads)
+    dev, _ = Runtime.check(o.device, o.threads).start(world=share.world)
+    distributed(dev)  # joins torchrun's process group, if any
     codec = load_codec("encodec_24khz", o.codec_checkpoint, dev, option="--codec-checkpoint")
     codec_info = tokenizer_info(codec, BANDWIDTH, list(range(8)))
     enc_state = codec_encoder_state(codec) if o.frontend == "ec" else None

@@ -75,7 +75,7 @@ class CodesOnly:
 
 
 @dataclass
-class ScoreResult:
+class ItemScores:
     item: LMItem
     scores: list[FrameScores]  # one per scorer
 
@@ -122,5 +122,5 @@ class ScoreAdapter:
         if ok:
             per_scorer = [ws.score([(r.codes, r.mel) for _, r in ok]) for ws in self.scorers]
             for j, (key, item) in enumerate(ok):
-                out.append((key, ScoreResult(item, [scores[j] for scores in per_scorer])))
+                out.append((key, ItemScores(item, [scores[j] for scores in per_scorer])))
         return out

@@ -16,13 +16,6 @@ SIZES: dict[str, dict[str, int]] = {
     "micro": dict(dim=64, layers=2, heads=2, ff=256, spec_dim=32, spec_layers=2, spec_heads=2, spec_ff=128),
 }
 
-# EnCodecMAE pretraining (train mae): front end -> (kind, input dim); size -> (layers, dim, heads, ff_dim)
-MAE_FRONTENDS = {"mel256": ("mel", 256), "ec": ("ec", 128)}
-MAE_SIZES = {
-    "tiny": (4, 96, 4, 384),
-    "small": (5, 768, 12, 4096),
-    "base": (10, 768, 12, 4096),
-    "large": (20, 1024, 12, 4096),
-}
+# EnCodecMAE pretraining (train mae): front ends and sizes are the embedder's (registry.ENCODECMAE)
 MAE_OPTIMIZERS = ("audiotok", "reference")  # train mae --optimizer
 MAE_INITS = ("torch", "reference")  # train mae --init

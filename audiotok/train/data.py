@@ -25,7 +25,7 @@ class CacheJob:
         from ..formats import audio
 
         self.tree = OutputTree(cache, ".npz")
-        self.probe = audio.probe
+        self.read_header = audio.read_header
         self.load = functools.partial(audio.read, sample_rate=tokenizer_spec(codec).sample_rate, channels=1)
 
     def target(self, source: Source) -> Path:

@@ -28,16 +28,15 @@ from ..embedders.encodecmae import (
     sinusoidal_positions,
 )
 from ..embedders.fbank import FBANK_NORM, kaldi_fbank
-from ..errors import UsageError
-from ..lm.names import MAE_FRONTENDS, MAE_SIZES
+from ..registry import ENCODECMAE
 
 # per-codebook weights of the masked-prediction loss (codebook 0 first)
 CODEBOOK_WEIGHTS = (0.22407463, 0.1759858, 0.14499009, 0.12150037, 0.10315603, 0.08831368, 0.07608274, 0.06589669)
 N_CODEBOOKS, CODEBOOK_SIZE = 8, 1024
 MASKED_WEIGHT = 0.9  # loss = 0.9 x masked-frame loss + 0.1 x visible-frame loss
 DECODER_LAYERS = 2
-FRONTENDS = MAE_FRONTENDS
-SIZES = MAE_SIZES
+FRONTENDS = ENCODECMAE.frontends
+SIZES = ENCODECMAE.sizes
 
 EC_PREFIX = "wav_encoder.encoder."  # + the SEANetEncoder's own keys (model.N...)
 REFERENCE_EC_PREFIX = "wav_encoder.encoder.model."
@@ -58,10 +57,8 @@ class MaeTrainSpec:
 
     @classmethod
     def make(cls, size: str, frontend: str, clusters: int | None = None) -> MaeTrainSpec:
-        if size not in SIZES:
-            raise UsageError(f"--size {size!r} is not valid; choose one of {', '.join(SIZES)}")
-        if frontend not in FRONTENDS:
-            raise UsageError(f"--frontend {frontend!r} is not valid; choose mel256 or ec")
+        ENCODECMAE.check_size(size)
+        ENCODECMAE.check_frontend(frontend)
         layers, dim, heads, ff = SIZES[size]
         if clusters is None:
             return cls(size, frontend, layers, dim, heads, ff)
