@@ -59,7 +59,7 @@ from audiotok.lm.checkpoints import count_params, tokenizer_info  # noqa: E402
 from audiotok.lm.gpt import FUSIONS  # noqa: E402
 from audiotok.lm.tokenizer import tokenizer_spec  # noqa: E402
 from audiotok.registry import get_codec  # noqa: E402
-from audiotok.train.data import CacheJob, cache_dir, read_cached  # noqa: E402
+from audiotok.train.data import cache_dir, lm_cache, read_cached  # noqa: E402
 from audiotok.train.lm import TrainConfig, score_examples, train  # noqa: E402
 from audiotok.weights import ENCODEC_CHECKPOINTS, hub_checkpoint_dir  # noqa: E402
 from benchmarks.lmexp.controls import ARMS, arm_options, kmeans_mel_tokens, shuffle_mel  # noqa: E402
@@ -165,7 +165,7 @@ def load_tokenizer_codec(path: str | None, work: Path, fit_files: list[str], see
 
 
 def featurise(files: list[tuple[str, str, float]], codec, tokenizer, cache_root: Path) -> dict:
-    job = CacheJob(cache_dir(cache_root, tokenizer), tokenizer["codec"])
+    job = lm_cache(cache_dir(cache_root, tokenizer), tokenizer["codec"])
     adapter = LMFeatures(CodecEncoder(codec, tokenizer["bandwidth"], torch.device("cpu")), with_mel=True,
                          with_latent=True)
     sources = [Source(path, rel, None) for rel, path, _ in files]

@@ -18,8 +18,8 @@ from audiotok.lm.adapter import LMFeatures
 from audiotok.lm.checkpoints import load_checkpoint, load_scorer, save_checkpoint, tokenizer_info
 from audiotok.lm.gpt import SIZES, GPTConfig, aligned_mel, build_gpt, count_params
 from audiotok.testing import random_encodec, synthetic_audio
-from audiotok.train.data import CacheJob, cache_dir, read_cached
-from audiotok.train.lm import CropSampler, Example, TrainConfig, evaluate, train
+from audiotok.train.data import cache_dir, lm_cache, read_cached
+from audiotok.train.lm import Example, TokenCropSampler, TrainConfig, evaluate, train
 from benchmarks.lmexp.controls import arm_options, kmeans_mel_tokens, matched_shape
 from benchmarks.lmexp.paired import paired_difference, paired_difference_seeds
 
@@ -41,7 +41,7 @@ def test_the_kept_latent_is_what_the_codes_quantise(tmp_path):
     # one file shorter than the streamed minimum (encoded whole), one streamed over several calls
     sources = [Source(str(write_wav(tmp_path / f"{n}.wav", s, seed=i)), f"{n}.wav", None)
                for i, (n, s) in enumerate([("short", 0.08), ("long", 1.3)])]
-    job = CacheJob(cache_dir(tmp_path / "cache", {**tok, "codec_sha256": "random"}), tok["codec"])
+    job = lm_cache(cache_dir(tmp_path / "cache", {**tok, "codec_sha256": "random"}), tok["codec"])
     summary = pipeline.run(sources, job, LMFeatures(enc, with_mel=True, with_latent=True), workers=0)
     assert not summary.failed
     for s in sources:
@@ -140,7 +140,7 @@ def test_the_latent_goes_through_the_mel_alignment():
     arch, size, opts, _ = arm_options("latent-lag1", "micro", 3, latent_dim=5)
     cfg = GPTConfig.make(arch, size, context=16, **opts)
     assert cfg.feature_fill == 0.0 and cfg.n_mels == 5
-    sampler = CropSampler(ex, 16, True, cfg.mel_lag, 1, cfg.features, cfg.feature_fill)
+    sampler = TokenCropSampler(ex, 16, True, cfg.mel_lag, 1, cfg.features, cfg.feature_fill)
     assert sampler.width == 5
     seq_tok, seq_feat = sampler.seqs[0]
     assert np.array_equal(seq_feat, aligned_mel(ex[0].latent, 1, 0.0).numpy())

@@ -252,12 +252,12 @@ def test_lm_tokenising_reports_seconds_within_a_file(offline_cache, tmp_path, on
     from audiotok.engine import pipeline
     from audiotok.engine.sources import discover
     from audiotok.lm.adapter import LMFeatures, ScoreAdapter
-    from audiotok.train.data import CacheJob
+    from audiotok.train.data import lm_cache
 
     wav = write_wav(tmp_path / "in" / "long.wav", 6.0)
     encoder = CodecEncoder(load_codec("encodec_24khz"), 6.0, torch.device("cpu"))
     rec = Recorder()
-    summary = pipeline.run(discover([str(wav)]), CacheJob(tmp_path / "cache"), LMFeatures(encoder, with_mel=True),
+    summary = pipeline.run(discover([str(wav)]), lm_cache(tmp_path / "cache"), LMFeatures(encoder, with_mel=True),
                            workers=0, progress=rec)
     assert summary.ok == 1 and rec.finished == [(0, 6.0)]
     seconds = [s for _, s in rec.within]

@@ -39,6 +39,14 @@ def _open(path: str):
         raise InputError(f"cannot be opened ({exc.strerror})") from None
 
 
+def _size_of_nonempty(f) -> int:
+    """The size of the open file ``f`` in bytes; an ``InputError`` when it is empty."""
+    if f.read(1) == b"":
+        raise InputError("is empty (0 bytes)")
+    f.seek(0)
+    return os.fstat(f.fileno()).st_size
+
+
 def _sf_error(exc: Exception) -> InputError:
     # libsndfile names the Python file object ("Error opening <_io.BufferedReader name=...>: ");
     # the caller names the file, so only the reason is kept.
@@ -64,10 +72,7 @@ def read_header(path: str) -> AudioInfo:
     import soundfile as sf
 
     with _open(path) as f:
-        if f.read(1) == b"":
-            raise InputError("is empty (0 bytes)")
-        f.seek(0)
-        size = os.fstat(f.fileno()).st_size
+        size = _size_of_nonempty(f)
         try:
             info = sf.info(f)
         except Exception as exc:  # libsndfile raises several types
@@ -147,10 +152,7 @@ def read(path: str, sample_rate: int | None = None, channels: int | None = None,
     import soundfile as sf
 
     with _open(path) as f:
-        if f.read(1) == b"":
-            raise InputError("is empty (0 bytes)")
-        f.seek(0)
-        size = os.fstat(f.fileno()).st_size
+        size = _size_of_nonempty(f)
         try:
             snd = sf.SoundFile(f)
         except Exception as exc:  # libsndfile raises several types

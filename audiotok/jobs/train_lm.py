@@ -93,7 +93,7 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
     from ..engine.distributed import current_share
     from ..lm.adapter import LMFeatures
     from ..lm.checkpoints import tokenizer_info
-    from ..train.data import CacheJob, cache_dir, read_cached, read_encoded
+    from ..train.data import cache_dir, lm_cache, read_cached, read_encoded
     from ..train.inputs import collect_examples
     from ..train.lm import TrainConfig, train
     from ..train.loop import distributed
@@ -111,7 +111,7 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
         return example
 
     examples, failed = collect_examples(
-        paths, exts, CacheJob(cache_dir(cache_root, tokenizer), tokenizer["codec"]),
+        paths, exts, lm_cache(cache_dir(cache_root, tokenizer), tokenizer["codec"]),
         lambda: LMFeatures(CodecEncoder(codec, tokenizer["bandwidth"], dev), with_mel=True),
         lambda path, ident: read_cached(path, ident, tokenizer), read_code_file,
         batch_seconds=batch_seconds, workers=workers, quiet=not progress, share=share, log=log, label="tokenise",

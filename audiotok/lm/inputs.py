@@ -1,5 +1,5 @@
-"""``encode`` outputs as inputs of the LM commands (``score``: ``.npz``, ``.npy``, ``.ecdc``; ``train
-lm``: ``.npz``): the codes as written, checked against the tokenizer the LM reads, and the source
+"""``encode`` outputs as model inputs (``score``: ``.npz``, ``.npy``, ``.ecdc``; ``train lm`` and
+``train mae``: ``.npz``): the codes as written, checked against the tokenizer the LM reads, and the source
 audio when a mel is needed (``.npz`` only: the others record no source).
 
 Using the codes file gives the same numbers as tokenising the audio again, because the first ``k``
@@ -36,17 +36,17 @@ def _source_audio(path: str, stored: str | None, n_samples: int, sample_rate: in
 
     if not stored:
         raise InputError("records no source audio, which the mel (whisper-gpt, --plot) is computed from; "
-                         "score the audio itself or use a token-only model")
+                         "give the audio itself or use a token-only model")
     if not os.path.isfile(stored):
         raise InputError(f"names its source audio {stored!r}, which is not there (a relative name is taken from "
-                         "the current folder); run from the folder encode ran in, or score the audio itself")
+                         "the current folder); run from the folder encode ran in, or give the audio itself")
     try:
         audio, _ = read(stored, sample_rate=sample_rate, channels=1)
     except InputError as exc:
         raise InputError(f"has a source audio {stored!r} that cannot be read: it {exc}") from None
     if audio.shape[1] != n_samples:
         raise InputError(f"holds codes of {n_samples} samples but its source audio {stored!r} has {audio.shape[1]} "
-                         "at that rate (changed since it was encoded, or encoded from a segment); score the audio itself")
+                         "at that rate (changed since it was encoded, or encoded from a segment); give the audio itself")
     return audio
 
 
@@ -66,7 +66,7 @@ def read_encoded(path: str, tokenizer: dict, need_codebooks: int, need_audio: bo
     stored, asked = settings.get("weights_sha256"), tokenizer.get("codec_sha256")
     if stored and asked and stored != asked:
         raise InputError(f"was encoded with other codec weights (sha256 {stored}) than the model's tokenizer "
-                         f"({asked}); encode again with those weights, or score the audio itself")
+                         f"({asked}); encode again with those weights, or give the audio itself")
     audio = None
     if need_audio:
         src = None

@@ -7,40 +7,25 @@ cache is never reused with another tokenizer; reruns and ``--resume`` skip cache
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 
-from ..engine.sources import Source
 from ..lm.tokenizer import tokenizer_spec
+from .inputs import FeatureCache
 from .lm import Example
 
 
-class CacheJob:
-    """Pipeline job: decode audio at the tokenizer's rate (mono), write (codes, mel) to the cache."""
+def lm_cache(cache: Path, codec: str | None = None) -> FeatureCache:
+    """The cache job of ``train lm``: audio at the tokenizer's rate (mono) -> (tokens, codes, mel,
+    and the codec latent when the adapter keeps it)."""
+    return FeatureCache(cache, tokenizer_spec(codec).sample_rate, _lm_arrays, lambda it: it.codes.shape[1])
 
-    def __init__(self, cache: Path, codec: str | None = None):
-        from ..engine.sinks import OutputTree
-        from ..formats import audio
 
-        self.tree = OutputTree(cache, ".npz")
-        self.read_header = audio.read_header
-        self.load = functools.partial(audio.read, sample_rate=tokenizer_spec(codec).sample_rate, channels=1)
-
-    def target(self, source: Source) -> Path:
-        return self.tree.target(source)
-
-    def is_done(self, source: Source) -> bool:
-        return self.tree.done(source)
-
-    def finish(self, source: Source, info, item) -> dict:
-        def write(f, it):
-            extra = {} if it.latent is None else {"latent": it.latent.astype(np.float32)}
-            np.savez(f, tokens=it.codes[0].astype(np.int16), codes=it.codes.astype(np.int16), mel=it.mel.astype(np.float32),
-                     n_samples=np.array(it.n_samples), source=np.array(source.display), **extra)
-
-        return {"output": str(self.tree.write(source, write, item)), "frames": int(item.codes.shape[1])}
+def _lm_arrays(it) -> dict:
+    extra = {} if it.latent is None else {"latent": it.latent.astype(np.float32)}
+    return dict(tokens=it.codes[0].astype(np.int16), codes=it.codes.astype(np.int16), mel=it.mel.astype(np.float32),
+                n_samples=np.array(it.n_samples), **extra)
 
 
 def cache_dir(root: Path, tokenizer: dict) -> Path:

@@ -4,11 +4,41 @@ are read directly. Each trainer supplies its cache job, its adapter and its two 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import AudiotokError, UsageError
+
+
+class FeatureCache:
+    """Pipeline job that writes a trainer's cache: each input decoded at ``sample_rate`` mono, the
+    adapter's result turned into arrays by ``arrays(item)`` and written with the input's display
+    name as one ``.npz`` mirroring the input tree; ``frames(item)`` is the frame count reported."""
+
+    def __init__(self, cache: Path, sample_rate: int, arrays: Callable[[Any], dict], frames: Callable[[Any], int]):
+        from ..engine.sinks import OutputTree
+        from ..formats import audio
+
+        self.tree = OutputTree(cache, ".npz")
+        self.read_header = audio.read_header
+        self.load = functools.partial(audio.read, sample_rate=sample_rate, channels=1)
+        self.arrays, self.frames = arrays, frames
+
+    def target(self, source) -> Path:
+        return self.tree.target(source)
+
+    def is_done(self, source) -> bool:
+        return self.tree.done(source)
+
+    def finish(self, source, info, item) -> dict:
+        def write(f, it):
+            np.savez(f, **self.arrays(it), source=np.array(source.display))
+
+        return {"output": str(self.tree.write(source, write, item)), "frames": int(self.frames(item))}
 
 
 def collect_examples(inputs: list[str], exts, job, adapter, read_cached: Callable[[Path, str], Any],

@@ -83,7 +83,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr_at(step)
 
 
-class CropSampler:
+class TokenCropSampler:
     """Random crops of ``context + 1`` positions, files drawn in proportion to their length.
 
     Tokens are ``[B, L]`` (``[B, K, L]`` when the model reads ``n_in`` > 1 codebooks); the mel of
@@ -202,7 +202,7 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
         except ValueError as exc:
             raise UsageError(f"{exc}; give encode outputs or audio at that bandwidth (delete an older feature "
                              "cache so that it is rebuilt with every codebook)") from None
-    sampler = CropSampler(train_set, context, model.uses_mel, cfg.mel_lag, cfg.n_codebooks, cfg.features,
+    sampler = TokenCropSampler(train_set, context, model.uses_mel, cfg.mel_lag, cfg.n_codebooks, cfg.features,
                           cfg.feature_fill)
     train_tokens = sum(len(e.tokens) for e in train_set)
     steps_per_epoch = max(1, math.ceil(train_tokens / (tcfg.batch_size * dist.world * context)))

@@ -109,7 +109,7 @@ def make_optimizer(model: torch.nn.Module, tcfg: MaeTrainConfig):
 
 
 # --- batches -----------------------------------------------------------------------------------
-class CropSampler:
+class AudioCropSampler:
     """Random crops (files drawn in proportion to their length), start on a codec frame boundary."""
 
     def __init__(self, examples: list[MaeExample], crop: int):
@@ -167,7 +167,7 @@ def fit_centroids(teacher: EncodecMAE, examples: list[MaeExample], clusters: int
     from sklearn.cluster import MiniBatchKMeans
 
     wanted = frames_wanted or max(20 * clusters, 10000)
-    sampler = CropSampler(examples, crop)
+    sampler = AudioCropSampler(examples, crop)
     gen = torch.Generator().manual_seed(seed + 7919)
     rows, total = [], 0
     while total < wanted:
@@ -441,7 +441,7 @@ def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec
     net = dist.wrap(model, device)
 
     crop = tcfg.crop_samples
-    sampler = CropSampler(train_set, crop)
+    sampler = AudioCropSampler(train_set, crop)
     training = {"step": start_step, "steps": tcfg.steps, "train_config": asdict(tcfg), "world_size": dist.world,
                 "train_files": train_ids, "val_files": val_ids, "history": history, "codec": codec_info,
                 "targets": "kmeans" if self_training else "encodec",

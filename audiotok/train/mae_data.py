@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..codecs.encodec import WithAudio
-from ..engine.sources import Source
-from ..errors import InputError
+from .inputs import FeatureCache
 from .mae import MaeExample
 
 SAMPLE_RATE = 24000
@@ -43,30 +42,9 @@ def to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(x, dtype=np.float32) * 32768.0), -32768, 32767).astype(np.int16)
 
 
-class CacheJob:
-    """Pipeline job: decode at 24 kHz mono, write (audio, codes) to the cache."""
-
-    def __init__(self, cache: Path):
-        from ..engine.sinks import OutputTree
-        from ..formats import audio
-
-        self.tree = OutputTree(cache, ".npz")
-        self.read_header = audio.read_header
-        self.load = functools.partial(audio.read, sample_rate=SAMPLE_RATE, channels=1)
-
-    def target(self, source: Source) -> Path:
-        return self.tree.target(source)
-
-    def is_done(self, source: Source) -> bool:
-        return self.tree.done(source)
-
-    def finish(self, source: Source, info, item) -> dict:
-        audio, codes = item
-
-        def write(f, _):
-            np.savez(f, audio=audio, codes=codes, source=np.array(source.display))
-
-        return {"output": str(self.tree.write(source, write, item)), "frames": int(codes.shape[1])}
+def mae_cache(cache: Path) -> FeatureCache:
+    """The cache job of ``train mae``: audio at 24 kHz mono -> (int16 audio, the 8 target codebooks)."""
+    return FeatureCache(cache, SAMPLE_RATE, lambda it: {"audio": it[0], "codes": it[1]}, lambda it: it[1].shape[1])
 
 
 def cache_dir(root: Path, codec_info: dict) -> Path:
@@ -79,31 +57,16 @@ def read_cached(path: Path, ident: str) -> MaeExample:
 
 
 def read_encoded(path: str, ident: str, codec_info: dict | None = None) -> MaeExample:
-    """An ``encode`` output (``.npz``): its first 8 codebooks, the audio from its source file.
+    """An ``encode`` output (``.npz``): its first 8 codebooks, the audio from its source file, read
+    and checked as the LM commands read them (``lm.inputs.read_encoded``: the codec, enough
+    codebooks, the source audio's length and, with ``codec_info`` (``lm.checkpoints.tokenizer_info``
+    of the codec that makes the targets), the codec weights: codes written with other weights are
+    refused, as LM training refuses them)."""
+    from ..lm.inputs import read_encoded as read_codes_input
 
-    With ``codec_info`` (``lm.checkpoints.tokenizer_info`` of the codec that makes the targets), codes
-    written with other codec weights are refused, as LM training refuses them."""
-    from ..formats.audio import read
-    from ..formats.codes import read_codes, read_settings
-
-    c = read_codes(path)
-    if c.model != "encodec_24khz" or c.item.codes.shape[0] < N_CODEBOOKS:
-        raise InputError(f"holds {c.model} codes at {c.bandwidth:g} kbps; EnCodecMAE targets are "
-                         "encodec_24khz codes at 6 kbps or more (re-encode with -b 6)")
-    stored = (read_settings(path) or {}).get("weights_sha256")
-    wanted = (codec_info or {}).get("codec_sha256")
-    if stored and wanted and stored != wanted:
-        raise InputError(f"was encoded with other codec weights (sha256 {stored}) than the training targets' codec "
-                         f"({wanted}); encode again with --codec-checkpoint's weights, or train on the audio itself")
-    with np.load(path, allow_pickle=False) as z:
-        src = str(z["source"]) if "source" in z.files else None
-    if not src or not Path(src).is_file():
-        raise InputError(f"has no readable source audio ({src}); train on the audio itself")
-    audio, _ = read(src, sample_rate=SAMPLE_RATE, channels=1)
-    codes = c.item.codes[:N_CODEBOOKS].astype(np.int16)
-    if codes.shape[1] != -(-audio.shape[1] // 320):
-        raise InputError(f"has {codes.shape[1]} frames but its source audio gives {-(-audio.shape[1] // 320)}")
-    return MaeExample(ident, to_int16(audio[0]), codes)
+    facts = {"codec": "encodec_24khz", "bandwidth": BANDWIDTH, "sample_rate": SAMPLE_RATE, **(codec_info or {})}
+    e = read_codes_input(path, facts, N_CODEBOOKS, need_audio=True)
+    return MaeExample(ident, to_int16(e.audio[0]), e.codes)
 
 
 def collect(inputs: list[str], exts, codec, codec_info: dict, cache_root: Path, device, batch_seconds: float,
@@ -114,7 +77,7 @@ def collect(inputs: list[str], exts, codec, codec_info: dict, cache_root: Path, 
     input that failed."""
     from .inputs import collect_examples
 
-    return collect_examples(inputs, exts, CacheJob(cache_dir(cache_root, codec_info)),
+    return collect_examples(inputs, exts, mae_cache(cache_dir(cache_root, codec_info)),
                             lambda: TargetFeatures(codec_targets(codec, device)), read_cached,
                             functools.partial(read_encoded, codec_info=codec_info),
                             batch_seconds=batch_seconds, workers=workers, quiet=quiet, share=share, log=log,
