@@ -50,6 +50,7 @@ class CodecSpec:
     segment_stride: int | None = None
     normalize: bool = False
     checkpoint: str | None = None  # official weights file name (torch hub cache, see weights.py)
+    weights_url: str | None = None  # where ``checkpoint`` is downloaded from (None: no download)
     lm_name: str | None = None  # the entropy-coding LM's weights (key of ENCODEC_CHECKPOINTS)
     ecdc: bool = False  # the official `encodec` CLI's .ecdc format can hold its codes
     description: str = ""
@@ -159,6 +160,46 @@ ENCODEC_48KHZ = register_codec(CodecSpec(
 ))
 
 DEFAULT_CODEC = ENCODEC_24KHZ.name
+
+
+# --- the DAC models (Descript Audio Codec) -----------------------------------------------------
+@dataclass(frozen=True)
+class DacSpec(CodecSpec):
+    """A DAC model: ``ceil(n / hop)`` frames for ``n`` samples, counted in whole numbers (the
+    official ``preprocess`` pads to whole frames; the float expression of ``CodecSpec`` is one
+    frame off for some lengths, e.g. 6656 samples at 44.1 kHz)."""
+
+    def segment_frames(self, n_samples: int) -> list[int]:
+        return [-(-n_samples // self.hop)] if n_samples > 0 else []
+
+    def check_bandwidth(self, bandwidth: float, *args, **kwargs) -> float:
+        """Also accepts a bandwidth as printed (``7.75`` or ``7.75195`` for 9 codebooks of
+        dac_44khz, exactly 7.751953125): the nearest within 0.01 kbps (they are >= 0.5 apart)."""
+        near = [b for b in self.bandwidths if abs(b - float(bandwidth)) < 0.01]
+        return near[0] if len(near) == 1 else super().check_bandwidth(bandwidth, *args, **kwargs)
+
+
+_DAC = "audiotok.codecs.dac:load_dac"
+_DAC_RELEASES = "https://github.com/descriptinc/descript-audio-codec/releases/download/"
+
+
+def _dac(name: str, sample_rate: int, hop: int, n_q: int, checkpoint: str, url: str, about: str) -> DacSpec:
+    frame_rate = sample_rate / hop
+    # one bandwidth per codebook count: n codebooks of 10 bits at frame_rate (exact binary fractions)
+    bandwidths = tuple(n * frame_rate * 10 / 1000 for n in range(1, n_q + 1))
+    return register_codec(DacSpec(
+        name=name, sample_rate=sample_rate, channels=1, frame_rate=frame_rate, bandwidths=bandwidths,
+        codebook_size=1024, n_q=n_q, implementation=_DAC, checkpoint=checkpoint, weights_url=_DAC_RELEASES + url,
+        description=about,
+    ))
+
+
+DAC_16KHZ = _dac("dac_16khz", 16000, 320, 12, "weights_16khz.pth", "0.0.5/weights_16khz.pth",
+                 "DAC 16 kHz mono, 50 Hz, 12 x 1024 codes (6 kbps), not causal")
+DAC_24KHZ = _dac("dac_24khz", 24000, 320, 32, "weights_24khz.pth", "0.0.4/weights_24khz.pth",
+                 "DAC 24 kHz mono, 75 Hz, 32 x 1024 codes (24 kbps), not causal")
+DAC_44KHZ = _dac("dac_44khz", 44100, 512, 9, "weights.pth", "0.0.1/weights.pth",
+                 "DAC 44.1 kHz mono, 86.13 Hz, 9 x 1024 codes (7.75 kbps), not causal")
 
 
 # --- embedders ---------------------------------------------------------------------------------

@@ -436,3 +436,41 @@ def fill_hf_cache(cache: str | os.PathLike, repo: str, files: dict[str, str | os
     for name, src in files.items():
         shutil.copyfile(src, snap / name)
     return snap
+
+
+# --- DAC ------------------------------------------------------------------------------------------
+DAC_RATES = {"dac_16khz": (16000, (2, 4, 5, 8), 12), "dac_24khz": (24000, (2, 4, 5, 8), 32),
+             "dac_44khz": (44100, (2, 4, 8, 8), 9)}
+
+
+def dac_kwargs(model: str = "dac_44khz", encoder_dim: int = 4, decoder_dim: int = 32) -> dict:
+    """The official ``DAC(...)`` keyword arguments of ``model`` with (by default small) channel counts;
+    ``encoder_dim=64, decoder_dim=1536`` is the released configuration."""
+    sr, rates, n_q = DAC_RATES[model]
+    return {"encoder_dim": encoder_dim, "encoder_rates": list(rates), "latent_dim": None, "decoder_dim": decoder_dim,
+            "decoder_rates": list(rates[::-1]), "n_codebooks": n_q, "codebook_size": 1024, "codebook_dim": 8,
+            "quantizer_dropout": False, "sample_rate": sr}
+
+
+def save_dac_checkpoint(path: str | os.PathLike, model: str = "dac_44khz", seed: int = 0, encoder_dim: int = 4,
+                        decoder_dim: int = 32) -> Path:
+    """A random-weight DAC ``weights*.pth`` in the official layout (``{"state_dict", "metadata":
+    {"kwargs"}}``, weight-norm ``weight_g`` / ``weight_v`` keys), as ``model.save(path, package=False)``
+    of ``descript-audio-codec`` writes it. Random unit-norm codebooks: codes vary, but near-ties are
+    likelier than with trained weights (fine for invariance tests; parity uses tests/fixtures/dac)."""
+    import torch
+
+    from .codecs.dac import DacConfig, build_model
+
+    kwargs = dac_kwargs(model, encoder_dim, decoder_dim)
+    config = DacConfig.from_kwargs(kwargs, path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_model(config)
+        for m in net.modules():
+            if hasattr(m, "alpha"):  # varies per channel as in trained models
+                m.alpha.data.uniform_(0.5, 2.0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": net.state_dict(), "metadata": {"kwargs": kwargs}}, path)
+    return path

@@ -151,7 +151,9 @@ def resolve_encodec(name: str, checkpoint: str | os.PathLike | None = None, opti
             f"{filename} is not in the torch hub cache and downloads are off; "
             f"put it at {cached} or pass {option} PATH"
         )
-    return download(encodec_base_url() + filename, cached, check_name=filename, option=option)
+    spec = CODECS.get(name)  # a codec whose spec names its own download address (DAC) uses it
+    url = spec.weights_url if spec is not None and spec.weights_url else encodec_base_url() + filename
+    return download(url, cached, check_name=filename, option=option)
 
 
 # --- EnCodecMAE (Hugging Face hub) ---------------------------------------------------------------

@@ -255,5 +255,5 @@ def test_unknown_model_name(torch_home):
         resolve_encodec("encodec_96khz")
     assert str(info.value) == (
         "unknown EnCodec model 'encodec_96khz'; choose one of "
-        "encodec_24khz, encodec_48khz, encodec_lm_24khz, encodec_lm_48khz"
+        "encodec_24khz, encodec_48khz, dac_16khz, dac_24khz, dac_44khz, encodec_lm_24khz, encodec_lm_48khz"
     )

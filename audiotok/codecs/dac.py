@@ -1,0 +1,502 @@
+"""DAC (Descript Audio Codec): audio -> codes (``DacEncoder``) and codes -> audio (``DacDecoder``).
+
+The network is written here in plain torch (no ``descript-audio-codec`` dependency): convolutions
+with weight norm, Snake activations, and a residual vector quantizer whose codebooks are looked up
+in an 8-dimensional projection by cosine similarity. Its modules carry the official parameter
+names, so an official ``weights*.pth`` file (``{"state_dict", "metadata": {"kwargs"}}``, weight-norm
+``weight_g`` / ``weight_v`` keys) loads strictly: every tensor from the file, none left over.
+
+DAC is not causal: a code depends on audio on both sides of its frame, so zero padding added after
+a file (as batching shorter files to a longer one's length would) changes its last codes. Each
+file is therefore encoded alone, as the official ``model.encode(model.preprocess(x, sr))`` does:
+
+- a file of at most ``WHOLE_SECONDS`` (10 s; padded with zeros to whole frames) in one call: the
+  official whole-file computation, the same codes;
+- a longer file in fixed chunks of ``CHUNK_SECONDS`` (8 s) of frames, each encoded with
+  ``CONTEXT_SECONDS`` (1 s) of real audio on both sides (the file's own edges where there is none)
+  and only its own frames kept. The context is wider than the encoder's receptive field (8 frames,
+  about 0.1 s), so in exact arithmetic every code equals the whole-file one; in float32 a code
+  whose two nearest codebook entries tie to rounding may differ. Memory stays bounded by the chunk.
+
+The chunking is a function of the file's length only (never of batching, workers or neighbours) and
+``numerics()`` records it in every output. Decoding is chunked the same way.
+
+``compress()`` / ``.dac`` files of the official package are another code sequence (1 s windows
+without padding) and are not produced or read here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..engine.devices import resolve_device
+from ..errors import WeightsError
+from ..formats.codes import EncodedItem
+from ..registry import CodecSpec
+from ..weights import check_finite, load_torch_file, resolve_encodec
+
+# Peak memory of one call of the 44.1 kHz model on the CPU: ~56 MB per second of audio to encode,
+# ~110 MB per second to decode (measured), so a call spans at most 10 s (~0.6 / 1.1 GB).
+WHOLE_SECONDS = 10.0  # files up to this long are encoded (and decoded) in one call
+CHUNK_SECONDS = 8.0  # longer ones: frames kept per chunk
+CONTEXT_SECONDS = 1.0  # frames computed on each side of a chunk (the receptive field is ~0.1 s)
+
+
+# --- configuration --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DacConfig:
+    """The official ``DAC(...)`` keyword arguments (``metadata["kwargs"]`` of a weights file)."""
+
+    encoder_dim: int = 64
+    encoder_rates: tuple[int, ...] = (2, 4, 8, 8)
+    latent_dim: int | None = None
+    decoder_dim: int = 1536
+    decoder_rates: tuple[int, ...] = (8, 8, 4, 2)
+    n_codebooks: int = 9
+    codebook_size: int = 1024
+    codebook_dim: int | tuple[int, ...] = 8
+    sample_rate: int = 44100
+
+    @property
+    def hop(self) -> int:
+        return math.prod(self.encoder_rates)
+
+    @property
+    def latent(self) -> int:
+        return self.latent_dim if self.latent_dim is not None else self.encoder_dim * 2 ** len(self.encoder_rates)
+
+    def codebook_dims(self) -> tuple[int, ...]:
+        dim = self.codebook_dim
+        return tuple(dim) if isinstance(dim, tuple) else (dim,) * self.n_codebooks
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict, path) -> DacConfig:
+        """The config a weights file declares; its other keys (``quantizer_dropout``...) are
+        training settings and ignored, as the official loader does."""
+
+        def whole(name, value, positive=True):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (positive and value < 1):
+                raise WeightsError(f"checkpoint {path} declares {name} = {value!r}, not a positive whole number; "
+                                   "the file is damaged or not a DAC weights file")
+            return int(value)
+
+        def whole_list(name, value):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise WeightsError(f"checkpoint {path} declares {name} = {value!r}, not a list of whole numbers; "
+                                   "the file is damaged or not a DAC weights file")
+            return tuple(whole(name, v) for v in value)
+
+        known = {f: kwargs[f] for f in cls.__dataclass_fields__ if f in kwargs}
+        out = {}
+        for name, value in known.items():
+            if name in ("encoder_rates", "decoder_rates"):
+                out[name] = whole_list(name, value)
+            elif name == "latent_dim" and value is None:
+                out[name] = None
+            elif name == "codebook_dim" and isinstance(value, (list, tuple)):
+                out[name] = whole_list(name, value)
+            else:
+                out[name] = whole(name, value)
+        config = cls(**out)
+        if isinstance(config.codebook_dim, tuple) and len(config.codebook_dim) != config.n_codebooks:
+            raise WeightsError(f"checkpoint {path} declares {len(config.codebook_dim)} codebook dimensions for "
+                               f"{config.n_codebooks} codebooks; the file is damaged")
+        return config
+
+
+# --- the network (official parameter names) --------------------------------------------------
+class WNConv(nn.Module):
+    """A 1-D convolution (or transposed convolution) with weight norm: ``weight_g``, ``weight_v``,
+    ``bias`` as the official ``weight_norm(nn.Conv1d(...))`` stores them. ``fold()`` computes the
+    weight once (``torch._weight_norm``, the function weight norm itself calls, so the same values)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                 transpose: bool = False):
+        super().__init__()
+        shape = (c_in, c_out, kernel) if transpose else (c_out, c_in, kernel)
+        self.bias = nn.Parameter(torch.zeros(c_out))  # in the official files' key order
+        self.weight_g = nn.Parameter(torch.ones(shape[0], 1, 1))
+        self.weight_v = nn.Parameter(torch.empty(shape))  # from the weights file (build_model: random)
+        self.stride, self.padding, self.dilation, self.transpose = stride, padding, dilation, transpose
+        self.weight: torch.Tensor | None = None
+
+    def fold(self) -> None:
+        with torch.no_grad():
+            self.weight = torch._weight_norm(self.weight_v, self.weight_g, 0).detach()
+
+    def _apply(self, fn, recurse=True):  # .to(device) moves the folded weight too
+        super()._apply(fn, recurse)
+        if self.weight is not None and self.weight.device != self.weight_v.device:
+            self.fold()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight if self.weight is not None else torch._weight_norm(self.weight_v, self.weight_g, 0)
+        if self.transpose:
+            return F.conv_transpose1d(x, w, self.bias, self.stride, self.padding)
+        return F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation)
+
+
+class Snake(nn.Module):
+    """``x + sin(alpha x)^2 / (alpha + 1e-9)`` per channel, in the official order of operations."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.alpha * x
+        s.sin_().pow_(2)  # in place: one temporary instead of three
+        s.mul_((self.alpha + 1e-9).reciprocal())
+        return x + s
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, dim: int, dilation: int):
+        super().__init__()
+        self.block = nn.Sequential(Snake(dim), WNConv(dim, dim, 7, dilation=dilation, padding=3 * dilation),
+                                   Snake(dim), WNConv(dim, dim, 1))
+
+    def forward(self, x):
+        return x + self.block(x)  # same length: the official crop never applies
+
+
+def _units(dim: int) -> list[nn.Module]:
+    return [ResidualUnit(dim, 1), ResidualUnit(dim, 3), ResidualUnit(dim, 9)]
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, dim: int, stride: int):
+        super().__init__()
+        self.block = nn.Sequential(*_units(dim // 2), Snake(dim // 2),
+                                   WNConv(dim // 2, dim, 2 * stride, stride=stride, padding=math.ceil(stride / 2)))
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.block = nn.Sequential(Snake(c_in), WNConv(c_in, c_out, 2 * stride, stride=stride,
+                                                       padding=math.ceil(stride / 2), transpose=True), *_units(c_out))
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, c: DacConfig):
+        super().__init__()
+        layers: list[nn.Module] = [WNConv(1, c.encoder_dim, 7, padding=3)]
+        dim = c.encoder_dim
+        for stride in c.encoder_rates:
+            dim *= 2
+            layers.append(EncoderBlock(dim, stride))
+        layers += [Snake(dim), WNConv(dim, c.latent, 3, padding=1)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, c: DacConfig):
+        super().__init__()
+        layers: list[nn.Module] = [WNConv(c.latent, c.decoder_dim, 7, padding=3)]
+        for i, stride in enumerate(c.decoder_rates):
+            layers.append(DecoderBlock(c.decoder_dim // 2 ** i, c.decoder_dim // 2 ** (i + 1), stride))
+        out_dim = c.decoder_dim // 2 ** len(c.decoder_rates)
+        layers += [Snake(out_dim), WNConv(out_dim, 1, 7, padding=3), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.model(z)
+
+
+class VectorQuantize(nn.Module):
+    def __init__(self, dim: int, size: int, code_dim: int):
+        super().__init__()
+        self.in_proj = WNConv(dim, code_dim, 1)
+        self.out_proj = WNConv(code_dim, dim, 1)
+        self.codebook = nn.Embedding(size, code_dim)
+        self._unit: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def unit_codebook(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The L2-normalised codebook and its squared norms (cached: the same every call)."""
+        if self._unit is None or self._unit[0].device != self.codebook.weight.device:
+            cb = F.normalize(self.codebook.weight.detach())
+            self._unit = (cb, cb.pow(2).sum(1, keepdim=True).t())
+        return self._unit
+
+    def nearest(self, z_e: torch.Tensor) -> torch.Tensor:
+        """Codes ``[B, T]`` of projected latents ``[B, d, T]``: the codebook entry of highest cosine
+        similarity, by the official expanded squared distance between unit vectors."""
+        b, d, _ = z_e.shape
+        enc = F.normalize(z_e.permute(0, 2, 1).reshape(-1, d))
+        cb, cb_sq = self.unit_codebook()
+        dist = enc.pow(2).sum(1, keepdim=True) - 2 * enc @ cb.t() + cb_sq
+        return (-dist).max(1)[1].view(b, -1)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        return F.embedding(codes, self.codebook.weight).transpose(1, 2)
+
+
+class ResidualVectorQuantize(nn.Module):
+    def __init__(self, c: DacConfig):
+        super().__init__()
+        self.quantizers = nn.ModuleList(VectorQuantize(c.latent, c.codebook_size, d) for d in c.codebook_dims())
+
+    def encode(self, z: torch.Tensor, n_q: int) -> torch.Tensor:
+        """Codes ``[B, n_q, T]`` of latents ``z`` (the official eval-mode forward's ``codes``)."""
+        residual, codes = z, []
+        for i, q in enumerate(self.quantizers[:n_q]):
+            z_e = q.in_proj(residual)
+            idx = q.nearest(z_e)
+            codes.append(idx)
+            if i + 1 < n_q:
+                # the straight-through expression of training, kept: its rounding feeds the residual
+                z_q = z_e + (q.lookup(idx) - z_e)
+                residual = residual - q.out_proj(z_q)
+        return torch.stack(codes, dim=1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Latents ``[B, D, T]`` of codes ``[B, n_q, T]`` (the official ``from_codes``)."""
+        z = 0.0
+        for i in range(codes.shape[1]):
+            z = z + self.quantizers[i].out_proj(self.quantizers[i].lookup(codes[:, i]))
+        return z
+
+
+class DAC(nn.Module):
+    def __init__(self, config: DacConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quantizer = ResidualVectorQuantize(config)
+        self.decoder = Decoder(config)
+
+    def fold(self) -> DAC:
+        for m in self.modules():
+            if isinstance(m, WNConv):
+                m.fold()
+        return self
+
+    def encode(self, x: torch.Tensor, n_q: int) -> torch.Tensor:
+        """Codes ``[B, n_q, T]`` of audio ``[B, 1, T * hop]``."""
+        return self.quantizer.encode(self.encoder(x), n_q)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.quantizer.decode(codes))
+
+
+# --- weights ----------------------------------------------------------------------------------
+def read_weights(path, spec: CodecSpec | None = None) -> tuple[DacConfig, dict]:
+    """The config and state dict of an official DAC weights file, checked against ``spec``."""
+    blob = load_torch_file(path, "DAC weights file")
+    layout = "DAC weights file in the descript layout ({state_dict, metadata: {kwargs}})"
+    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
+        raise WeightsError(f"checkpoint {path} is not a {layout}")
+    meta = blob.get("metadata")
+    kwargs = meta.get("kwargs") if isinstance(meta, dict) else None
+    if not isinstance(kwargs, dict):
+        raise WeightsError(f"checkpoint {path} has no metadata kwargs, so it is not a {layout}")
+    config = DacConfig.from_kwargs(kwargs, path)
+    if spec is not None:
+        official = f" ({spec.checkpoint})" if spec.checkpoint else ""
+        have = (config.sample_rate, config.hop, config.n_codebooks, config.codebook_size)
+        want = (spec.sample_rate, spec.hop, spec.n_q, spec.codebook_size)
+        if have != want:
+            raise WeightsError(
+                f"checkpoint {path} holds a DAC model of {have[0]} Hz, hop {have[1]}, {have[2]} x {have[3]} codes, "
+                f"but {spec.name} is {want[0]} Hz, hop {want[1]}, {want[2]} x {want[3]}; pass its own weights{official}")
+    check_finite(blob["state_dict"], path)
+    return config, blob["state_dict"]
+
+
+def build_model(config: DacConfig, state: dict | None = None, path=None) -> DAC:
+    """The network of ``config`` with ``state`` loaded strictly (every key, nothing left over; its
+    tensors kept, not copied), or random weights (torch's default convolution init, as the
+    official model starts) drawn from torch's global generator when ``state`` is None."""
+    if state is None:
+        model = DAC(config)
+        for m in model.modules():
+            if isinstance(m, WNConv):
+                bound = 1 / m.weight_v[0].numel() ** 0.5
+                nn.init.uniform_(m.weight_v, -bound, bound)
+                with torch.no_grad():
+                    m.weight_g.copy_(torch.linalg.vector_norm(m.weight_v, dim=(1, 2), keepdim=True))
+        return model.eval()
+    with torch.random.fork_rng(devices=[]):  # the codebooks' initial values leave the caller's RNG alone
+        model = DAC(config)
+    # float32 whatever the file stores (as copying into the model's parameters would make them)
+    state = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except Exception as exc:  # missing / unexpected keys, wrong shapes
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:2])[:240]
+        raise WeightsError(f"checkpoint {path} does not hold the DAC weights its metadata describes ({detail})") from None
+    return model.eval()
+
+
+class DacCodec:
+    """The DAC models behind the registry's ``protocols.Codec`` shape."""
+
+    def __init__(self, spec: CodecSpec, checkpoint=None, device="cpu"):
+        self.spec = spec
+        self.device = resolve_device(device)
+        path = resolve_encodec(spec.name, checkpoint)
+        config, state = read_weights(path, spec)
+        self.model = build_model(config, state, path).to(self.device).fold()
+        self.checkpoint_path = str(path)
+
+    def encoder(self, bandwidth: float, device=None) -> DacEncoder:
+        return DacEncoder(self.model, self.spec, bandwidth, self.device if device is None else resolve_device(device))
+
+    def decoder(self, device=None) -> DacDecoder:
+        return DacDecoder(self.model, self.spec, self.device if device is None else resolve_device(device))
+
+
+def load_dac(spec: CodecSpec, checkpoint=None, device="cpu") -> DacCodec:
+    """``CodecSpec.implementation`` of the DAC models."""
+    return DacCodec(spec, checkpoint, device)
+
+
+# --- chunking -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Chunking:
+    """How a file of ``T`` frames is cut: whole when ``T <= whole``; else spans of ``chunk`` frames,
+    each computed with ``context`` frames of its neighbours on both sides."""
+
+    whole: int
+    chunk: int
+    context: int
+
+    @classmethod
+    def for_spec(cls, spec: CodecSpec, whole_seconds=WHOLE_SECONDS, chunk_seconds=CHUNK_SECONDS,
+                 context_seconds=CONTEXT_SECONDS) -> Chunking:
+        def frames(s):
+            return max(1, int(round(s * spec.frame_rate)))
+
+        return cls(frames(whole_seconds), frames(chunk_seconds), frames(context_seconds))
+
+    def spans(self, T: int) -> list[tuple[int, int, int, int]]:
+        """``(lo, hi, start, stop)`` per call: frames ``lo:hi`` are computed, ``start:stop`` kept."""
+        if T <= self.whole:
+            return [(0, T, 0, T)]
+        return [(max(0, s - self.context), min(T, s + self.chunk + self.context), s, min(T, s + self.chunk))
+                for s in range(0, T, self.chunk)]
+
+    def describe(self, spec: CodecSpec) -> dict:
+        sec = 1 / spec.frame_rate
+        return {"dac_whole_seconds": round(self.whole * sec, 6), "dac_chunk_seconds": round(self.chunk * sec, 6),
+                "dac_context_seconds": round(self.context * sec, 6), "dac_whole_frames": self.whole,
+                "dac_chunk_frames": self.chunk, "dac_context_frames": self.context}
+
+
+class DacEncoder:
+    """Adapter: mono audio ``[1, N]`` at the model's rate -> ``EncodedItem`` (codes ``[n_q, ceil(N / hop)]``).
+
+    Each file alone (see the module's docstring), so its codes never depend on the batch."""
+
+    on_progress = None  # set by the pipeline: on_progress(key, samples_done, samples_total) within an input
+
+    def __init__(self, model: DAC, spec: CodecSpec, bandwidth: float, device: torch.device,
+                 chunking: Chunking | None = None):
+        self.model, self.spec, self.device = model, spec, device
+        self.name = spec.name
+        self.bandwidth = spec.check_bandwidth(bandwidth)
+        self.n_q = spec.n_codebooks(self.bandwidth)
+        self.sample_rate, self.channels, self.frame_rate = spec.sample_rate, spec.channels, spec.frame_rate
+        self.hop = model.config.hop
+        self.chunking = chunking or Chunking.for_spec(spec)
+
+    def numerics(self) -> dict:
+        """The chunking (recorded in every output: codes of longer files depend on it)."""
+        return self.chunking.describe(self.spec)
+
+    @torch.inference_mode()
+    def encode(self, audio: np.ndarray, key=None) -> EncodedItem:
+        n = audio.shape[-1]
+        T = -(-n // self.hop)
+        x = np.zeros(T * self.hop, dtype=np.float32)  # the official preprocess: zeros to whole frames
+        x[:n] = audio.reshape(-1)[:n]
+        codes = np.empty((self.n_q, T), dtype=np.int16)
+        h = self.hop
+        spans = self.chunking.spans(T)
+        for lo, hi, start, stop in spans:
+            seg = torch.from_numpy(x[lo * h:hi * h]).to(self.device)[None, None]
+            c = self.model.encode(seg, self.n_q)[0]
+            codes[:, start:stop] = c[:, start - lo:stop - lo].to(torch.int16).cpu().numpy()
+            if self.on_progress is not None and len(spans) > 1:
+                self.on_progress(key, min(n, stop * h), n)
+        return EncodedItem(codes, None, n)
+
+    def run(self, batch):
+        return [(key, self.encode(audio, key)) for key, audio in batch]
+
+    def flush(self):
+        return []
+
+    def reset(self) -> None:
+        pass
+
+
+class DacDecoder:
+    """Adapter: ``EncodedItem`` -> audio ``[1, n_samples]``: the official ``decode(from_codes(codes))``,
+    cut to the file's length, chunked as the encoder chunks (bounded memory)."""
+
+    on_progress = None
+
+    def __init__(self, model: DAC, spec: CodecSpec, device: torch.device, chunking: Chunking | None = None):
+        self.model, self.spec, self.device = model, spec, device
+        self.name = spec.name
+        self.sample_rate = spec.sample_rate
+        self.hop = model.config.hop
+        self.chunking = chunking or Chunking.for_spec(spec)
+
+    @torch.inference_mode()
+    def decode(self, item: EncodedItem, key=None) -> np.ndarray:
+        n_q, T = item.codes.shape
+        have = self.model.config.n_codebooks
+        if n_q > have:
+            raise WeightsError(f"the codes have {n_q} codebooks but {self.name} has {have}")
+        if T != -(-item.n_samples // self.hop):
+            raise ValueError(f"{T} frames of codes do not fit {item.n_samples} samples for {self.name} "
+                             f"(expected {-(-item.n_samples // self.hop)})")
+        codes = torch.from_numpy(item.codes.astype(np.int64)).to(self.device)
+        n, h = item.n_samples, self.hop
+        out = np.zeros((1, n), dtype=np.float32)  # the 16/24 kHz decoders end 8 samples short: zeros
+        spans = self.chunking.spans(T)
+        for lo, hi, start, stop in spans:
+            wav = self.model.decode(codes[None, :, lo:hi])[0, 0]
+            a, b = start * h, min(n, stop * h)
+            got = wav[a - lo * h:b - lo * h]
+            out[0, a:a + got.shape[0]] = got.float().cpu().numpy()
+            if self.on_progress is not None and len(spans) > 1:
+                self.on_progress(key, stop, T)
+        return out
+
+    def run(self, batch):
+        from ..errors import InputError
+
+        out = []
+        for key, item in batch:
+            try:
+                out.append((key, self.decode(item, key)))
+            except (ValueError, WeightsError) as exc:
+                out.append((key, InputError(str(exc))))
+        return out
+
+    def flush(self):
+        return []
+
+    def reset(self) -> None:
+        pass
