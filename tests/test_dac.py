@@ -345,3 +345,28 @@ def test_dac_is_imported_only_when_chosen(tmp_path):
                           text=True, timeout=300, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False False" and "todo" in proc.stdout
+
+
+@pytest.mark.slow
+def test_codes_identical_across_fresh_processes(tmp_path, ckpt):
+    """Two fresh processes with other batching and workers write the same codes (nothing in the
+    DAC path is chosen at run time: no timed kernels, no shape from the batch)."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    src = tmp_path / "in"
+    for i, (sec, sr) in enumerate([(0.05, 16000), (0.7, 22050), (2.3, 44100), (11.0, 16000)]):
+        write_wav(src / f"c{i}.wav", sec, sr=sr, seed=40 + i)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AUDIOTOK_OFFLINE": "1"}
+    for name, args in {"a": ["--workers", "0", "--batch-seconds", "1000"],
+                       "b": ["--workers", "2", "--batch-seconds", "0.5"]}.items():
+        proc = subprocess.run([sys.executable, "-m", "audiotok", "encode", str(src), "-o", str(tmp_path / name),
+                               "-m", "dac_16khz", "--checkpoint", str(ckpt["dac_16khz"]), "--quiet", *args],
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for p in sorted((tmp_path / "a").glob("*.npz")):
+        np.testing.assert_array_equal(_codes(p), _codes(tmp_path / "b" / p.name), err_msg=p.name)
+    assert _codes(tmp_path / "a" / "c3.npz").shape == (12, 550)  # 11 s: past the whole-file limit, chunked
