@@ -86,10 +86,16 @@ class CodecSpec:
         return [(off, min(self.segment_length, n_samples - off)) for off in range(0, n_samples, self.segment_stride)]
 
     def segment_frames(self, n_samples: int) -> list[int]:
-        """Frames stored for each segment of a file of ``n_samples`` samples (the float expression
-        the ``encodec`` CLI uses, so rounding agrees exactly)."""
+        """Frames the model makes for each segment of a file of ``n_samples`` samples: ``ceil(n / hop)``
+        counted in whole numbers when the hop is whole (EnCodec pads each segment to whole frames;
+        the float expression ``ceil(n / sample_rate * frame_rate)`` of the ``encodec`` package's
+        ``decompress`` is one frame more for some lengths, e.g. 6720 samples at 24 kHz, where the
+        encoder makes 21 frames), else that float expression."""
         if n_samples <= 0:
             return []
+        hop = self.hop
+        if hop is not None:
+            return [-(-n // hop) for _, n in self.segment_spans(n_samples)]
         return [int(math.ceil(n / self.sample_rate * self.frame_rate)) for _, n in self.segment_spans(n_samples)]
 
     def load(self, checkpoint=None, device: Any = "cpu"):
@@ -165,12 +171,8 @@ DEFAULT_CODEC = ENCODEC_24KHZ.name
 # --- the DAC models (Descript Audio Codec) -----------------------------------------------------
 @dataclass(frozen=True)
 class DacSpec(CodecSpec):
-    """A DAC model: ``ceil(n / hop)`` frames for ``n`` samples, counted in whole numbers (the
-    official ``preprocess`` pads to whole frames; the float expression of ``CodecSpec`` is one
-    frame off for some lengths, e.g. 6656 samples at 44.1 kHz)."""
-
-    def segment_frames(self, n_samples: int) -> list[int]:
-        return [-(-n_samples // self.hop)] if n_samples > 0 else []
+    """A DAC model (``ceil(n / hop)`` frames for ``n`` samples, as for every whole-hop codec: the
+    official ``preprocess`` pads to whole frames) whose bandwidths can be typed as printed."""
 
     def check_bandwidth(self, bandwidth: float, *args, **kwargs) -> float:
         """Also accepts a bandwidth as printed (``7.75`` or ``7.75195`` for 9 codebooks of

@@ -99,3 +99,21 @@ def test_decode_refuses_a_file_declaring_another_bandwidth(cli, tmp_path):
     r = cli("decode", tmp_path / "tok", "-o", tmp_path / "wav", "-q")
     assert r.code == 1 and "a.npz: declares bandwidth 24 kbps (32 codebooks) but holds 8 codebooks" in r.err, r
     assert not (tmp_path / "wav" / "a.wav").exists()
+
+
+@pytest.mark.parametrize("fmt", ["npz", "ecdc"])
+def test_lengths_where_float_frame_counts_round_up_still_round_trip(cli, tmp_path, fmt):
+    """6720 samples at 24 kHz are 21 frames (ceil(6720 / 320)); ceil(6720 / 24000 * 75) in floats
+    is 22. Encode wrote 21 and decode refused them as corrupt; now every format agrees on 21."""
+    from audiotok.registry import CODECS
+
+    assert CODECS["encodec_24khz"].segment_frames(6720) == [21]
+    assert CODECS["encodec_48khz"].segment_frames(2 * 47520 + 13440) == [150, 150, 42]
+    write_wav(tmp_path / "in" / "odd.wav", 6720 / 24000, seed=4)
+    r = cli("encode", tmp_path / "in", "-o", tmp_path / "tok", "-q", "--format", fmt)
+    assert r.code == 0, r
+    if fmt == "npz":
+        assert np.load(tmp_path / "tok" / "odd.npz")["codes"].shape == (8, 21)
+    r = cli("decode", tmp_path / "tok", "-o", tmp_path / "wav", "-q")
+    assert r.code == 0, r
+    assert sf.info(str(tmp_path / "wav" / "odd.wav")).frames == 6720
