@@ -52,6 +52,10 @@ class CodecSpec:
     ecdc: bool = False  # the official `encodec` CLI's .ecdc format can hold its codes
     description: str = ""
     aliases: tuple[str, ...] = field(default=())
+    # "module:function" giving the path of the default weights (no torch; a WeightsError naming
+    # the files to fetch when they cannot be had), for codecs whose weights are not ``checkpoint``
+    default_weights: str | None = None
+    weights_source: str = ""  # where the official weights come from (shown to users)
 
     @property
     def bits_per_code(self) -> float:
@@ -87,6 +91,10 @@ class CodecSpec:
         the ``encodec`` CLI uses, so rounding agrees exactly)."""
         if n_samples <= 0:
             return []
+        if self.hop and self.frame_rate != int(self.frame_rate):
+            # a fractional frame rate (Mimi's 12.5 Hz): whole frames of ``hop`` samples, counted
+            # exactly (the float expression rounds up at some lengths: 13440 samples -> 8 frames)
+            return [-(-n // self.hop) for _, n in self.segment_spans(n_samples)]
         return [int(math.ceil(n / self.sample_rate * self.frame_rate)) for _, n in self.segment_spans(n_samples)]
 
     def load(self, checkpoint=None, device: Any = "cpu"):
@@ -155,5 +163,16 @@ ENCODEC_48KHZ = register_codec(CodecSpec(
     checkpoint="encodec_48khz-7e698e3e.th", lm_name="encodec_lm_48khz", ecdc=True,
     description="EnCodec 48 kHz stereo, 1 s segments with a scale each",
 ))
+
+# --- Mimi (Kyutai) --------------------------------------------------------------------------------
+MIMI = register_codec(CodecSpec(
+    name="mimi", sample_rate=24000, channels=1, frame_rate=12.5,
+    # k codebooks of 11 bits at 12.5 Hz: 0.1375 kbps each (1.1 kbps at the default 8)
+    bandwidths=tuple(round(k * 11 * 12.5 / 1000, 6) for k in range(1, 33)), codebook_size=2048, n_q=32,
+    implementation="audiotok.codecs.mimi:load_mimi", default_weights="audiotok.codecs.mimi_weights:default_weights",
+    weights_source="Hugging Face kyutai/mimi: model.safetensors + config.json",
+    description="Mimi (Kyutai) 24 kHz mono, 12.5 Hz, causal (streamable); 1.1 kbps = 8 codebooks",
+))
+MIMI_DEFAULT_BANDWIDTH = 1.1
 
 DEFAULT_CODEC = ENCODEC_24KHZ.name

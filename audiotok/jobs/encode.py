@@ -30,7 +30,13 @@ def codec_weights(model: str, checkpoint=None):
     spec = get_codec(model)
     if spec.checkpoint is None:
         if checkpoint is None:
-            return None, None
+            if spec.default_weights is None:
+                return None, None
+            import importlib
+
+            module, _, attr = spec.default_weights.partition(":")
+            path = getattr(importlib.import_module(module), attr)()
+            return path, file_sha256(path, 16)
         path = Path(checkpoint)
         if not path.is_file():
             from ..errors import WeightsError
