@@ -56,6 +56,7 @@ class CodecSpec:
     # the files to fetch when they cannot be had), for codecs whose weights are not ``checkpoint``
     default_weights: str | None = None
     weights_source: str = ""  # where the official weights come from (shown to users)
+    default_bandwidth: float = 6.0  # kbps when none is asked for
 
     @property
     def bits_per_code(self) -> float:
@@ -70,7 +71,10 @@ class CodecSpec:
     def n_codebooks(self, bandwidth: float) -> int:
         return int(bandwidth * 1000 // (self.frame_rate * self.bits_per_code))
 
-    def check_bandwidth(self, bandwidth: float) -> float:
+    def check_bandwidth(self, bandwidth: float | None) -> float:
+        """``bandwidth`` (None: the codec's default) if it is one of the codec's; else a UsageError."""
+        if bandwidth is None:
+            bandwidth = self.default_bandwidth
         if float(bandwidth) not in self.bandwidths:
             valid = ", ".join(f"{b:g}" for b in self.bandwidths)
             raise UsageError(f"--bandwidth {bandwidth:g} is not valid for {self.name}; choose one of {valid} (kbps)")
@@ -172,7 +176,7 @@ MIMI = register_codec(CodecSpec(
     implementation="audiotok.codecs.mimi:load_mimi", default_weights="audiotok.codecs.mimi_weights:default_weights",
     weights_source="Hugging Face kyutai/mimi: model.safetensors + config.json",
     description="Mimi (Kyutai) 24 kHz mono, 12.5 Hz, causal (streamable); 1.1 kbps = 8 codebooks",
+    default_bandwidth=1.1,
 ))
-MIMI_DEFAULT_BANDWIDTH = 1.1
 
 DEFAULT_CODEC = ENCODEC_24KHZ.name

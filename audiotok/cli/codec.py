@@ -17,7 +17,7 @@ def _bandwidth_help() -> str:
     from ..registry import CODECS
 
     specs = {s.name: s for s in CODECS.values()}
-    return "kbps: " + "; ".join(f"{', '.join(f'{b:g}' for b in s.bandwidths)} ({n})" for n, s in sorted(specs.items()))
+    return "kbps (default: the codec's, 6 for EnCodec, 1.1 for mimi): " + "; ".join(f"{', '.join(f'{b:g}' for b in s.bandwidths)} ({n})" for n, s in sorted(specs.items()))
 
 
 @app.command()
@@ -25,7 +25,7 @@ def encode(
     inputs: list[str] = cli.INPUTS_OR_MANIFEST,
     out: Path = cli.OUT,
     model: str = typer.Option(DEFAULT_CODEC, "--model", "-m", help=f"Codec: {', '.join(codec_names())}."),
-    bandwidth: float = typer.Option(6.0, "--bandwidth", "-b", help=_bandwidth_help()),
+    bandwidth: float = typer.Option(None, "--bandwidth", "-b", help=_bandwidth_help()),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Codec weights file (default: official, torch hub cache)."),
     fmt: str = typer.Option("npz", "--format", "-f",
                             help="npz (codes + metadata), npy (bare codes, 24 kHz), ecdc or parquet (dataset shards)."),

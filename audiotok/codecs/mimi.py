@@ -337,8 +337,8 @@ def load_weights(path: Path, device) -> MimiNet:
     """A ``MimiNet`` from a ``.safetensors`` file in either official layout (strict)."""
     config = config_for(path)
     tensors = read_safetensors(path)
+    check_finite(tensors, path)  # names as the file has them
     state = to_moshi_layout(tensors, config, path)
-    check_finite(state, path)
     return MimiNet(state, config, device)
 
 
