@@ -58,8 +58,9 @@ def run_cli(capsys, monkeypatch):
     return run
 
 
-def encode(codec, audios, shape=None, bandwidth=1.1):
-    enc = MimiEncoder(codec, bandwidth, torch.device("cpu"), shape=shape)
+def encode(codec, audios, shape=None, bandwidth=1.1, **kw):
+    kw = {"shared": shape, "lone": shape, **kw} if shape else kw
+    enc = MimiEncoder(codec, bandwidth, torch.device("cpu"), **kw)
     got = dict(enc.run(list(enumerate(audios))))
     got.update(enc.flush())
     return [got[i] for i in range(len(audios))]
@@ -145,16 +146,18 @@ def test_codes_do_not_depend_on_batching_or_neighbours(codec, ref):
     """Each file's codes are the same alone, in a batch, in another order, and in rows that held
     other files before (state reset at each file's first window)."""
     long = _long_audio(ref, 5.0)
-    files = [clip(ref, 0), long, clip(ref, 1)[:, :5000], long[:, 1000:40000], clip(ref, 1)]
-    shape = StreamShape(2, 7680)
-    alone = [encode(codec, [f], shape)[0].codes for f in files]
-    together = encode(codec, files, shape)
-    backwards = encode(codec, files[::-1], shape)[::-1]
+    files = [clip(ref, 0), long, clip(ref, 1)[:, :5000], long[:, 1000:40000], clip(ref, 1), long[:, 7:]]
+    # files of 4 s or more run alone in their own shape (as files of 30 s or more do by default)
+    kw = {"shared": StreamShape(2, 7680), "lone": StreamShape(1, 11520), "lone_seconds": 4.0}
+    alone = [encode(codec, [f], **kw)[0].codes for f in files]
+    together = encode(codec, files, **kw)
+    backwards = encode(codec, files[::-1], **kw)[::-1]
     for a, b, c in zip(alone, together, backwards):
         np.testing.assert_array_equal(a, b.codes)
         np.testing.assert_array_equal(a, c.codes)
     # one at a time through one adapter (rows reused, state reset per file)
-    enc = MimiEncoder(codec, 1.1, torch.device("cpu"), shape=shape)
+    enc = MimiEncoder(codec, 1.1, torch.device("cpu"), **kw)
+    assert enc.numerics() == {"stream_shared": "2x7680", "stream_lone": "1x11520", "lone_seconds": 4.0}
     for i, f in enumerate(files):
         got = dict(enc.run([(i, f)]) + enc.flush())
         np.testing.assert_array_equal(alone[i], got[i].codes)
@@ -262,7 +265,7 @@ def test_encode_and_decode_through_the_cli(tmp_path, run_cli, ref):
     assert code == 0, err
     recs = {Path(r["input"]).name: r for r in map(json.loads, out.splitlines())}
     assert recs["a.wav"]["frames"] == 39 and recs["a.wav"]["n_q"] == 8 and recs["a.wav"]["bandwidth"] == 1.1
-    assert recs["a.wav"]["weights_sha256"] and recs["a.wav"]["numerics"]["stream"] == "4x38400"
+    assert recs["a.wav"]["weights_sha256"] and recs["a.wav"]["numerics"]["stream_shared"] == "4x38400"
     for name, i in (("a.npz", 0), ("sub/b.npz", 1)):
         with np.load(tmp_path / "codes" / name) as z:
             np.testing.assert_array_equal(z["codes"], ref[f"codes_{i}"])

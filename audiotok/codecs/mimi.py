@@ -394,9 +394,17 @@ class StreamShape:
         return f"{self.rows}x{self.window}"
 
 
-CPU_SHAPE = StreamShape(4, 38400)  # 1.6 s (20 frames) per row
-CUDA_SHAPE = StreamShape(32, 96000)  # 4 s
-CPU_DECODE_FRAMES = 50  # 4 s per decoder call
+# The shapes every call runs at (measured on 2 CPU cores: longer windows cost less per second of
+# audio, 1 row runs as fast per sample as 4). On the CPU, files shorter than LONE_SECONDS share
+# calls of 4 rows x 1.6 s (a short file wastes at most one window's tail); longer ones run alone
+# in calls of 1 row x 6.4 s (about 1.6x faster per second). Which shape a file gets depends on its
+# length only, so its codes do not depend on what else is encoded. On CUDA every file shares calls
+# of 32 rows x 4 s.
+CPU_SHARED = StreamShape(4, 38400)
+CPU_LONE = StreamShape(1, 153600)
+CUDA_SHARED = StreamShape(32, 96000)
+LONE_SECONDS = 30.0
+CPU_DECODE_FRAMES = 80  # 6.4 s per decoder call
 CUDA_DECODE_FRAMES = 150
 
 
@@ -409,57 +417,26 @@ class _Slot:
     codes: list = field(default_factory=list)
 
 
-class MimiEncoder:
-    """Adapter: ``[1, N]`` float32 audio at 24 kHz -> ``EncodedItem`` (int16 codes ``[n_q, ceil(N / 1920)]``).
+class _Stream:
+    """Files streamed through calls of one fixed shape; a row holds one file from its first window
+    (state reset) to its last, then the next queued file starts in it."""
 
-    Files stream through calls of ``shape`` (rows x window samples); a row holds one file from
-    its first window to its last, then the next queued file starts in it with its state reset."""
-
-    on_progress = None  # set by the pipeline: on_progress(key, samples_done, samples_total)
-
-    def __init__(self, codec: MimiCodec, bandwidth: float, device: torch.device, shape: StreamShape | None = None):
-        self.spec = codec.spec
-        self.bandwidth = self.spec.check_bandwidth(bandwidth)
-        self.n_q = self.spec.n_codebooks(self.bandwidth)
-        self.net = _net_on(codec, device)
-        if self.n_q > self.net.n_q:
-            raise WeightsError(f"{self.n_q} codebooks asked (bandwidth {self.bandwidth:g} kbps) but the weights in "
-                               f"{codec.checkpoint_path} hold {self.net.n_q}")
-        self.device = device
-        self.shape = shape or (CUDA_SHAPE if device.type == "cuda" else CPU_SHAPE)
-        if self.shape.window % self.net.hop:
-            raise ValueError(f"window must be a multiple of {self.net.hop} samples")
-        self.hop = self.net.hop
-        self.sample_rate, self.channels, self.frame_rate = self.spec.sample_rate, self.spec.channels, self.spec.frame_rate
+    def __init__(self, owner: MimiEncoder, shape: StreamShape):
+        if shape.window % owner.hop:
+            raise ValueError(f"window must be a multiple of {owner.hop} samples")
+        self.owner, self.shape = owner, shape
         self.reset()
-
-    def numerics(self) -> dict:
-        """What the codes depend on beyond the audio and the weights (for metadata)."""
-        return {"stream": self.shape.describe()}
 
     def reset(self) -> None:
         self.queue: list[_Slot] = []
         self.active: list[_Slot | None] = [None] * self.shape.rows
-        self.state = self.net.init_encoder_state(self.shape.rows)
+        self.state = self.owner.net.init_encoder_state(self.shape.rows)
 
     def busy(self) -> bool:
         return bool(self.queue) or any(s is not None for s in self.active)
 
-    def run(self, batch):
-        for key, audio in batch:
-            self.queue.append(_Slot(key, np.ascontiguousarray(audio[0], dtype=np.float32)))
-        out = []
-        while self.queue:
-            out.extend(self.step())
-        return out
-
-    def flush(self):
-        out = []
-        while self.busy():
-            out.extend(self.step())
-        return out
-
     def step(self):
+        o = self.owner
         W, R = self.shape.window, self.shape.rows
         for r in range(R):
             if self.active[r] is None and self.queue:
@@ -471,9 +448,9 @@ class MimiEncoder:
                 chunk = slot.audio[slot.pos:slot.pos + W]
                 x[r, 0, :chunk.shape[0]] = chunk
                 fresh[r] = slot.fresh
-        xt = torch.from_numpy(x).to(self.device)
-        emb = self.net.encode_window(xt, self.state, torch.from_numpy(fresh).to(self.device))
-        codes = self.net.quantize(emb, self.n_q).to(torch.int16).cpu().numpy()  # [R, K, W / hop]
+        xt = torch.from_numpy(x).to(o.device)
+        emb = o.net.encode_window(xt, self.state, torch.from_numpy(fresh).to(o.device))
+        codes = o.net.quantize(emb, o.n_q).to(torch.int16).cpu().numpy()  # [R, K, W / hop]
         done = []
         for r, slot in enumerate(self.active):
             if slot is None:
@@ -483,13 +460,74 @@ class MimiEncoder:
             slot.pos += W
             n = slot.audio.shape[0]
             if slot.pos >= n:
-                frames = max(1, -(-n // self.hop))
+                frames = max(1, -(-n // o.hop))
                 item = EncodedItem(np.ascontiguousarray(np.concatenate(slot.codes, axis=1)[:, :frames]), None, n)
                 done.append((slot.key, item))
                 self.active[r] = None
-            elif self.on_progress is not None:
-                self.on_progress(slot.key, slot.pos, n)
+            elif o.on_progress is not None:
+                o.on_progress(slot.key, slot.pos, n)
         return done
+
+
+class MimiEncoder:
+    """Adapter: ``[1, N]`` float32 audio at 24 kHz -> ``EncodedItem`` (int16 codes ``[n_q, ceil(N / 1920)]``).
+
+    Every model call has a fixed shape (``StreamShape``) chosen from the device type and, on the
+    CPU, the file's own length (``lone_seconds``): never from the batch the engine hands over.
+    ``shared`` / ``lone`` override the shapes (tests and benchmarks)."""
+
+    on_progress = None  # set by the pipeline: on_progress(key, samples_done, samples_total)
+
+    def __init__(self, codec: MimiCodec, bandwidth: float, device: torch.device, shared: StreamShape | None = None,
+                 lone: StreamShape | None = None, lone_seconds: float | None = None):
+        self.spec = codec.spec
+        self.bandwidth = self.spec.check_bandwidth(bandwidth)
+        self.n_q = self.spec.n_codebooks(self.bandwidth)
+        self.net = _net_on(codec, device)
+        if self.n_q > self.net.n_q:
+            raise WeightsError(f"{self.n_q} codebooks asked (bandwidth {self.bandwidth:g} kbps) but the weights in "
+                               f"{codec.checkpoint_path} hold {self.net.n_q}")
+        self.device = device
+        self.hop = self.net.hop
+        self.sample_rate, self.channels, self.frame_rate = self.spec.sample_rate, self.spec.channels, self.spec.frame_rate
+        cuda = device.type == "cuda"
+        self.shared = _Stream(self, shared or (CUDA_SHARED if cuda else CPU_SHARED))
+        lone_shape = None if cuda and lone is None else (lone or CPU_LONE)
+        self.lone = _Stream(self, lone_shape) if lone_shape is not None else None
+        self.lone_samples = int((LONE_SECONDS if lone_seconds is None else lone_seconds) * self.sample_rate)
+
+    def numerics(self) -> dict:
+        """What the codes depend on beyond the audio and the weights (for metadata)."""
+        out = {"stream_shared": self.shared.shape.describe()}
+        if self.lone is not None:
+            out["stream_lone"] = self.lone.shape.describe()
+            out["lone_seconds"] = self.lone_samples / self.sample_rate
+        return out
+
+    def reset(self) -> None:
+        self.shared.reset()
+        if self.lone is not None:
+            self.lone.reset()
+
+    def run(self, batch):
+        out = []
+        for key, audio in batch:
+            slot = _Slot(key, np.ascontiguousarray(audio[0], dtype=np.float32))
+            if self.lone is not None and slot.audio.shape[0] >= self.lone_samples:
+                self.lone.queue.append(slot)
+                while self.lone.busy():  # one long file at a time, to its end
+                    out.extend(self.lone.step())
+            else:
+                self.shared.queue.append(slot)
+        while self.shared.queue:
+            out.extend(self.shared.step())
+        return out
+
+    def flush(self):
+        out = []
+        while self.shared.busy():
+            out.extend(self.shared.step())
+        return out
 
 
 class MimiDecoder:
