@@ -142,6 +142,25 @@ def test_streaming_equals_whole_file(codec, ref):
     assert a.shape == b.shape == (1, n) and np.abs(a - b).max() < 1e-4
 
 
+def _state_numel(state) -> int:
+    return sum(t.numel() for t in state["ctx"]) + sum(t.numel() for kv in state["kv"] for t in kv.values())
+
+
+def test_state_stays_bounded(codec, ref):
+    """The state a row carries (convolution context, attention cache of `sliding_window` steps) has
+    one size however long the file: memory does not grow with its length."""
+    net = codec.net
+    x = torch.from_numpy(_long_audio(ref, 8.0)[:, : 50 * 3840].reshape(1, 1, -1).copy())
+    enc, dec = net.init_encoder_state(1), net.init_decoder_state(1)
+    size = (_state_numel(enc), _state_numel(dec))
+    for i in range(50):
+        emb = net.encode_window(x[:, :, i * 3840:(i + 1) * 3840], enc, torch.tensor([i == 0]))
+        net.decode_window(net.dequantize(net.quantize(emb, 8)), dec, torch.tensor([i == 0]))
+    assert (_state_numel(enc), _state_numel(dec)) == size
+    assert all(kv["k"].shape[2] == net.config.sliding_window for kv in enc["kv"])
+    assert int(enc["offset"][0]) == 50 * 3840 // 960  # rotary positions go on counting
+
+
 def test_codes_do_not_depend_on_batching_or_neighbours(codec, ref):
     """Each file's codes are the same alone, in a batch, in another order, and in rows that held
     other files before (state reset at each file's first window)."""
