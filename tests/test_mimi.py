@@ -110,6 +110,23 @@ def test_both_layouts_hold_the_same_network():
     assert a.config.sliding_window == 16 and a.config.num_quantizers == 8
 
 
+def test_transformers_5_module_names_load_too(tmp_path):
+    """A state dict saved under transformers 5.x's module names (``encoder.encoder_seanet...``)."""
+    prefixes = {"encoder.layers.": "encoder.encoder_seanet.layers.",
+                "encoder_transformer.": "encoder.encoder_transformer.", "downsample.": "encoder.downsample.",
+                "upsample.": "decoder.upsample.", "decoder_transformer.": "decoder.decoder_transformer.",
+                "decoder.layers.": "decoder.decoder_seanet.layers."}
+
+    def rename(sd):
+        for k in list(sd):
+            new = next((v + k[len(p):] for p, v in prefixes.items() if k.startswith(p)), k)
+            sd[new] = sd.pop(k)
+
+    a = load_weights(FIXTURE / "model.safetensors", torch.device("cpu"))
+    b = load_weights(_variant(tmp_path, rename), torch.device("cpu"))
+    assert torch.equal(a.down.weight, b.down.weight) and torch.equal(a.dec_layers[1].linear2, b.dec_layers[1].linear2)
+
+
 # --- streaming and batching ---------------------------------------------------------------------------
 def _long_audio(ref, seconds: float = 9.0) -> np.ndarray:
     x = np.concatenate([clip(ref, 0), clip(ref, 1)], axis=1)

@@ -460,7 +460,7 @@ class _Stream:
             slot.pos += W
             n = slot.audio.shape[0]
             if slot.pos >= n:
-                frames = max(1, -(-n // o.hop))
+                frames = -(-n // o.hop)
                 item = EncodedItem(np.ascontiguousarray(np.concatenate(slot.codes, axis=1)[:, :frames]), None, n)
                 done.append((slot.key, item))
                 self.active[r] = None
