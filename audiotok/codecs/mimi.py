@@ -13,8 +13,9 @@ whole-file ``encode`` (which pads the file with zeros to a whole frame); memory 
 the file's length.
 
 Same codes whatever the batching: each call has a fixed shape (rows x window samples, from the
-device type only); a row carries one file from its first window (state reset) to its last, and
-rows never mix (convolutions, attention and nearest-code search are per row).
+device type and, on the CPU, the file's own length); a row carries one file from its first window
+(state reset) to its last, and rows never mix (convolutions, attention and nearest-code search are
+per row).
 """
 
 from __future__ import annotations
