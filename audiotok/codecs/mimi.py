@@ -398,9 +398,9 @@ class StreamShape:
 # The shapes every call runs at (measured on 2 CPU cores: longer windows cost less per second of
 # audio, 1 row runs as fast per sample as 4). On the CPU, files shorter than LONE_SECONDS share
 # calls of 4 rows x 1.6 s (a short file wastes at most one window's tail); longer ones run alone
-# in calls of 1 row x 6.4 s (about 1.6x faster per second). Which shape a file gets depends on its
-# length only, so its codes do not depend on what else is encoded. On CUDA every file shares calls
-# of 32 rows x 4 s.
+# in calls of 1 row x 6.4 s (about 1.5x faster per second of audio). Which shape a file gets
+# depends on its length only, so its codes do not depend on what else is encoded. On CUDA every
+# file shares calls of 32 rows x 4 s.
 CPU_SHARED = StreamShape(4, 38400)
 CPU_LONE = StreamShape(1, 153600)
 CUDA_SHARED = StreamShape(32, 96000)
