@@ -55,6 +55,11 @@ class CodecSpec:
     ecdc: bool = False  # the official `encodec` CLI's .ecdc format can hold its codes
     description: str = ""
     aliases: tuple[str, ...] = field(default=())
+    # "module:function" giving the path of the default weights (no torch; a WeightsError naming
+    # the files to fetch when they cannot be had), for codecs whose weights are not ``checkpoint``
+    default_weights: str | None = None
+    weights_source: str = ""  # where the official weights come from (shown to users)
+    default_bandwidth: float = 6.0  # kbps when none is asked for
 
     @property
     def bits_per_code(self) -> float:
@@ -69,7 +74,10 @@ class CodecSpec:
     def n_codebooks(self, bandwidth: float) -> int:
         return int(bandwidth * 1000 // (self.frame_rate * self.bits_per_code))
 
-    def check_bandwidth(self, bandwidth: float) -> float:
+    def check_bandwidth(self, bandwidth: float | None) -> float:
+        """``bandwidth`` (None: the codec's default) if it is one of the codec's; else a UsageError."""
+        if bandwidth is None:
+            bandwidth = self.default_bandwidth
         if float(bandwidth) not in self.bandwidths:
             valid = ", ".join(f"{b:g}" for b in self.bandwidths)
             raise UsageError(f"--bandwidth {bandwidth:g} is not valid for {self.name}; choose one of {valid} (kbps)")
@@ -165,6 +173,17 @@ ENCODEC_48KHZ = register_codec(CodecSpec(
     description="EnCodec 48 kHz stereo, 1 s segments with a scale each",
 ))
 
+# --- Mimi (Kyutai) --------------------------------------------------------------------------------
+MIMI = register_codec(CodecSpec(
+    name="mimi", sample_rate=24000, channels=1, frame_rate=12.5,
+    # k codebooks of 11 bits at 12.5 Hz: 0.1375 kbps each (1.1 kbps at the default 8)
+    bandwidths=tuple(round(k * 11 * 12.5 / 1000, 6) for k in range(1, 33)), codebook_size=2048, n_q=32,
+    implementation="audiotok.codecs.mimi:load_mimi", default_weights="audiotok.codecs.mimi_weights:default_weights",
+    weights_source="Hugging Face kyutai/mimi: model.safetensors + config.json",
+    description="Mimi (Kyutai) 24 kHz mono, 12.5 Hz, causal (streamable); 1.1 kbps = 8 codebooks",
+    default_bandwidth=1.1,
+))
+
 DEFAULT_CODEC = ENCODEC_24KHZ.name
 
 
@@ -192,7 +211,7 @@ def _dac(name: str, sample_rate: int, hop: int, n_q: int, checkpoint: str, url: 
     return register_codec(DacSpec(
         name=name, sample_rate=sample_rate, channels=1, frame_rate=frame_rate, bandwidths=bandwidths,
         codebook_size=1024, n_q=n_q, implementation=_DAC, checkpoint=checkpoint, weights_url=_DAC_RELEASES + url,
-        description=about,
+        description=about, default_bandwidth=bandwidths[-1],  # every codebook, as the official encode
     ))
 
 

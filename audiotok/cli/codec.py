@@ -16,8 +16,15 @@ from .base import app
 def _bandwidth_help() -> str:
     from ..registry import CODECS
 
+    def listed(bws) -> str:
+        step = bws[0]
+        if len(bws) > 8 and all(abs(b - (i + 1) * step) < 1e-9 for i, b in enumerate(bws)):
+            return f"k x {step:g} for k = 1..{len(bws)} codebooks"  # one step per codebook (mimi)
+        return ", ".join(f"{b:g}" for b in bws)
+
     specs = {s.name: s for s in CODECS.values()}
-    return "kbps: " + "; ".join(f"{', '.join(f'{b:g}' for b in s.bandwidths)} ({n})" for n, s in sorted(specs.items()))
+    return ("kbps (default: the codec's, 6 for EnCodec, 1.1 for mimi): "
+            + "; ".join(f"{listed(s.bandwidths)} ({n})" for n, s in sorted(specs.items())))
 
 
 @app.command()
@@ -25,8 +32,9 @@ def encode(
     inputs: list[str] = cli.INPUTS_OR_MANIFEST,
     out: Path = cli.OUT,
     model: str = typer.Option(DEFAULT_CODEC, "--model", "-m", help=f"Codec: {', '.join(codec_names())}."),
-    bandwidth: float = typer.Option(6.0, "--bandwidth", "-b", help=_bandwidth_help()),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Codec weights file (default: official, torch hub cache)."),
+    bandwidth: float = typer.Option(None, "--bandwidth", "-b", help=_bandwidth_help()),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Codec weights file (default: official; EnCodec from the torch hub cache, "
+                                       "mimi from the Hugging Face cache)."),
     fmt: str = typer.Option("npz", "--format", "-f",
                             help="npz (codes + metadata), npy (bare codes, 24 kHz), ecdc or parquet (dataset shards)."),
     manifest: Path = cli.MANIFEST,
@@ -60,7 +68,8 @@ def decode(
     inputs: list[str] = cli.INPUTS,
     out: Path = cli.OUT,
     fmt: str = typer.Option("wav", "--format", "-f", help="wav or flac (16-bit PCM at the model's rate)."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Codec weights file (default: official, torch hub cache)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Codec weights file (default: official; EnCodec from the torch hub cache, "
+                                       "mimi from the Hugging Face cache)."),
     ext: str = typer.Option(",".join((*CODE_EXTENSIONS, "parquet")), "--ext",
                             help="Extensions to take from directories (parquet: `encode --format parquet` shards)."),
     exclude: list[str] = cli.EXCLUDE,

@@ -30,7 +30,13 @@ def codec_weights(model: str, checkpoint=None):
     spec = get_codec(model)
     if spec.checkpoint is None:
         if checkpoint is None:
-            return None, None
+            if spec.default_weights is None:
+                return None, None
+            import importlib
+
+            module, _, attr = spec.default_weights.partition(":")
+            path = getattr(importlib.import_module(module), attr)()
+            return path, file_sha256(path, 16)
         path = Path(checkpoint)
         if not path.is_file():
             from ..errors import WeightsError
@@ -100,7 +106,7 @@ class EncodeJob:
                 "numerics": self.numerics}
 
 
-def encode_files(inputs, out: str | Path, *, model: str = DEFAULT_CODEC, bandwidth: float = 6.0,
+def encode_files(inputs, out: str | Path, *, model: str = DEFAULT_CODEC, bandwidth: float | None = None,
                  checkpoint: str | Path | None = None, fmt: str = "npz", manifest: str | Path | None = None,
                  exclude=None, dry_run: bool = False, keep_ext: bool = False, shard_mb: float = 64.0,
                  ext=None, device: str = "auto", threads: int | None = None, batch_seconds: float = 60.0,
@@ -154,7 +160,7 @@ class Encoder:
     """Codes for arrays in memory, through the same adapter ``encode_files`` uses (identical
     codes for identical audio): ``encode(audio, sample_rate) -> EncodedItem``."""
 
-    def __init__(self, model: str = DEFAULT_CODEC, bandwidth: float = 6.0, checkpoint=None,
+    def __init__(self, model: str = DEFAULT_CODEC, bandwidth: float | None = None, checkpoint=None,
                  device: str = "auto", threads: int | None = None):
         from ..engine.provenance import numeric_context
 

@@ -1,0 +1,591 @@
+"""Mimi (Kyutai's codec of Moshi, Sesame CSM, Kyutai STT/TTS): 24 kHz mono, 12.5 frames per second,
+up to 32 codebooks of 2048 codes (the first one "semantic", the others acoustic).
+
+The network is computed here (``MimiNet``), from the official weights in either layout
+(``mimi_weights``): a causal SEANet encoder (strides 4, 5, 6, 8: 25 Hz), an 8-layer transformer
+with rotary positions attending 250 steps back, a learnt stride-2 convolution down to 12.5 Hz, and a
+split residual vector quantizer (one semantic level, the rest acoustic, each part with its own
+input and output projections); the decoder mirrors it. Everything is causal, so the model runs as a
+stream of fixed-length windows that carry their state: the last samples each convolution needs,
+each transposed convolution's last input frame, and each attention layer's keys and values of the
+last 250 steps with their positions. Encoding a file window by window equals the official
+whole-file ``encode`` (which pads the file with zeros to a whole frame); memory does not grow with
+the file's length.
+
+Same codes whatever the batching: each call has a fixed shape (rows x window samples, from the
+device type and, on the CPU, the file's own length); a row carries one file from its first window
+(state reset) to its last, and rows never mix (convolutions, attention and nearest-code search are
+per row).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..engine.devices import resolve_device
+from ..errors import InputError, WeightsError
+from ..formats.codes import EncodedItem
+from ..registry import CodecSpec
+from ..weights import check_finite
+from .mimi_weights import (
+    MimiConfig,
+    config_for,
+    decoder_plan,
+    default_weights,
+    encoder_plan,
+    read_safetensors,
+    to_moshi_layout,
+)
+
+
+# --- the network -------------------------------------------------------------------------------------
+@dataclass
+class _Conv:
+    """A causal convolution: ``pad`` samples of left context (zeros at a file's start, or its
+    first sample repeated when ``replicate``), no look-ahead."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    stride: int = 1
+    dilation: int = 1
+    groups: int = 1
+    replicate: bool = False
+
+    @property
+    def pad(self) -> int:
+        return (self.weight.shape[-1] - 1) * self.dilation + 1 - self.stride
+
+    @property
+    def in_channels(self) -> int:
+        return self.weight.shape[1] * self.groups
+
+
+@dataclass
+class _ConvTr:
+    """A causal transposed convolution trimmed on the right: a window's outputs need the last
+    ``ctx`` input frames of the window before."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    stride: int
+    groups: int = 1
+
+    @property
+    def ctx(self) -> int:
+        return -(-(self.weight.shape[-1] - self.stride) // self.stride)
+
+    @property
+    def in_channels(self) -> int:
+        return self.weight.shape[0]
+
+
+@dataclass
+class _Layer:
+    in_proj: torch.Tensor
+    out_proj: torch.Tensor
+    norm1: tuple[torch.Tensor, torch.Tensor]
+    norm2: tuple[torch.Tensor, torch.Tensor]
+    linear1: torch.Tensor
+    linear2: torch.Tensor
+    scale1: torch.Tensor
+    scale2: torch.Tensor
+
+
+@dataclass
+class _Codebooks:
+    input_proj: torch.Tensor
+    output_proj: torch.Tensor
+    embeds: list = field(default_factory=list)  # [bins, dim] per level
+
+
+class MimiNet:
+    """Mimi's encoder and decoder as streams over windows of rows (weights in the moshi layout)."""
+
+    def __init__(self, w: dict, config: MimiConfig, device: torch.device):
+        self.config = c = config
+        w = {k: v.to(device=device, dtype=torch.float32) for k, v in w.items()}
+        self.device = device
+        self.hop = c.hop
+        self.enc = self._seanet(w, "encoder", encoder_plan(c))
+        self.dec = self._seanet(w, "decoder", decoder_plan(c))
+        self.enc_layers = self._transformer(w, "encoder_transformer", c.num_hidden_layers)
+        self.dec_layers = self._transformer(w, "decoder_transformer", c.num_hidden_layers)
+        s = c.downsample_stride
+        self.down = _Conv(w["downsample.conv.conv.conv.weight"], None, stride=s, replicate=True)
+        up = w["upsample.convtr.convtr.convtr.weight"]
+        self.up = _ConvTr(up, None, stride=s, groups=c.hidden_size // up.shape[1])
+        self.rvq = []
+        for rvq, n in (("rvq_first", c.num_semantic_quantizers), ("rvq_rest", c.num_quantizers - c.num_semantic_quantizers)):
+            cb = _Codebooks(w[f"quantizer.{rvq}.input_proj.weight"], w[f"quantizer.{rvq}.output_proj.weight"])
+            for q in range(n):
+                p = f"quantizer.{rvq}.vq.layers.{q}._codebook."
+                cb.embeds.append(w[p + "embedding_sum"] / w[p + "cluster_usage"].clamp(min=1e-5)[:, None])
+            self.rvq.append(cb)
+        self.n_q = c.num_quantizers
+
+    # --- building -----------------------------------------------------------------------------
+    @staticmethod
+    def _seanet(w: dict, part: str, plan: list) -> list:
+        ops: list = []
+        for op in plan:
+            if op[0] == "elu":
+                ops.append(("elu", None))
+            elif op[0] == "conv":
+                _, i, _, _, _, stride, dilation = op
+                p = f"{part}.model.{i}.conv.conv."
+                ops.append(("conv", _Conv(w[p + "weight"], w[p + "bias"], stride, dilation)))
+            elif op[0] == "convtr":
+                _, i, _, _, _, stride = op
+                p = f"{part}.model.{i}.convtr.convtr."
+                ops.append(("convtr", _ConvTr(w[p + "weight"], w[p + "bias"], stride)))
+            else:
+                _, i, _, dilation = op
+                p = f"{part}.model.{i}.block."
+                ops.append(("res", (_Conv(w[p + "1.conv.conv.weight"], w[p + "1.conv.conv.bias"], 1, dilation),
+                                    _Conv(w[p + "3.conv.conv.weight"], w[p + "3.conv.conv.bias"]))))
+        return ops
+
+    @staticmethod
+    def _transformer(w: dict, part: str, n: int) -> list:
+        layers = []
+        for i in range(n):
+            p = f"{part}.transformer.layers.{i}."
+            layers.append(_Layer(w[p + "self_attn.in_proj_weight"], w[p + "self_attn.out_proj.weight"],
+                                 (w[p + "norm1.weight"], w[p + "norm1.bias"]), (w[p + "norm2.weight"], w[p + "norm2.bias"]),
+                                 w[p + "linear1.weight"], w[p + "linear2.weight"],
+                                 w[p + "layer_scale_1.scale"], w[p + "layer_scale_2.scale"]))
+        return layers
+
+    # --- state ----------------------------------------------------------------------------------
+    def _convs(self, ops: list) -> list:
+        out = []
+        for kind, op in ops:
+            if kind in ("conv", "convtr"):
+                out.append(op)
+            elif kind == "res":
+                out.extend(op)
+        return out
+
+    def _init(self, rows: int, ops: list, extra: list, layers: list) -> dict:
+        dev, c = self.device, self.config
+        ctx = []
+        for op in self._convs(ops) + extra:
+            n = op.ctx if isinstance(op, _ConvTr) else op.pad
+            ctx.append(torch.zeros(rows, op.in_channels, n, device=dev))
+        H, hd, C = c.num_attention_heads, c.head_dim, c.sliding_window
+        kv = [{"k": torch.zeros(rows, H, C, hd, device=dev), "v": torch.zeros(rows, H, C, hd, device=dev),
+               "pos": torch.full((rows, C), -1, dtype=torch.long, device=dev)} for _ in layers]
+        return {"ctx": ctx, "kv": kv, "offset": torch.zeros(rows, dtype=torch.long, device=dev)}
+
+    def init_encoder_state(self, rows: int) -> dict:
+        return self._init(rows, self.enc, [self.down], self.enc_layers)
+
+    def init_decoder_state(self, rows: int) -> dict:
+        return self._init(rows, self.dec, [self.up], self.dec_layers)
+
+    # --- one window -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_window(self, x: torch.Tensor, state: dict, fresh: torch.Tensor) -> torch.Tensor:
+        """Samples ``[rows, 1, W]`` (W a multiple of the hop) -> latents ``[rows, hidden, W / hop]``.
+        ``fresh[r]``: row ``r``'s window is the first of a file (its state starts anew)."""
+        fresh = fresh if bool(fresh.any()) else None
+        ctx = state["ctx"]
+        x = self._run(self.enc, x, ctx, fresh)
+        x = self._attend(self.enc_layers, x, state, fresh)
+        return self._conv(self.down, x, ctx, len(ctx) - 1, fresh)
+
+    @torch.inference_mode()
+    def decode_window(self, emb: torch.Tensor, state: dict, fresh: torch.Tensor) -> torch.Tensor:
+        """Latents ``[rows, hidden, F]`` -> samples ``[rows, 1, F * hop]``."""
+        fresh = fresh if bool(fresh.any()) else None
+        ctx = state["ctx"]
+        x = self._convtr(self.up, emb, ctx, len(ctx) - 1, fresh)
+        x = self._attend(self.dec_layers, x, state, fresh)
+        return self._run(self.dec, x, ctx, fresh)
+
+    def _run(self, ops: list, x: torch.Tensor, ctx: list, fresh) -> torch.Tensor:
+        """The SEANet ops; ``ctx[i]`` is the context of the i-th (transposed) convolution."""
+        i = 0
+        for kind, op in ops:
+            if kind == "elu":
+                x = F.elu(x)
+            elif kind == "conv":
+                x = self._conv(op, x, ctx, i, fresh)
+                i += 1
+            elif kind == "convtr":
+                x = self._convtr(op, x, ctx, i, fresh)
+                i += 1
+            else:
+                a, b = op
+                y = self._conv(a, F.elu(x), ctx, i, fresh)
+                y = self._conv(b, F.elu(y), ctx, i + 1, fresh)
+                i += 2
+                x = x + y
+        return x
+
+    @staticmethod
+    def _conv(op: _Conv, x: torch.Tensor, ctx_list: list, idx: int, fresh) -> torch.Tensor:
+        pad = op.pad
+        if pad:
+            ctx = ctx_list[idx]
+            if fresh is not None:
+                first = x[:, :, :1].expand(-1, -1, pad) if op.replicate else torch.zeros_like(ctx)
+                ctx = torch.where(fresh[:, None, None], first, ctx)
+            x = torch.cat([ctx, x], dim=-1)
+            ctx_list[idx] = x[:, :, -pad:].clone()
+        return F.conv1d(x, op.weight, op.bias, op.stride, 0, op.dilation, op.groups)
+
+    @staticmethod
+    def _convtr(op: _ConvTr, x: torch.Tensor, ctx_list: list, idx: int, fresh) -> torch.Tensor:
+        T, n = x.shape[-1], op.ctx
+        if n:
+            ctx = ctx_list[idx]
+            if fresh is not None:  # no frames before a file's first: they contribute nothing
+                ctx = torch.where(fresh[:, None, None], torch.zeros_like(ctx), ctx)
+            x = torch.cat([ctx, x], dim=-1)
+            ctx_list[idx] = x[:, :, -n:].clone()
+        y = F.conv_transpose1d(x, op.weight, op.bias, op.stride, 0, 0, op.groups)
+        start = n * op.stride
+        return y[:, :, start:start + T * op.stride]
+
+    def _attend(self, layers: list, x: torch.Tensor, state: dict, fresh) -> torch.Tensor:
+        """The transformer over a window ``[rows, hidden, T]`` (conv layout in and out)."""
+        c = self.config
+        R, _, T = x.shape
+        H, hd, C = c.num_attention_heads, c.head_dim, c.sliding_window
+        if fresh is not None:
+            state["offset"] = torch.where(fresh, torch.zeros_like(state["offset"]), state["offset"])
+            for kv in state["kv"]:
+                kv["pos"] = torch.where(fresh[:, None], torch.full_like(kv["pos"], -1), kv["pos"])
+        offset = state["offset"]
+        qpos = offset[:, None] + torch.arange(T, device=x.device)  # [R, T]
+        cos, sin = _rope(offset, T, hd, c.rope_theta, x.device)
+        h = x.transpose(1, 2)
+        for layer, kv in zip(layers, state["kv"]):
+            y = F.layer_norm(h, (h.shape[-1],), layer.norm1[0], layer.norm1[1], c.norm_eps)
+            q, k, v = F.linear(y, layer.in_proj).view(R, T, 3, H, hd).permute(2, 0, 3, 1, 4)
+            q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+            keys = torch.cat([kv["k"], k], dim=2)
+            values = torch.cat([kv["v"], v], dim=2)
+            kpos = torch.cat([kv["pos"], qpos], dim=1)  # [R, C + T]
+            delta = qpos[:, :, None] - kpos[:, None, :]
+            mask = (kpos[:, None, :] >= 0) & (delta >= 0) & (delta < C)
+            att = F.scaled_dot_product_attention(q, keys, values, mask[:, None], dropout_p=0.0)
+            kv["k"], kv["v"], kv["pos"] = keys[:, :, -C:].clone(), values[:, :, -C:].clone(), kpos[:, -C:].clone()
+            att = att.transpose(1, 2).reshape(R, T, H * hd)
+            h = h + layer.scale1 * F.linear(att, layer.out_proj)
+            y = F.layer_norm(h, (h.shape[-1],), layer.norm2[0], layer.norm2[1], c.norm_eps)
+            h = h + layer.scale2 * F.linear(F.gelu(F.linear(y, layer.linear1)), layer.linear2)
+        state["offset"] = offset + T
+        return h.transpose(1, 2)
+
+    # --- quantizer ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def quantize(self, emb: torch.Tensor, n_q: int) -> torch.Tensor:
+        """Latents ``[rows, hidden, T]`` -> codes ``[rows, n_q, T]`` (int64)."""
+        R, _, T = emb.shape
+        codes = []
+        n_sem = self.config.num_semantic_quantizers
+        for part, levels in ((self.rvq[0], min(n_q, n_sem)), (self.rvq[1], n_q - n_sem)):
+            if levels <= 0:
+                continue
+            residual = F.conv1d(emb, part.input_proj).transpose(1, 2).reshape(R * T, -1)
+            for embed in part.embeds[:levels]:
+                idx = torch.cdist(residual[None], embed[None], p=2)[0].argmin(dim=-1)
+                residual = residual - F.embedding(idx, embed)
+                codes.append(idx.view(R, T))
+        return torch.stack(codes, dim=1)
+
+    @torch.inference_mode()
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes ``[rows, K, T]`` -> latents ``[rows, hidden, T]``."""
+        n_sem = self.config.num_semantic_quantizers
+        out = None
+        for part, sel in ((self.rvq[0], codes[:, :n_sem]), (self.rvq[1], codes[:, n_sem:])):
+            if sel.shape[1] == 0:
+                continue
+            q = torch.zeros((), device=codes.device)
+            for i in range(sel.shape[1]):
+                q = q + F.embedding(sel[:, i], part.embeds[i]).transpose(1, 2)
+            y = F.conv1d(q, part.output_proj)
+            out = y if out is None else out + y
+        return out
+
+
+def _rope(offset: torch.Tensor, T: int, D: int, max_period: float, device):
+    """cos and sin ``[rows, 1, T, D/2]`` of the interleaved rotary embedding at positions
+    ``offset + 0..T-1`` (the float32 expression moshi uses)."""
+    ds = torch.arange(D // 2, device=device, dtype=torch.float32)
+    freqs = torch.exp(ds * (-math.log(max_period) * 2 / D))
+    ts = offset.float().view(-1, 1) + torch.arange(T, device=device, dtype=torch.float32)
+    ts = ts.view(-1, 1, T, 1)
+    return torch.cos(freqs * ts), torch.sin(freqs * ts)
+
+
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    xr, xi = x.view(*x.shape[:-1], -1, 2).unbind(-1)
+    return torch.stack([xr * cos - xi * sin, xr * sin + xi * cos], dim=-1).view(x.shape)
+
+
+# --- loading -----------------------------------------------------------------------------------------
+def load_weights(path: Path, device) -> MimiNet:
+    """A ``MimiNet`` from a ``.safetensors`` file in either official layout (strict)."""
+    config = config_for(path)
+    tensors = read_safetensors(path)
+    check_finite(tensors, path)  # names as the file has them
+    state = to_moshi_layout(tensors, config, path)
+    return MimiNet(state, config, device)
+
+
+class MimiCodec:
+    """Mimi behind the registry's ``protocols.Codec`` shape."""
+
+    def __init__(self, spec: CodecSpec, checkpoint=None, device="cpu"):
+        self.spec = spec
+        self.device = resolve_device(device)
+        if checkpoint is None:
+            path = default_weights()
+        else:
+            path = Path(checkpoint).expanduser()
+            if not path.is_file():
+                raise WeightsError(f"checkpoint file {path} does not exist; check the --checkpoint path")
+        self.checkpoint_path = str(path)
+        self.net = load_weights(path, self.device)
+        if self.net.config.sampling_rate != spec.sample_rate or self.net.config.audio_channels != spec.channels:
+            raise WeightsError(f"checkpoint {path} is a {self.net.config.sampling_rate} Hz, "
+                               f"{self.net.config.audio_channels}-channel Mimi; {spec.name} is {spec.sample_rate} Hz mono")
+        if self.net.hop * spec.frame_rate != spec.sample_rate or self.net.config.codebook_size != spec.codebook_size:
+            raise WeightsError(f"checkpoint {path} runs at {spec.sample_rate / self.net.hop:g} frames per second with "
+                               f"{self.net.config.codebook_size} codes per codebook; {spec.name} is "
+                               f"{spec.frame_rate:g} Hz x {spec.codebook_size}")
+
+    def encoder(self, bandwidth: float, device=None) -> MimiEncoder:
+        return MimiEncoder(self, bandwidth, self.device if device is None else resolve_device(device))
+
+    def decoder(self, device=None) -> MimiDecoder:
+        return MimiDecoder(self, self.device if device is None else resolve_device(device))
+
+
+def load_mimi(spec: CodecSpec, checkpoint=None, device="cpu") -> MimiCodec:
+    """``CodecSpec.implementation`` of ``mimi``."""
+    return MimiCodec(spec, checkpoint, device)
+
+
+def _net_on(codec: MimiCodec, device: torch.device) -> MimiNet:
+    if device == codec.device:
+        return codec.net
+    return load_weights(Path(codec.checkpoint_path), device)
+
+
+# --- adapters ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StreamShape:
+    """The fixed shape of one encoder call: ``rows`` x ``window`` samples."""
+
+    rows: int
+    window: int
+
+    def describe(self) -> str:
+        return f"{self.rows}x{self.window}"
+
+
+# The shapes every call runs at (measured on 2 CPU cores: longer windows cost less per second of
+# audio, 1 row runs as fast per sample as 4). On the CPU, files shorter than LONE_SECONDS share
+# calls of 4 rows x 1.6 s (a short file wastes at most one window's tail); longer ones run alone
+# in calls of 1 row x 6.4 s (about 1.5x faster per second of audio). Which shape a file gets
+# depends on its length only, so its codes do not depend on what else is encoded. On CUDA every
+# file shares calls of 32 rows x 4 s.
+CPU_SHARED = StreamShape(4, 38400)
+CPU_LONE = StreamShape(1, 153600)
+CUDA_SHARED = StreamShape(32, 96000)
+LONE_SECONDS = 30.0
+CPU_DECODE_FRAMES = 80  # 6.4 s per decoder call
+CUDA_DECODE_FRAMES = 150
+
+
+@dataclass
+class _Slot:
+    key: object
+    audio: np.ndarray  # [N] mono at 24 kHz
+    pos: int = 0
+    fresh: bool = True
+    codes: list = field(default_factory=list)
+
+
+class _Stream:
+    """Files streamed through calls of one fixed shape; a row holds one file from its first window
+    (state reset) to its last, then the next queued file starts in it."""
+
+    def __init__(self, owner: MimiEncoder, shape: StreamShape):
+        if shape.window % owner.hop:
+            raise ValueError(f"window must be a multiple of {owner.hop} samples")
+        self.owner, self.shape = owner, shape
+        self.reset()
+
+    def reset(self) -> None:
+        self.queue: list[_Slot] = []
+        self.active: list[_Slot | None] = [None] * self.shape.rows
+        self.state = self.owner.net.init_encoder_state(self.shape.rows)
+
+    def busy(self) -> bool:
+        return bool(self.queue) or any(s is not None for s in self.active)
+
+    def step(self):
+        o = self.owner
+        W, R = self.shape.window, self.shape.rows
+        for r in range(R):
+            if self.active[r] is None and self.queue:
+                self.active[r] = self.queue.pop(0)
+        x = np.zeros((R, 1, W), dtype=np.float32)
+        fresh = np.ones(R, dtype=bool)  # idle rows restart every call: their zeros never carry over
+        for r, slot in enumerate(self.active):
+            if slot is not None:
+                chunk = slot.audio[slot.pos:slot.pos + W]
+                x[r, 0, :chunk.shape[0]] = chunk
+                fresh[r] = slot.fresh
+        xt = torch.from_numpy(x).to(o.device)
+        emb = o.net.encode_window(xt, self.state, torch.from_numpy(fresh).to(o.device))
+        codes = o.net.quantize(emb, o.n_q).to(torch.int16).cpu().numpy()  # [R, K, W / hop]
+        done = []
+        for r, slot in enumerate(self.active):
+            if slot is None:
+                continue
+            slot.codes.append(codes[r])
+            slot.fresh = False
+            slot.pos += W
+            n = slot.audio.shape[0]
+            if slot.pos >= n:
+                frames = -(-n // o.hop)
+                item = EncodedItem(np.ascontiguousarray(np.concatenate(slot.codes, axis=1)[:, :frames]), None, n)
+                done.append((slot.key, item))
+                self.active[r] = None
+            elif o.on_progress is not None:
+                o.on_progress(slot.key, slot.pos, n)
+        return done
+
+
+class MimiEncoder:
+    """Adapter: ``[1, N]`` float32 audio at 24 kHz -> ``EncodedItem`` (int16 codes ``[n_q, ceil(N / 1920)]``).
+
+    Every model call has a fixed shape (``StreamShape``) chosen from the device type and, on the
+    CPU, the file's own length (``lone_seconds``): never from the batch the engine hands over.
+    ``shared`` / ``lone`` override the shapes (tests and benchmarks)."""
+
+    on_progress = None  # set by the pipeline: on_progress(key, samples_done, samples_total)
+
+    def __init__(self, codec: MimiCodec, bandwidth: float, device: torch.device, shared: StreamShape | None = None,
+                 lone: StreamShape | None = None, lone_seconds: float | None = None):
+        self.spec = codec.spec
+        self.bandwidth = self.spec.check_bandwidth(bandwidth)
+        self.n_q = self.spec.n_codebooks(self.bandwidth)
+        self.net = _net_on(codec, device)
+        if self.n_q > self.net.n_q:
+            raise WeightsError(f"{self.n_q} codebooks asked (bandwidth {self.bandwidth:g} kbps) but the weights in "
+                               f"{codec.checkpoint_path} hold {self.net.n_q}")
+        self.device = device
+        self.hop = self.net.hop
+        self.sample_rate, self.channels, self.frame_rate = self.spec.sample_rate, self.spec.channels, self.spec.frame_rate
+        cuda = device.type == "cuda"
+        self.shared = _Stream(self, shared or (CUDA_SHARED if cuda else CPU_SHARED))
+        lone_shape = None if cuda and lone is None else (lone or CPU_LONE)
+        self.lone = _Stream(self, lone_shape) if lone_shape is not None else None
+        self.lone_samples = int((LONE_SECONDS if lone_seconds is None else lone_seconds) * self.sample_rate)
+
+    def numerics(self) -> dict:
+        """What the codes depend on beyond the audio and the weights (for metadata)."""
+        out = {"stream_shared": self.shared.shape.describe()}
+        if self.lone is not None:
+            out["stream_lone"] = self.lone.shape.describe()
+            out["lone_seconds"] = self.lone_samples / self.sample_rate
+        return out
+
+    def reset(self) -> None:
+        self.shared.reset()
+        if self.lone is not None:
+            self.lone.reset()
+
+    def run(self, batch):
+        out = []
+        for key, audio in batch:
+            slot = _Slot(key, np.ascontiguousarray(audio[0], dtype=np.float32))
+            if self.lone is not None and slot.audio.shape[0] >= self.lone_samples:
+                self.lone.queue.append(slot)
+                while self.lone.busy():  # one long file at a time, to its end
+                    out.extend(self.lone.step())
+            else:
+                self.shared.queue.append(slot)
+        while self.shared.queue:
+            out.extend(self.shared.step())
+        return out
+
+    def flush(self):
+        out = []
+        while self.shared.busy():
+            out.extend(self.shared.step())
+        return out
+
+
+class MimiDecoder:
+    """Adapter: ``EncodedItem`` -> ``[1, n_samples]`` float32 audio at 24 kHz, decoded as a stream
+    of ``window`` frames into one preallocated output (memory does not grow with the file)."""
+
+    on_progress = None  # set by the pipeline: on_progress(key, frames_done, frames_total)
+
+    def __init__(self, codec: MimiCodec, device: torch.device, window: int | None = None):
+        self.spec = codec.spec
+        self.net = _net_on(codec, device)
+        self.device = device
+        self.window = window or (CUDA_DECODE_FRAMES if device.type == "cuda" else CPU_DECODE_FRAMES)
+        self.sample_rate = self.spec.sample_rate
+
+    def decode(self, item: EncodedItem, key=None) -> np.ndarray:
+        codes = np.asarray(item.codes)
+        K, T = codes.shape
+        if K > self.net.n_q:
+            raise WeightsError(f"the codes have {K} codebooks but the Mimi weights hold {self.net.n_q}")
+        if K < 1:
+            raise ValueError("the codes have no codebook")
+        if codes.size and (codes.min() < 0 or codes.max() >= self.net.config.codebook_size):
+            raise ValueError(f"the codes hold values outside 0..{self.net.config.codebook_size - 1}")
+        expected = sum(self.spec.segment_frames(item.n_samples))
+        if T != expected:
+            raise ValueError(f"{T} frames of codes do not fit {item.n_samples} samples for {self.spec.name} "
+                             f"(expected {expected})")
+        W, hop = self.window, self.net.hop
+        out = np.empty((1, item.n_samples), dtype=np.float32)
+        state = self.net.init_decoder_state(1)
+        c = torch.from_numpy(codes.astype(np.int64)).to(self.device)
+        for start in range(0, T, W):
+            part = c[:, start:start + W]
+            if part.shape[1] < W:  # the last window: code 0 after the end; those samples are cut off
+                part = torch.cat([part, part.new_zeros(K, W - part.shape[1])], dim=1)
+            emb = self.net.dequantize(part[None])
+            wav = self.net.decode_window(emb, state, torch.tensor([start == 0], device=self.device))
+            lo = start * hop
+            n = min(W * hop, item.n_samples - lo)
+            if n > 0:
+                out[:, lo:lo + n] = wav[0, :, :n].float().cpu().numpy()
+            if self.on_progress is not None:
+                self.on_progress(key, min(T, start + W), T)
+        return out
+
+    def run(self, batch):
+        out = []
+        for key, item in batch:
+            try:
+                out.append((key, self.decode(item, key)))
+            except (ValueError, WeightsError) as exc:
+                out.append((key, InputError(str(exc))))
+        return out
+
+    def flush(self):
+        return []
+
+    def reset(self) -> None:
+        pass
