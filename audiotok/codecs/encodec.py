@@ -12,7 +12,6 @@ segments) or alone (a file's shorter last segment).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from ..formats.codes import EncodedItem
 from ..registry import CodecSpec, get_codec
 from ..weights import check_finite, load_torch_file, resolve_encodec
 from .inference import for_inference
+from .rows import RowScheduler, StreamShape
 
 
 def load_codec(model: str, checkpoint=None, device: str | torch.device = "cpu", option: str = "--checkpoint"):
@@ -77,28 +77,6 @@ def load_encodec(spec: CodecSpec, checkpoint=None, device="cpu") -> EncodecCodec
     return EncodecCodec(spec, checkpoint, device)
 
 
-@dataclass
-class _Slot:
-    key: object
-    audio: np.ndarray  # [N] mono at 24 kHz
-    pos: int = 0
-    fresh: bool = True
-
-    def __post_init__(self):
-        self.codes: list[np.ndarray] = []
-
-
-@dataclass(frozen=True)
-class StreamShape:
-    """The fixed shape of one model call: ``rows`` x ``window`` samples."""
-
-    rows: int
-    window: int
-
-    def describe(self) -> str:
-        return f"{self.rows}x{self.window}"
-
-
 # The shapes every call runs at. On the CPU: files shorter than LONE_SECONDS share calls of
 # 4 rows x 12160 samples (the fastest shape measured on 2 cores; idle rows are zeros and cost time
 # only at the end of a run), longer ones run alone in calls of 1 row x 48640 (no idle rows for a
@@ -109,61 +87,6 @@ CPU_SHARED = StreamShape(4, 12160)
 CPU_LONE = StreamShape(1, 48640)
 CUDA_SHARED = StreamShape(32, 72000)
 LONE_SECONDS = 30.0
-
-
-class _RowStreams:
-    """Files streamed through fixed-shape calls of the causal encoder; each row carries one file."""
-
-    def __init__(self, owner: CodecEncoder, shape: StreamShape):
-        self.owner, self.shape = owner, shape
-        self.queue: list[_Slot] = []
-        self.active: list[_Slot | None] = [None] * shape.rows
-        self.state = owner.stream.init_state(shape.rows, device=owner.device)
-
-    def busy(self) -> bool:
-        return bool(self.queue) or any(s is not None for s in self.active)
-
-    def reset(self) -> None:
-        self.queue.clear()
-        self.active = [None] * self.shape.rows
-        self.state = self.owner.stream.init_state(self.shape.rows, device=self.owner.device)
-
-    @torch.inference_mode()
-    def step(self):
-        W, S, dev = self.shape.window, self.shape.rows, self.owner.device
-        for r in range(S):
-            if self.active[r] is None and self.queue:
-                self.active[r] = self.queue.pop(0)
-        x = np.zeros((S, 1, W), dtype=np.float32)
-        fresh = np.ones(S, dtype=bool)  # idle rows restart every call: their zeros never carry over
-        ends = [W] * S  # real samples per row (a file's last window holds fewer)
-        for r, slot in enumerate(self.active):
-            if slot is not None:
-                chunk = slot.audio[slot.pos:slot.pos + W]
-                x[r, 0, :chunk.shape[0]] = chunk
-                fresh[r] = slot.fresh
-                ends[r] = chunk.shape[0]
-        xt = torch.from_numpy(x)
-        if dev.type == "cuda":
-            xt = xt.pin_memory().to(dev, non_blocking=True)
-        emb = self.owner.stream(xt, self.state, torch.from_numpy(fresh).to(dev), ends)
-        codes = self.owner._quantize(emb).to(torch.int16).cpu().numpy()  # [K, S, W/320]
-        done = []
-        for r, slot in enumerate(self.active):
-            if slot is None:
-                continue
-            slot.codes.append(codes[:, r])
-            slot.fresh = False
-            slot.pos += W
-            if slot.pos >= slot.audio.shape[0]:
-                n = slot.audio.shape[0]
-                frames = -(-n // 320)
-                item = EncodedItem(np.ascontiguousarray(np.concatenate(slot.codes, axis=1)[:, :frames]), None, n)
-                done.append((slot.key, item))
-                self.active[r] = None
-            elif self.owner.on_progress is not None:
-                self.owner.on_progress(slot.key, slot.pos, slot.audio.shape[0])
-        return done
 
 
 class CodecEncoder:
@@ -202,8 +125,9 @@ class CodecEncoder:
             from .streaming import StreamingEncoder
 
             self.stream = StreamingEncoder(model.encoder)
-            self.shared = _RowStreams(self, self.shared_shape)
-            self.lone = _RowStreams(self, self.lone_shape) if self.lone_shape else None
+            self.rows = RowScheduler(self, self.shared_shape, self.lone_shape, self.lone_samples, 320,
+                                     lambda rows: self.stream.init_state(rows, device=self.device),
+                                     self._encode_window)
 
     def numerics(self) -> dict:
         """What this adapter's codes depend on beyond the audio and the weights (for metadata)."""
@@ -221,33 +145,27 @@ class CodecEncoder:
                 out.append((key, self._encode_segments(audio, key)))
             elif audio.shape[-1] < self.SHORT:
                 out.append((key, self._encode_whole(audio)))
-            elif self.lone is not None and audio.shape[-1] >= self.lone_samples:
-                self.lone.queue.append(_Slot(key, np.ascontiguousarray(audio[0])))
-                while self.lone.busy():  # one long file at a time, to its end
-                    out.extend(self.lone.step())
             else:
-                self.shared.queue.append(_Slot(key, np.ascontiguousarray(audio[0])))
+                out.extend(self.rows.add(key, audio[0]))
         if self.streaming:
-            while self.shared.queue:
-                out.extend(self.shared.step())
+            out.extend(self.rows.drain())
         return out
 
     def flush(self):
-        out = []
-        if self.streaming:
-            while self.shared.busy():
-                out.extend(self.shared.step())
-        return out
+        return self.rows.flush() if self.streaming else []
 
     def reset(self):
         if self.streaming:
-            self.shared.reset()
-            if self.lone is not None:
-                self.lone.reset()
+            self.rows.reset()
 
     # --- 24 kHz -----------------------------------------------------------------------
     def _quantize(self, emb: torch.Tensor) -> torch.Tensor:
         return self.model.quantizer.encode(emb, self.frame_rate, self.bandwidth)  # [K, B, T]
+
+    def _encode_window(self, x: torch.Tensor, state, fresh: torch.Tensor, ends: list) -> np.ndarray:
+        """One fixed-shape call of the streaming encoder (``rows.RowStreams``): int16 ``[rows, K, frames]``."""
+        emb = self.stream(x, state, fresh, ends)
+        return self._quantize(emb).to(torch.int16).cpu().numpy().transpose(1, 0, 2)
 
     @torch.inference_mode()
     def _encode_whole(self, audio: np.ndarray) -> EncodedItem:

@@ -42,6 +42,7 @@ from .mimi_weights import (
     read_safetensors,
     to_moshi_layout,
 )
+from .rows import RowScheduler, StreamShape
 
 
 # --- the network -------------------------------------------------------------------------------------
@@ -384,17 +385,6 @@ def _net_on(codec: MimiCodec, device: torch.device) -> MimiNet:
 
 
 # --- adapters ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StreamShape:
-    """The fixed shape of one encoder call: ``rows`` x ``window`` samples."""
-
-    rows: int
-    window: int
-
-    def describe(self) -> str:
-        return f"{self.rows}x{self.window}"
-
-
 # The shapes every call runs at (measured on 2 CPU cores: longer windows cost less per second of
 # audio, 1 row runs as fast per sample as 4). On the CPU, files shorter than LONE_SECONDS share
 # calls of 4 rows x 1.6 s (a short file wastes at most one window's tail); longer ones run alone
@@ -407,67 +397,6 @@ CUDA_SHARED = StreamShape(32, 96000)
 LONE_SECONDS = 30.0
 CPU_DECODE_FRAMES = 80  # 6.4 s per decoder call
 CUDA_DECODE_FRAMES = 150
-
-
-@dataclass
-class _Slot:
-    key: object
-    audio: np.ndarray  # [N] mono at 24 kHz
-    pos: int = 0
-    fresh: bool = True
-    codes: list = field(default_factory=list)
-
-
-class _Stream:
-    """Files streamed through calls of one fixed shape; a row holds one file from its first window
-    (state reset) to its last, then the next queued file starts in it."""
-
-    def __init__(self, owner: MimiEncoder, shape: StreamShape):
-        if shape.window % owner.hop:
-            raise ValueError(f"window must be a multiple of {owner.hop} samples")
-        self.owner, self.shape = owner, shape
-        self.reset()
-
-    def reset(self) -> None:
-        self.queue: list[_Slot] = []
-        self.active: list[_Slot | None] = [None] * self.shape.rows
-        self.state = self.owner.net.init_encoder_state(self.shape.rows)
-
-    def busy(self) -> bool:
-        return bool(self.queue) or any(s is not None for s in self.active)
-
-    def step(self):
-        o = self.owner
-        W, R = self.shape.window, self.shape.rows
-        for r in range(R):
-            if self.active[r] is None and self.queue:
-                self.active[r] = self.queue.pop(0)
-        x = np.zeros((R, 1, W), dtype=np.float32)
-        fresh = np.ones(R, dtype=bool)  # idle rows restart every call: their zeros never carry over
-        for r, slot in enumerate(self.active):
-            if slot is not None:
-                chunk = slot.audio[slot.pos:slot.pos + W]
-                x[r, 0, :chunk.shape[0]] = chunk
-                fresh[r] = slot.fresh
-        xt = torch.from_numpy(x).to(o.device)
-        emb = o.net.encode_window(xt, self.state, torch.from_numpy(fresh).to(o.device))
-        codes = o.net.quantize(emb, o.n_q).to(torch.int16).cpu().numpy()  # [R, K, W / hop]
-        done = []
-        for r, slot in enumerate(self.active):
-            if slot is None:
-                continue
-            slot.codes.append(codes[r])
-            slot.fresh = False
-            slot.pos += W
-            n = slot.audio.shape[0]
-            if slot.pos >= n:
-                frames = -(-n // o.hop)
-                item = EncodedItem(np.ascontiguousarray(np.concatenate(slot.codes, axis=1)[:, :frames]), None, n)
-                done.append((slot.key, item))
-                self.active[r] = None
-            elif o.on_progress is not None:
-                o.on_progress(slot.key, slot.pos, n)
-        return done
 
 
 class MimiEncoder:
@@ -492,44 +421,37 @@ class MimiEncoder:
         self.hop = self.net.hop
         self.sample_rate, self.channels, self.frame_rate = self.spec.sample_rate, self.spec.channels, self.spec.frame_rate
         cuda = device.type == "cuda"
-        self.shared = _Stream(self, shared or (CUDA_SHARED if cuda else CPU_SHARED))
-        lone_shape = None if cuda and lone is None else (lone or CPU_LONE)
-        self.lone = _Stream(self, lone_shape) if lone_shape is not None else None
+        self.shared_shape = shared or (CUDA_SHARED if cuda else CPU_SHARED)
+        self.lone_shape = None if cuda and lone is None else (lone or CPU_LONE)
         self.lone_samples = int((LONE_SECONDS if lone_seconds is None else lone_seconds) * self.sample_rate)
+        self.rows = RowScheduler(self, self.shared_shape, self.lone_shape, self.lone_samples, self.hop,
+                                 self.net.init_encoder_state, self._encode_window)
+
+    def _encode_window(self, x: torch.Tensor, state, fresh: torch.Tensor, ends: list) -> np.ndarray:
+        """One fixed-shape call (``rows.RowStreams``): int16 codes ``[rows, n_q, window / hop]``."""
+        emb = self.net.encode_window(x, state, fresh)
+        return self.net.quantize(emb, self.n_q).to(torch.int16).cpu().numpy()
 
     def numerics(self) -> dict:
         """What the codes depend on beyond the audio and the weights (for metadata)."""
-        out = {"stream_shared": self.shared.shape.describe()}
-        if self.lone is not None:
-            out["stream_lone"] = self.lone.shape.describe()
+        out = {"stream_shared": self.shared_shape.describe()}
+        if self.lone_shape is not None:
+            out["stream_lone"] = self.lone_shape.describe()
             out["lone_seconds"] = self.lone_samples / self.sample_rate
         return out
 
     def reset(self) -> None:
-        self.shared.reset()
-        if self.lone is not None:
-            self.lone.reset()
+        self.rows.reset()
 
     def run(self, batch):
         out = []
         for key, audio in batch:
-            slot = _Slot(key, np.ascontiguousarray(audio[0], dtype=np.float32))
-            if self.lone is not None and slot.audio.shape[0] >= self.lone_samples:
-                self.lone.queue.append(slot)
-                while self.lone.busy():  # one long file at a time, to its end
-                    out.extend(self.lone.step())
-            else:
-                self.shared.queue.append(slot)
-        while self.shared.queue:
-            out.extend(self.shared.step())
+            out.extend(self.rows.add(key, audio[0]))
+        out.extend(self.rows.drain())
         return out
 
     def flush(self):
-        out = []
-        while self.shared.busy():
-            out.extend(self.shared.step())
-        return out
-
+        return self.rows.flush()
 
 class MimiDecoder:
     """Adapter: ``EncodedItem`` -> ``[1, n_samples]`` float32 audio at 24 kHz, decoded as a stream

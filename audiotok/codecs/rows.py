@@ -1,0 +1,143 @@
+"""Many files through a causal encoder in calls of one fixed shape (``rows`` x ``window`` samples).
+
+Each row carries one file from its first window (its state reset) to its last, then the next
+queued file starts in it; idle rows hold zeros and restart every call. Which shape a file gets
+depends on its own length only (``RowScheduler``: files of ``lone_samples`` or more run alone in
+the lone shape, one at a time, the others share rows), so its codes never depend on what else is
+encoded, how the engine batches, or the machine's load. Every causal codec (EnCodec 24 kHz, Mimi)
+streams through this module; a codec supplies ``init_state(rows)`` and ``encode_window(x, state,
+fresh, ends) -> int16 codes [rows, codebooks, window / hop]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..formats.codes import EncodedItem
+
+
+@dataclass(frozen=True)
+class StreamShape:
+    """The fixed shape of one model call: ``rows`` x ``window`` samples."""
+
+    rows: int
+    window: int
+
+    def describe(self) -> str:
+        return f"{self.rows}x{self.window}"
+
+
+@dataclass
+class Slot:
+    """One file in a row: its mono audio, how far it has been encoded, its codes so far."""
+
+    key: object
+    audio: np.ndarray  # [N] float32
+    pos: int = 0
+    fresh: bool = True
+    codes: list = field(default_factory=list)
+
+
+EncodeWindow = Callable[[torch.Tensor, Any, torch.Tensor, list], np.ndarray]
+
+
+class RowStreams:
+    """Files streamed through calls of one fixed shape (``step`` = one call)."""
+
+    def __init__(self, owner, shape: StreamShape, hop: int, init_state: Callable[[int], Any],
+                 encode_window: EncodeWindow):
+        if shape.window % hop:
+            raise ValueError(f"window must be a multiple of {hop} samples")
+        self.owner, self.shape, self.hop = owner, shape, hop  # owner: the adapter (device, on_progress)
+        self.init_state, self.encode_window = init_state, encode_window
+        self.reset()
+
+    def reset(self) -> None:
+        self.queue: list[Slot] = []
+        self.active: list[Slot | None] = [None] * self.shape.rows
+        self.state = self.init_state(self.shape.rows)
+
+    def busy(self) -> bool:
+        return bool(self.queue) or any(s is not None for s in self.active)
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Any, EncodedItem]]:
+        """One call: fill idle rows from the queue, encode a window of every row; returns the files
+        that ended in it."""
+        W, R, dev = self.shape.window, self.shape.rows, self.owner.device
+        for r in range(R):
+            if self.active[r] is None and self.queue:
+                self.active[r] = self.queue.pop(0)
+        x = np.zeros((R, 1, W), dtype=np.float32)
+        fresh = np.ones(R, dtype=bool)  # idle rows restart every call: their zeros never carry over
+        ends = [W] * R  # real samples per row (a file's last window holds fewer)
+        for r, slot in enumerate(self.active):
+            if slot is not None:
+                chunk = slot.audio[slot.pos:slot.pos + W]
+                x[r, 0, :chunk.shape[0]] = chunk
+                fresh[r] = slot.fresh
+                ends[r] = chunk.shape[0]
+        xt = torch.from_numpy(x)
+        xt = xt.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else xt.to(dev)
+        codes = self.encode_window(xt, self.state, torch.from_numpy(fresh).to(dev), ends)  # [R, K, W / hop]
+        done = []
+        for r, slot in enumerate(self.active):
+            if slot is None:
+                continue
+            slot.codes.append(codes[r])
+            slot.fresh = False
+            slot.pos += W
+            n = slot.audio.shape[0]
+            if slot.pos >= n:
+                frames = -(-n // self.hop)
+                item = EncodedItem(np.ascontiguousarray(np.concatenate(slot.codes, axis=1)[:, :frames]), None, n)
+                done.append((slot.key, item))
+                self.active[r] = None
+            elif self.owner.on_progress is not None:
+                self.owner.on_progress(slot.key, slot.pos, n)
+        return done
+
+
+class RowScheduler:
+    """The shared shape for files under ``lone_samples``, the lone shape (if any) for longer ones."""
+
+    def __init__(self, owner, shared: StreamShape, lone: StreamShape | None, lone_samples: int, hop: int,
+                 init_state: Callable[[int], Any], encode_window: EncodeWindow):
+        self.shared = RowStreams(owner, shared, hop, init_state, encode_window)
+        self.lone = RowStreams(owner, lone, hop, init_state, encode_window) if lone is not None else None
+        self.lone_samples = lone_samples
+
+    def add(self, key, audio: np.ndarray) -> list:
+        """Queue a file (``[N]`` mono); a long file is encoded to its end at once and returned."""
+        slot = Slot(key, np.ascontiguousarray(audio, dtype=np.float32))
+        if self.lone is not None and slot.audio.shape[0] >= self.lone_samples:
+            self.lone.queue.append(slot)
+            out = []
+            while self.lone.busy():  # one long file at a time, to its end
+                out.extend(self.lone.step())
+            return out
+        self.shared.queue.append(slot)
+        return []
+
+    def drain(self) -> list:
+        """Calls until every queued file has a row (files still in rows wait for more work)."""
+        out = []
+        while self.shared.queue:
+            out.extend(self.shared.step())
+        return out
+
+    def flush(self) -> list:
+        out = []
+        while self.shared.busy():
+            out.extend(self.shared.step())
+        return out
+
+    def reset(self) -> None:
+        self.shared.reset()
+        if self.lone is not None:
+            self.lone.reset()
