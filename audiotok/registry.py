@@ -24,6 +24,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from .errors import UsageError
@@ -48,6 +49,9 @@ class CodecSpec:
     segment_stride: int | None = None
     normalize: bool = False
     checkpoint: str | None = None  # official weights file name (torch hub cache, see weights.py)
+    weights_url: str | None = None  # where ``checkpoint`` is downloaded from (None: no download)
+    hub_repo: str | None = None  # or: the Hugging Face repo holding ``checkpoint`` (its cache, see weights.py)
+    default_bandwidth: float | None = None  # when none is asked for (None: the highest)
     lm_name: str | None = None  # the entropy-coding LM's weights (key of ENCODEC_CHECKPOINTS)
     ecdc: bool = False  # the official `encodec` CLI's .ecdc format can hold its codes
     description: str = ""
@@ -64,12 +68,38 @@ class CodecSpec:
         return int(hop) if hop == int(hop) else None
 
     def n_codebooks(self, bandwidth: float) -> int:
-        return int(bandwidth * 1000 // (self.frame_rate * self.bits_per_code))
+        """Codebooks at ``bandwidth`` kbps (with float slack: 0.4125 kbps of 137.5 bps codebooks is 3, also read back as float32)."""
+        return int(math.floor(bandwidth * 1000 / (self.frame_rate * self.bits_per_code) + 1e-6))
 
-    def check_bandwidth(self, bandwidth: float) -> float:
+    @property
+    def bandwidth_default(self) -> float:
+        """The bandwidth used when none is asked for."""
+        return self.default_bandwidth if self.default_bandwidth is not None else max(self.bandwidths)
+
+    @property
+    def codebook_counts(self) -> list[int]:
+        """The codebook counts the bandwidths give (``--n-q`` choices)."""
+        return [self.n_codebooks(b) for b in self.bandwidths]
+
+    def choose_bandwidth(self, bandwidth: float | None = None, n_q: int | None = None,
+                         option: str = "--bandwidth") -> float:
+        """The bandwidth of a run from ``--bandwidth`` and/or ``--n-q`` (a codebook count), else the
+        default; a ``UsageError`` naming the choices when neither fits or they disagree."""
+        if n_q is not None:
+            by_count = self.bandwidth_for(int(n_q))
+            if by_count is None:
+                counts = ", ".join(map(str, self.codebook_counts))
+                raise UsageError(f"--n-q {n_q} is not valid for {self.name}; choose one of {counts} (codebooks)")
+            if bandwidth is not None and self.n_codebooks(float(bandwidth)) != int(n_q):
+                raise UsageError(f"{option} {bandwidth:g} gives {self.n_codebooks(float(bandwidth))} codebooks of "
+                                 f"{self.name}, not --n-q {n_q}; give one of the two")
+            return by_count
+        return self.check_bandwidth(self.bandwidth_default if bandwidth is None else bandwidth, option)
+
+    def check_bandwidth(self, bandwidth: float, option: str = "--bandwidth") -> float:
         if float(bandwidth) not in self.bandwidths:
             valid = ", ".join(f"{b:g}" for b in self.bandwidths)
-            raise UsageError(f"--bandwidth {bandwidth:g} is not valid for {self.name}; choose one of {valid} (kbps)")
+            raise UsageError(f"{option} {bandwidth:g} is not valid for {self.name}; choose one of {valid} (kbps)")
         return float(bandwidth)
 
     def bandwidth_for(self, n_q: int) -> float | None:
@@ -83,11 +113,15 @@ class CodecSpec:
         return [(off, min(self.segment_length, n_samples - off)) for off in range(0, n_samples, self.segment_stride)]
 
     def segment_frames(self, n_samples: int) -> list[int]:
-        """Frames stored for each segment of a file of ``n_samples`` samples (the float expression
-        the ``encodec`` CLI uses, so rounding agrees exactly)."""
+        """Frames stored for each segment of a file of ``n_samples`` samples: ``ceil(n * frame_rate /
+        sample_rate)`` in exact arithmetic, what a codec with that frame rate returns. (The ``encodec``
+        CLI's float expression ``ceil(n / sample_rate * frame_rate)`` rounds up one frame too many at
+        some lengths, 6720 samples at 24 kHz among them, where its encoder gives 21 frames, not 22;
+        at 12.5 Hz it would do so at 8960 samples of 16 kHz.)"""
         if n_samples <= 0:
             return []
-        return [int(math.ceil(n / self.sample_rate * self.frame_rate)) for _, n in self.segment_spans(n_samples)]
+        rate = Fraction(self.frame_rate).limit_denominator(1 << 20) / self.sample_rate
+        return [math.ceil(n * rate) for _, n in self.segment_spans(n_samples)]
 
     def load(self, checkpoint=None, device: Any = "cpu"):
         """The implementation (a ``protocols.Codec``) with weights from ``checkpoint`` or the default."""
@@ -140,11 +174,13 @@ def load_plugins(env: str = "AUDIOTOK_PLUGINS") -> None:
 
 # --- the EnCodec models ------------------------------------------------------------------------
 _ENCODEC = "audiotok.codecs.encodec:load_encodec"
+_ENCODEC_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"  # AUDIOTOK_ENCODEC_URL replaces it (weights.py)
 
 ENCODEC_24KHZ = register_codec(CodecSpec(
     name="encodec_24khz", sample_rate=24000, channels=1, frame_rate=75,
     bandwidths=(1.5, 3.0, 6.0, 12.0, 24.0), codebook_size=1024, n_q=32, implementation=_ENCODEC,
-    checkpoint="encodec_24khz-d7cc33bc.th", lm_name="encodec_lm_24khz", ecdc=True,
+    checkpoint="encodec_24khz-d7cc33bc.th", weights_url=_ENCODEC_URL + "encodec_24khz-d7cc33bc.th",
+    default_bandwidth=6.0, lm_name="encodec_lm_24khz", ecdc=True,
     description="EnCodec 24 kHz mono, causal (streamable)",
 ))
 # segments of 1 s, overlap 1 %: stride int(0.99 * 48000) = 47520
@@ -152,7 +188,8 @@ ENCODEC_48KHZ = register_codec(CodecSpec(
     name="encodec_48khz", sample_rate=48000, channels=2, frame_rate=150,
     bandwidths=(3.0, 6.0, 12.0, 24.0), codebook_size=1024, n_q=16, implementation=_ENCODEC,
     segment_length=48000, segment_stride=47520, normalize=True,
-    checkpoint="encodec_48khz-7e698e3e.th", lm_name="encodec_lm_48khz", ecdc=True,
+    checkpoint="encodec_48khz-7e698e3e.th", weights_url=_ENCODEC_URL + "encodec_48khz-7e698e3e.th",
+    default_bandwidth=6.0, lm_name="encodec_lm_48khz", ecdc=True,
     description="EnCodec 48 kHz stereo, 1 s segments with a scale each",
 ))
 

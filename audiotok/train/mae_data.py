@@ -16,17 +16,20 @@ import numpy as np
 from ..codecs.encodec import WithAudio
 from ..engine.sources import Source
 from ..errors import InputError
-from .mae import MaeExample
+from .mae import HOP, MaeExample
+from .mae_net import EC_CODEC, N_CODEBOOKS
+from .mae_net import TARGET_BANDWIDTH as BANDWIDTH  # kbps: 8 codebooks, the targets of stage 1
 
-SAMPLE_RATE = 24000
-BANDWIDTH = 6.0  # kbps: 8 codebooks, the targets of stage 1
-N_CODEBOOKS = 8
+SAMPLE_RATE = EC_CODEC.sample_rate
 
 
 def codec_targets(codec, device):
     """The codec adapter that turns audio into the target codes: the one place the training data
     touches the codec interface (``run([(key, audio[1, N])])`` / ``flush()`` -> ``(key, item)``
-    with ``item.codes [8, frames]``)."""
+    with ``item.codes [8, frames]``). ``codec``: a ``protocols.Codec`` (``CodecSpec.load``), or an
+    ``encodec`` model from ``codecs.encodec.load_codec``."""
+    if hasattr(codec, "encoder") and callable(codec.encoder) and hasattr(codec, "spec"):
+        return codec.encoder(BANDWIDTH, device)
     from ..codecs.encodec import CodecEncoder
 
     return CodecEncoder(codec, BANDWIDTH, device)
@@ -87,9 +90,11 @@ def read_encoded(path: str, ident: str, codec_info: dict | None = None) -> MaeEx
     from ..formats.codes import read_codes, read_settings
 
     c = read_codes(path)
-    if c.model != "encodec_24khz" or c.item.codes.shape[0] < N_CODEBOOKS:
-        raise InputError(f"holds {c.model} codes at {c.bandwidth:g} kbps; EnCodecMAE targets are "
-                         "encodec_24khz codes at 6 kbps or more (re-encode with -b 6)")
+    if c.model != EC_CODEC.name or c.item.codes.shape[0] < N_CODEBOOKS:
+        shown = f" at {c.bandwidth:g} kbps" if c.bandwidth is not None else ""
+        raise InputError(f"holds {c.model} codes{shown}; EnCodecMAE targets are {EC_CODEC.name} codes at "
+                         f"{BANDWIDTH:g} kbps or more (encode the audio with -m {EC_CODEC.name} -b {BANDWIDTH:g}, "
+                         "or train on the audio itself)")
     stored = (read_settings(path) or {}).get("weights_sha256")
     wanted = (codec_info or {}).get("codec_sha256")
     if stored and wanted and stored != wanted:
@@ -101,8 +106,8 @@ def read_encoded(path: str, ident: str, codec_info: dict | None = None) -> MaeEx
         raise InputError(f"has no readable source audio ({src}); train on the audio itself")
     audio, _ = read(src, sample_rate=SAMPLE_RATE, channels=1)
     codes = c.item.codes[:N_CODEBOOKS].astype(np.int16)
-    if codes.shape[1] != -(-audio.shape[1] // 320):
-        raise InputError(f"has {codes.shape[1]} frames but its source audio gives {-(-audio.shape[1] // 320)}")
+    if codes.shape[1] != -(-audio.shape[1] // HOP):
+        raise InputError(f"has {codes.shape[1]} frames but its source audio gives {-(-audio.shape[1] // HOP)}")
     return MaeExample(ident, to_int16(audio[0]), codes)
 
 
