@@ -221,3 +221,17 @@ def test_encodec_facts_and_lm_defaults_are_unchanged():
     assert spec.segment_frames(6720) == [21] and spec.segment_frames(6721) == [22]
     assert [spec.n_codebooks(b) for b in spec.bandwidths] == [2, 4, 8, 16, 32]
     assert spec.choose_bandwidth() == 6.0 and get_codec("encodec_48khz").choose_bandwidth() == 6.0
+
+
+def test_train_lm_codec_and_n_q_errors_come_before_torch(tmp_path):
+    from audiotok import encode_files, train_lm
+    from audiotok.errors import UsageError
+
+    src = _audio_dir(tmp_path)
+    with pytest.raises(UsageError, match=r"^--codec 'nope' is not a known codec; choose one of .*toy16k"):
+        train_lm([str(src)], tmp_path / "a.pt", codec="nope")
+    with pytest.raises(UsageError, match=r"^--n-q 3 is not valid for toy16k"):
+        train_lm([str(src)], tmp_path / "a.pt", codec=TOY, n_q=3)
+    with pytest.raises(UsageError, match=r"^--bandwidth 6 is not valid for toy16k"):
+        encode_files([str(src)], tmp_path / "o", model=TOY, bandwidth=6.0)
+    assert not (tmp_path / "a.pt").exists() and not (tmp_path / "o").exists()
