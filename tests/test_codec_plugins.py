@@ -232,6 +232,8 @@ def test_train_lm_codec_and_n_q_errors_come_before_torch(tmp_path):
         train_lm([str(src)], tmp_path / "a.pt", codec="nope")
     with pytest.raises(UsageError, match=r"^--n-q 3 is not valid for toy16k"):
         train_lm([str(src)], tmp_path / "a.pt", codec=TOY, n_q=3)
+    with pytest.raises(UsageError, match=r"^--codec encodec_48khz codes 2 channels, but the LMs read one stream"):
+        train_lm([str(src)], tmp_path / "a.pt", codec="encodec_48khz")
     with pytest.raises(UsageError, match=r"^--bandwidth 6 is not valid for toy16k"):
         encode_files([str(src)], tmp_path / "o", model=TOY, bandwidth=6.0)
     assert not (tmp_path / "a.pt").exists() and not (tmp_path / "o").exists()

@@ -83,6 +83,9 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
     from ..registry import get_codec
 
     spec = tokenizer_spec(codec, "--codec")
+    if spec.channels != 1:
+        raise UsageError(f"--codec {spec.codec} codes {spec.channels} channels, but the LMs read one stream of mono "
+                         "tokens; choose a mono codec (audiotok models lists them)")
     bandwidth = get_codec(spec.codec).choose_bandwidth(bandwidth, n_q)
     mel = mel_hop({"codec": spec.codec, "sample_rate": spec.sample_rate, "frame_rate": spec.frame_rate})
     if ext is None:
