@@ -35,8 +35,8 @@ def _audio_dir(root):
 
 def _cli(*args, check: bool = True, env_extra: dict | None = None):
     """``audiotok ARGS`` in a fresh process that knows the toy codec only through AUDIOTOK_PLUGINS."""
-    env = dict(os.environ, AUDIOTOK_PLUGINS="tests.plugins.toycodec", PYTHONPATH=str(REPO), AUDIOTOK_OFFLINE="1",
-               **(env_extra or {}))
+    env = dict(os.environ, AUDIOTOK_PLUGINS="tests.plugins.toycodec", PYTHONPATH=str(REPO), AUDIOTOK_OFFLINE="1")
+    env.update(env_extra or {})
     proc = subprocess.run([sys.executable, "-m", "audiotok", *map(str, args)], env=env, capture_output=True,
                           text=True, timeout=600, cwd=str(REPO))
     if check:
@@ -121,6 +121,9 @@ def test_plugin_codec_through_every_command(tmp_path):
     # score the audio and the codes encode wrote: same numbers, the codec taken from the checkpoint
     _cli("score", src, "--checkpoint", ckpt, "-o", tmp_path / "audio.jsonl", "--quiet")
     _cli("score", tmp_path / "codes", "--checkpoint", ckpt, "-o", tmp_path / "codes.jsonl", "--quiet")
+    # without the plugin, score says which codec the LM needs and how to register it
+    proc = _cli("score", src, "--checkpoint", ckpt, "--quiet", check=False, env_extra={"AUDIOTOK_PLUGINS": ""})
+    assert proc.returncode == 2 and f"was trained on tokens of the codec '{TOY}', which is not registered here" in proc.stderr
     by_audio = {os.path.basename(r["input"]).split(".")[0]: r for r in map(json.loads, open(tmp_path / "audio.jsonl"))}
     by_codes = {os.path.basename(r["input"]).split(".")[0]: r for r in map(json.loads, open(tmp_path / "codes.jsonl"))}
     assert set(by_audio) == set(by_codes) == {f"f{i}" for i in range(len(LENGTHS))}
@@ -149,11 +152,15 @@ def test_plugin_codec_trains_and_scores_whisper_gpt(tmp_path):
     assert causal_log_mel(x, 16000, 1280).shape == (_frames(5000), 80)
 
     out = tmp_path / "scores.jsonl"
-    scored = score_files([str(src)], checkpoints=[tmp_path / "w.pt"], output=out, workers=0)
+    scored = score_files([str(src)], checkpoints=[tmp_path / "w.pt"], output=out, workers=0,
+                         frames=tmp_path / "frames", plot=tmp_path / "plots")
     assert not scored.summary.failed
     recs = [json.loads(line) for line in open(out)]
     assert len(recs) == len(LENGTHS) and all(r["status"] == "ok" and r["model"] == "whisper-gpt" for r in recs)
     assert all(math.isfinite(r["nll"]) for r in recs)
+    with np.load(tmp_path / "frames" / "f0.whisper-gpt.npz") as z:
+        assert z["time"].shape == (_frames(round(LENGTHS[0] * 16000)),) and z["time"][1] == 1 / 12.5
+    assert len(list((tmp_path / "plots").glob("*.png"))) == len(LENGTHS)
 
 
 def test_plugin_codec_parquet_shards_decode(tmp_path):

@@ -379,7 +379,13 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
         gpt_tok = [read_tokenizer(c) for m, c in pairs if m != "encodec-lm"]
         # the codec the (first) trained LM was trained on, from the registry (AUDIOTOK_PLUGINS for
         # one of your own); encodec-lm alone: the default codec
-        codec_name = tokenizer_spec(gpt_tok[0]["codec"] if gpt_tok else DEFAULT_CODEC, "the LM's tokenizer").codec
+        codec_name = gpt_tok[0]["codec"] if gpt_tok else DEFAULT_CODEC
+        try:
+            codec_name = tokenizer_spec(codec_name).codec
+        except UsageError:
+            lm = next(c for m, c in pairs if m != "encodec-lm")
+            raise UsageError(f"{lm} was trained on tokens of the codec {codec_name!r}, which is not registered here; "
+                             "name the module that registers it in AUDIOTOK_PLUGINS") from None
         spec = get_codec(codec_name)
         bw = bandwidth if bandwidth is not None else (gpt_tok[0]["bandwidth"] if gpt_tok else spec.bandwidth_default)
         # the codec tokenises audio inputs; codes files scored by trained LMs need none (their codes
