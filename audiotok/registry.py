@@ -68,7 +68,8 @@ class CodecSpec:
         return int(hop) if hop == int(hop) else None
 
     def n_codebooks(self, bandwidth: float) -> int:
-        """Codebooks at ``bandwidth`` kbps (with float slack: 0.4125 kbps of 137.5 bps codebooks is 3, also read back as float32)."""
+        """Codebooks at ``bandwidth`` kbps, with float slack: 0.4125 kbps of 137.5 bps codebooks is 3,
+        also when read back from a file as float32."""
         return int(math.floor(bandwidth * 1000 / (self.frame_rate * self.bits_per_code) + 1e-6))
 
     @property

@@ -1,8 +1,9 @@
 """Pipeline adapters for the LM commands (the engine's ``run`` / ``flush`` / ``reset`` shape).
 
 ``LMFeatures`` tokenises audio with the same codec adapter ``encode`` uses (any registered codec's
-``Codec.encoder``) and adds the causal log-mel of the same samples (at the codec's rate and hop); ``ScoreAdapter`` scores those with one or more LMs. Scores use
-fixed-shape windows, so they do not depend on which files share a batch.
+``Codec.encoder``) and adds the causal log-mel of the same samples (at the codec's rate and hop);
+``ScoreAdapter`` scores those with one or more LMs. Scores use fixed-shape windows, so they do not
+depend on which files share a batch.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ class LMItem:
 class LMFeatures(WithAudio):
     """Audio ``[1, N]`` at the codec's rate -> ``LMItem`` (codes through the codec adapter, mel alongside).
 
-    ``mel``: ``(sample_rate, hop)`` of the mel (``lm.tokenizer.mel_hop``; default: the adapter's
-    ``spec``, else the default tokenizer's). ``with_latent`` also keeps the codec's latent (EnCodec:
+    ``mel``: ``(sample_rate, hop)`` of the mel (``lm.tokenizer.mel_hop``; default: from the
+    adapter's ``spec``, which EnCodec's adapters carry). ``with_latent`` also keeps the codec's latent (EnCodec:
     the encoder output before quantisation, one ``[D]`` vector per code frame: the planted signal of
     the positive control). It is the whole-file encoder output of the same samples; the streamed
     codes are its quantisation (tested)."""
@@ -50,12 +51,11 @@ class LMFeatures(WithAudio):
 
 
 def adapter_mel(encoder) -> tuple[int, int]:
-    """``(sample_rate, hop)`` of the mel for a codec adapter that carries its ``spec`` (EnCodec's
-    do); else the default tokenizer's."""
+    """``(sample_rate, hop)`` of the mel for a codec adapter that carries its ``spec`` (EnCodec's do)."""
     spec = getattr(encoder, "spec", None)
-    if spec is not None and getattr(spec, "hop", None):
-        return int(spec.sample_rate), int(spec.hop)
-    return MEL_SAMPLE_RATE, MEL_HOP
+    if spec is None or not getattr(spec, "hop", None):
+        raise ValueError("LMFeatures needs mel=(sample_rate, hop) for an adapter without a spec of whole-sample frames")
+    return int(spec.sample_rate), int(spec.hop)
 
 
 def codec_latent(encoder, audio: np.ndarray) -> np.ndarray:
