@@ -38,7 +38,7 @@ class LMFeatures(WithAudio):
         super().__init__(encoder)
         self.with_mel = with_mel
         self.with_latent = with_latent
-        self.mel = mel or adapter_mel(encoder)
+        self.mel = mel if mel is not None or not with_mel else adapter_mel(encoder)
 
     def mel_of(self, audio: np.ndarray) -> np.ndarray:
         """The raw log-mel ``[T, 80]`` of mono audio ``[1, N]``."""
