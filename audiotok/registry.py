@@ -26,6 +26,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from .errors import UsageError
@@ -51,6 +52,8 @@ class CodecSpec:
     normalize: bool = False
     checkpoint: str | None = None  # official weights file name (torch hub cache, see weights.py)
     weights_url: str | None = None  # where ``checkpoint`` is downloaded from (None: no download)
+    hub_repo: str | None = None  # or: the Hugging Face repo holding ``checkpoint`` (its cache, see weights.py)
+    default_bandwidth: float | None = None  # when none is asked for (None: the highest)
     lm_name: str | None = None  # the entropy-coding LM's weights (key of ENCODEC_CHECKPOINTS)
     ecdc: bool = False  # the official `encodec` CLI's .ecdc format can hold its codes
     description: str = ""
@@ -59,7 +62,6 @@ class CodecSpec:
     # the files to fetch when they cannot be had), for codecs whose weights are not ``checkpoint``
     default_weights: str | None = None
     weights_source: str = ""  # where the official weights come from (shown to users)
-    default_bandwidth: float = 6.0  # kbps when none is asked for
 
     @property
     def bits_per_code(self) -> float:
@@ -72,15 +74,42 @@ class CodecSpec:
         return int(hop) if hop == int(hop) else None
 
     def n_codebooks(self, bandwidth: float) -> int:
-        return int(bandwidth * 1000 // (self.frame_rate * self.bits_per_code))
+        """Codebooks at ``bandwidth`` kbps, with float slack: 0.4125 kbps of 137.5 bps codebooks is 3,
+        also when read back from a file as float32."""
+        return int(math.floor(bandwidth * 1000 / (self.frame_rate * self.bits_per_code) + 1e-6))
 
-    def check_bandwidth(self, bandwidth: float | None) -> float:
+    @property
+    def bandwidth_default(self) -> float:
+        """The bandwidth used when none is asked for."""
+        return self.default_bandwidth if self.default_bandwidth is not None else max(self.bandwidths)
+
+    @property
+    def codebook_counts(self) -> list[int]:
+        """The codebook counts the bandwidths give (``--n-q`` choices)."""
+        return [self.n_codebooks(b) for b in self.bandwidths]
+
+    def choose_bandwidth(self, bandwidth: float | None = None, n_q: int | None = None,
+                         option: str = "--bandwidth") -> float:
+        """The bandwidth of a run from ``--bandwidth`` and/or ``--n-q`` (a codebook count), else the
+        default; a ``UsageError`` naming the choices when neither fits or they disagree."""
+        if n_q is not None:
+            by_count = self.bandwidth_for(int(n_q))
+            if by_count is None:
+                counts = ", ".join(map(str, self.codebook_counts))
+                raise UsageError(f"--n-q {n_q} is not valid for {self.name}; choose one of {counts} (codebooks)")
+            if bandwidth is not None and self.n_codebooks(float(bandwidth)) != int(n_q):
+                raise UsageError(f"{option} {bandwidth:g} gives {self.n_codebooks(float(bandwidth))} codebooks of "
+                                 f"{self.name}, not --n-q {n_q}; give one of the two")
+            return by_count
+        return self.check_bandwidth(self.bandwidth_default if bandwidth is None else bandwidth, option)
+
+    def check_bandwidth(self, bandwidth: float | None, option: str = "--bandwidth") -> float:
         """``bandwidth`` (None: the codec's default) if it is one of the codec's; else a UsageError."""
         if bandwidth is None:
-            bandwidth = self.default_bandwidth
+            bandwidth = self.bandwidth_default
         if float(bandwidth) not in self.bandwidths:
             valid = ", ".join(f"{b:g}" for b in self.bandwidths)
-            raise UsageError(f"--bandwidth {bandwidth:g} is not valid for {self.name}; choose one of {valid} (kbps)")
+            raise UsageError(f"{option} {bandwidth:g} is not valid for {self.name}; choose one of {valid} (kbps)")
         return float(bandwidth)
 
     def bandwidth_for(self, n_q: int) -> float | None:
@@ -94,17 +123,15 @@ class CodecSpec:
         return [(off, min(self.segment_length, n_samples - off)) for off in range(0, n_samples, self.segment_stride)]
 
     def segment_frames(self, n_samples: int) -> list[int]:
-        """Frames the model makes for each segment of a file of ``n_samples`` samples: ``ceil(n / hop)``
-        counted in whole numbers when the hop is whole (EnCodec pads each segment to whole frames;
-        the float expression ``ceil(n / sample_rate * frame_rate)`` of the ``encodec`` package's
-        ``decompress`` is one frame more for some lengths, e.g. 6720 samples at 24 kHz, where the
-        encoder makes 21 frames), else that float expression."""
+        """Frames stored for each segment of a file of ``n_samples`` samples: ``ceil(n * frame_rate /
+        sample_rate)`` in exact arithmetic, what a codec with that frame rate returns. (The ``encodec``
+        CLI's float expression ``ceil(n / sample_rate * frame_rate)`` rounds up one frame too many at
+        some lengths, 6720 samples at 24 kHz among them, where its encoder gives 21 frames, not 22;
+        at 12.5 Hz it would do so at 8960 samples of 16 kHz.)"""
         if n_samples <= 0:
             return []
-        hop = self.hop
-        if hop is not None:
-            return [-(-n // hop) for _, n in self.segment_spans(n_samples)]
-        return [int(math.ceil(n / self.sample_rate * self.frame_rate)) for _, n in self.segment_spans(n_samples)]
+        rate = Fraction(self.frame_rate).limit_denominator(1 << 20) / self.sample_rate
+        return [math.ceil(n * rate) for _, n in self.segment_spans(n_samples)]
 
     def load(self, checkpoint=None, device: Any = "cpu"):
         """The implementation (a ``protocols.Codec``) with weights from ``checkpoint`` or the default."""
@@ -157,11 +184,13 @@ def load_plugins(env: str = "AUDIOTOK_PLUGINS") -> None:
 
 # --- the EnCodec models ------------------------------------------------------------------------
 _ENCODEC = "audiotok.codecs.encodec:load_encodec"
+_ENCODEC_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"  # AUDIOTOK_ENCODEC_URL replaces it (weights.py)
 
 ENCODEC_24KHZ = register_codec(CodecSpec(
     name="encodec_24khz", sample_rate=24000, channels=1, frame_rate=75,
     bandwidths=(1.5, 3.0, 6.0, 12.0, 24.0), codebook_size=1024, n_q=32, implementation=_ENCODEC,
-    checkpoint="encodec_24khz-d7cc33bc.th", lm_name="encodec_lm_24khz", ecdc=True,
+    checkpoint="encodec_24khz-d7cc33bc.th", weights_url=_ENCODEC_URL + "encodec_24khz-d7cc33bc.th",
+    default_bandwidth=6.0, lm_name="encodec_lm_24khz", ecdc=True,
     description="EnCodec 24 kHz mono, causal (streamable)",
 ))
 # segments of 1 s, overlap 1 %: stride int(0.99 * 48000) = 47520
@@ -169,7 +198,8 @@ ENCODEC_48KHZ = register_codec(CodecSpec(
     name="encodec_48khz", sample_rate=48000, channels=2, frame_rate=150,
     bandwidths=(3.0, 6.0, 12.0, 24.0), codebook_size=1024, n_q=16, implementation=_ENCODEC,
     segment_length=48000, segment_stride=47520, normalize=True,
-    checkpoint="encodec_48khz-7e698e3e.th", lm_name="encodec_lm_48khz", ecdc=True,
+    checkpoint="encodec_48khz-7e698e3e.th", weights_url=_ENCODEC_URL + "encodec_48khz-7e698e3e.th",
+    default_bandwidth=6.0, lm_name="encodec_lm_48khz", ecdc=True,
     description="EnCodec 48 kHz stereo, 1 s segments with a scale each",
 ))
 
@@ -179,6 +209,7 @@ MIMI = register_codec(CodecSpec(
     # k codebooks of 11 bits at 12.5 Hz: 0.1375 kbps each (1.1 kbps at the default 8)
     bandwidths=tuple(round(k * 11 * 12.5 / 1000, 6) for k in range(1, 33)), codebook_size=2048, n_q=32,
     implementation="audiotok.codecs.mimi:load_mimi", default_weights="audiotok.codecs.mimi_weights:default_weights",
+    checkpoint="model.safetensors", hub_repo="kyutai/mimi",  # where `audiotok models` looks for them
     weights_source="Hugging Face kyutai/mimi: model.safetensors + config.json",
     description="Mimi (Kyutai) 24 kHz mono, 12.5 Hz, causal (streamable); 1.1 kbps = 8 codebooks",
     default_bandwidth=1.1,
@@ -196,6 +227,8 @@ class DacSpec(CodecSpec):
     def check_bandwidth(self, bandwidth: float, *args, **kwargs) -> float:
         """Also accepts a bandwidth as printed (``7.75`` or ``7.75195`` for 9 codebooks of
         dac_44khz, exactly 7.751953125): the nearest within 0.01 kbps (they are >= 0.5 apart)."""
+        if bandwidth is None:
+            return super().check_bandwidth(bandwidth, *args, **kwargs)
         near = [b for b in self.bandwidths if abs(b - float(bandwidth)) < 0.01]
         return near[0] if len(near) == 1 else super().check_bandwidth(bandwidth, *args, **kwargs)
 
@@ -236,9 +269,10 @@ class EmbedderSpec:
 
     name: str
     sample_rate: int
+    frame_rate: float
     frontends: dict[str, tuple[str, int]]
     sizes: dict[str, tuple[int, int, int, int]]
-    released: tuple[str, ...]
+    released: dict[str, tuple[str, str]]  # released name -> (Hugging Face repo, file)
     implementation: str
     resolver: str
     weights_source: str = ""
@@ -297,11 +331,12 @@ ENCODECMAE_V2_NAMES = ("mel256-ec-base_st", "mel256-ec-base", "mel256-ec-small",
 ENCODECMAE_V1_NAMES = ("small", "base", "large", "base-st", "large-st")  # hub lpepino/encodecmae-<name>
 
 ENCODECMAE = register_embedder(EmbedderSpec(
-    name="encodecmae", sample_rate=24000,
+    name="encodecmae", sample_rate=24000, frame_rate=75.0,
     frontends={"mel256": ("mel", 256), "ec": ("ec", 128)},
     sizes={"tiny": (4, 96, 4, 384), "small": (5, 768, 12, 4096), "base": (10, 768, 12, 4096),
            "large": (20, 1024, 12, 4096)},
-    released=ENCODECMAE_V2_NAMES + ENCODECMAE_V1_NAMES,
+    released={**{n: (ENCODECMAE_V2_REPO, f"{n}.pt") for n in ENCODECMAE_V2_NAMES},
+              **{n: (f"lpepino/encodecmae-{n}", "model.pt") for n in ENCODECMAE_V1_NAMES}},
     implementation="audiotok.embedders.encodecmae:load_mae",
     resolver="audiotok.weights:resolve_encodecmae",
     weights_source=f"hub {ENCODECMAE_V2_REPO}/<name>.pt (v2); lpepino/encodecmae-<name> (v1)",

@@ -2,7 +2,10 @@
 
 EnCodec weights live where torch hub keeps them (``$TORCH_HOME/hub/checkpoints``), under the
 official file names, so a cache filled by the ``encodec`` package is reused as it is and vice versa.
-EnCodecMAE weights resolve through the Hugging Face cache (see ``resolve_encodecmae``).
+Any codec's weights resolve from what its ``CodecSpec`` names, read at the moment of resolving
+(``resolve_codec_weights``): its file in the torch hub cache (downloaded from ``weights_url``) or
+in the Hugging Face cache (``hub_repo``). EnCodecMAE weights resolve through the Hugging Face cache
+(see ``resolve_encodecmae``).
 """
 
 from __future__ import annotations
@@ -12,19 +15,41 @@ import http.client
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import WeightsError
-from .registry import CODECS, ENCODECMAE_V1_NAMES, ENCODECMAE_V2_NAMES, ENCODECMAE_V2_REPO
+from .registry import CODECS, ENCODECMAE_V1_NAMES, ENCODECMAE_V2_NAMES, ENCODECMAE_V2_REPO, CodecSpec
 
 ENCODEC_BASE_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"
 
-# official weights file names: the codecs' from the registry, and their entropy-coding LMs
-ENCODEC_CHECKPOINTS = {
-    **{s.name: s.checkpoint for s in CODECS.values() if s.checkpoint},
+# the entropy-coding LMs' official weights files (the codecs' own come from their specs)
+ENCODEC_LM_CHECKPOINTS = {
     "encodec_lm_24khz": "encodec_lm_24khz-1608e3c0.th",
     "encodec_lm_48khz": "encodec_lm_48khz-7add9fc3.th",
 }
+
+
+class _Checkpoints(Mapping):
+    """Official weights file names by model name: every registered codec's ``checkpoint`` (read
+    from the registry at each look-up, so a codec registered after import is found) and the
+    EnCodec LMs'."""
+
+    def _table(self) -> dict[str, str]:
+        codecs = {s.name: s.checkpoint for s in CODECS.values() if s.checkpoint and not s.hub_repo}
+        return {**codecs, **ENCODEC_LM_CHECKPOINTS}
+
+    def __getitem__(self, name: str) -> str:
+        return self._table()[name]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+ENCODEC_CHECKPOINTS: Mapping[str, str] = _Checkpoints()
 
 
 def hub_checkpoint_dir() -> Path:
@@ -133,34 +158,99 @@ def resolve_encodec(name: str, checkpoint: str | os.PathLike | None = None, opti
     An explicit ``checkpoint`` wins; else the torch hub cache; else a download (unless offline).
     ``option``: the command's option that gives this file (named in messages)."""
     if checkpoint is not None:
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"checkpoint file {path} does not exist; check the {option} path")
-        return path
+        return _given(checkpoint, option)
     try:
         filename = ENCODEC_CHECKPOINTS[name]
     except KeyError:
         raise WeightsError(
             f"unknown EnCodec model {name!r}; choose one of {', '.join(ENCODEC_CHECKPOINTS)}"
         ) from None
+    spec = CODECS.get(name)
+    url = spec.weights_url if spec is not None and spec.weights_url else ENCODEC_BASE_URL + filename
+    return _cached_or_download(filename, url, option)
+
+
+def _given(checkpoint: str | os.PathLike, option: str) -> Path:
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"checkpoint file {path} does not exist; check the {option} path")
+    return path
+
+
+def _download_url(url: str) -> str:
+    """``url`` with the EnCodec download root replaced by ``AUDIOTOK_ENCODEC_URL`` when that is set."""
+    if url.startswith(ENCODEC_BASE_URL):
+        return encodec_base_url() + url[len(ENCODEC_BASE_URL):]
+    return url
+
+
+def _cached_or_download(filename: str, url: str | None, option: str) -> Path:
     cached = hub_checkpoint_dir() / filename
     if cached.is_file():
         return cached
+    if url is None:
+        raise WeightsError(f"{filename} is not in the torch hub cache and has no download address; "
+                           f"put it at {cached} or pass {option} PATH")
     if offline():
         raise WeightsError(
             f"{filename} is not in the torch hub cache and downloads are off; "
             f"put it at {cached} or pass {option} PATH"
         )
-    spec = CODECS.get(name)  # a codec whose spec names its own download address (DAC) uses it
-    url = spec.weights_url if spec is not None and spec.weights_url else encodec_base_url() + filename
-    return download(url, cached, check_name=filename, option=option)
+    return download(_download_url(url), cached, check_name=filename, option=option)
+
+
+def resolve_codec_weights(spec: CodecSpec, checkpoint: str | os.PathLike | None = None,
+                          option: str = "--checkpoint") -> Path | None:
+    """The weights file of the codec ``spec``, from what its spec names (read now, so a codec
+    registered after import resolves too): an explicit ``checkpoint`` wins; else ``spec.checkpoint``
+    from the Hugging Face cache (``spec.hub_repo``) or the torch hub cache (downloaded from
+    ``spec.weights_url`` unless offline). None for a codec that names no weights file (its
+    implementation makes its own)."""
+    if checkpoint is not None:
+        return _given(checkpoint, option)
+    if spec.default_weights:  # the codec finds its own files (Mimi: model.safetensors + config.json)
+        import importlib
+
+        module, _, attr = spec.default_weights.partition(":")
+        return getattr(importlib.import_module(module), attr)(option)
+    if not spec.checkpoint:
+        return None
+    if spec.hub_repo:
+        return _hf_file(spec.hub_repo, spec.checkpoint, option)
+    return _cached_or_download(spec.checkpoint, spec.weights_url, option)
+
+
+def weights_source(spec: CodecSpec) -> str:
+    """Where the official weights of ``spec`` come from, in a few words (``audiotok models``)."""
+    if spec.weights_source:
+        return spec.weights_source
+    if not spec.checkpoint:
+        return "built in (no weights file)"
+    if spec.hub_repo:
+        return f"hf://{spec.hub_repo}/{spec.checkpoint}"
+    return _download_url(spec.weights_url) if spec.weights_url else f"{spec.checkpoint} (no download address)"
+
+
+def cached_weights(spec: CodecSpec) -> Path | None:
+    """The official weights file of ``spec`` if it is cached on this machine (no network, no download)."""
+    if not spec.checkpoint:
+        return None
+    if spec.hub_repo:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        found = try_to_load_from_cache(spec.hub_repo, spec.checkpoint)
+        return Path(found) if isinstance(found, str) else None
+    cached = hub_checkpoint_dir() / spec.checkpoint
+    return cached if cached.is_file() else None
 
 
 # --- EnCodecMAE (Hugging Face hub) ---------------------------------------------------------------
 # the released names and their hub repositories are facts of the embedder's registry entry
 
 
-def _hf_file(repo: str, filename: str) -> Path:
+def _hf_file(repo: str, filename: str, option: str | None = None) -> Path:
     """``repo``/``filename`` from the Hugging Face cache (downloaded first unless offline).
 
     The cache is tried first; on a miss, whether the Hub can be reached at all is checked with
@@ -188,7 +278,8 @@ def _hf_file(repo: str, filename: str) -> Path:
     raise WeightsError(
         f"{filename} of the Hugging Face repo {repo} is not in the cache ({HF_HUB_CACHE}) and {why}; "
         f"fetch it with `{hf_download_command(repo, filename)}` where there is network, "
-        "or pass a local checkpoint file with --model PATH (load_embedder(PATH) in Python)"
+        + (f"or pass the file with {option} PATH" if option else
+           "or pass a local checkpoint file with --model PATH (load_embedder(PATH) in Python)")
     )
 
 

@@ -77,7 +77,8 @@ def test_embedder_spec_loads_what_embed_and_probe_load():
 
 def test_an_embedder_family_registered_from_outside_is_loaded_by_name(tmp_path):
     calls = []
-    spec = EmbedderSpec(name="toy-embedder", sample_rate=16000, frontends={}, sizes={}, released=("toy-1",),
+    spec = EmbedderSpec(name="toy-embedder", sample_rate=16000, frame_rate=50.0, frontends={}, sizes={},
+                        released={"toy-1": ("me/toy", "toy-1.pt")},
                         implementation="numpy:asarray", resolver="os:fspath", description="a test family")
     register_embedder(spec)
     try:

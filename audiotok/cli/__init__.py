@@ -1,4 +1,4 @@
-"""Command-line interface: ``audiotok encode|decode|embed|score|train|probe``.
+"""Command-line interface: ``audiotok encode|decode|embed|score|train|probe|models``.
 
 Each command module registers itself on the shared Typer ``app``; see ``base.py`` for the wiring.
 """
@@ -8,9 +8,11 @@ import importlib
 from ..engine.interrupts import quiet_startup
 
 with quiet_startup():
-    from .base import app, entry, main
+    from .base import app, entry, main, preload_plugins
 
-    for _name in ("codec", "embed", "score", "train", "probe"):
+    preload_plugins()  # codecs registered by $AUDIOTOK_PLUGINS appear in the commands' help and choices
+
+    for _name in ("codec", "embed", "score", "train", "probe", "models"):
         try:
             importlib.import_module(f"{__name__}.{_name}")
         except ModuleNotFoundError as _exc:  # a command module not written yet

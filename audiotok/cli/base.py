@@ -129,6 +129,15 @@ def entry() -> None:
     os._exit(code)
 
 
+def preload_plugins() -> None:
+    """Import ``$AUDIOTOK_PLUGINS`` before the commands are declared, so that the codecs they register
+    are in the help texts; a module that cannot be imported is reported by ``main`` (one sentence)."""
+    from ..registry import load_plugins
+
+    with contextlib.suppress(AudiotokError):
+        load_plugins()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 2 (usage),
     3 (weights missing or unusable) or 1 (output folder unusable)."""

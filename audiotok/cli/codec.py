@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..engine.sources import CODE_EXTENSIONS
-from ..registry import DEFAULT_CODEC, codec_names
+from ..registry import DEFAULT_CODEC
 from . import base as cli
 from .base import app
 
@@ -23,18 +23,25 @@ def _bandwidth_help() -> str:
         return ", ".join(f"{b:g}" for b in bws)
 
     specs = {s.name: s for s in CODECS.values()}
-    return ("kbps (default: the codec's, 6 for EnCodec, 1.1 for mimi): "
-            + "; ".join(f"{listed(s.bandwidths)} ({n})" for n, s in sorted(specs.items())))
+    return ("kbps (default: the codec's, " + "; ".join(f"{s.bandwidth_default:g} for {n}" for n, s in sorted(specs.items()))
+            + "); choices: " + "; ".join(f"{', '.join(f'{b:g}' for b in s.bandwidths)} ({n})" for n, s in sorted(specs.items())))
+
+
+def _model_help() -> str:
+    from ..registry import codec_names
+
+    return f"Codec: {', '.join(codec_names())} (`audiotok models` lists their facts)."
 
 
 @app.command()
 def encode(
     inputs: list[str] = cli.INPUTS_OR_MANIFEST,
     out: Path = cli.OUT,
-    model: str = typer.Option(DEFAULT_CODEC, "--model", "-m", help=f"Codec: {', '.join(codec_names())}."),
+    model: str = typer.Option(DEFAULT_CODEC, "--model", "-m", help=_model_help()),
     bandwidth: float = typer.Option(None, "--bandwidth", "-b", help=_bandwidth_help()),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Codec weights file (default: official; EnCodec from the torch hub cache, "
-                                       "mimi from the Hugging Face cache)."),
+    n_q: int = typer.Option(None, "--n-q", min=1, help="Codebooks to keep (instead of --bandwidth): a count one "
+                            "of the codec's bandwidths gives (`audiotok models` lists them)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Codec weights file (default: official; EnCodec and DAC from the torch hub cache, mimi from the Hugging Face cache)."),
     fmt: str = typer.Option("npz", "--format", "-f",
                             help="npz (codes + metadata), npy (bare codes, 24 kHz), ecdc or parquet (dataset shards)."),
     manifest: Path = cli.MANIFEST,
@@ -56,7 +63,7 @@ def encode(
     """Encode audio files into codec codes, mirroring the input tree under OUT."""
     from ..jobs.encode import encode_files
 
-    summary = cli.run(encode_files, inputs, out, model=model, bandwidth=bandwidth, checkpoint=checkpoint, fmt=fmt,
+    summary = cli.run(encode_files, inputs, out, model=model, bandwidth=bandwidth, n_q=n_q, checkpoint=checkpoint, fmt=fmt,
                       manifest=manifest, exclude=exclude, dry_run=dry_run, keep_ext=keep_ext, shard_mb=shard_mb,
                       ext=ext, device=device, threads=threads, batch_seconds=batch_seconds, workers=workers,
                       overwrite=overwrite, jsonl=jsonl, progress=not quiet, shard=shard, log_every=log_every)

@@ -18,7 +18,9 @@ def score(
     model: list[str] = typer.Option([], "--model", "-m",
                                     help="whisper-gpt, token-gpt or encodec-lm (repeat with a second --checkpoint to compare)."),
     checkpoint: list[Path] = typer.Option([], "--checkpoint", help="LM checkpoint (train lm output, or the EnCodec LM file)."),
-    codec_checkpoint: Path = typer.Option(None, "--codec-checkpoint", help="EnCodec weights that tokenise (default: official)."),
+    codec_checkpoint: Path = typer.Option(None, "--codec-checkpoint",
+                                          help="Codec weights that tokenise (the codec is the LM's; default: the "
+                                          "weights it was trained with, else the official ones)."),
     bandwidth: float = typer.Option(None, "--bandwidth", "-b", help="Tokenizer kbps (default: the checkpoint's; 6 for encodec-lm)."),
     output: Path = typer.Option(None, "--output", "-o", help="Append records to this JSONL file instead of stdout (reruns skip inputs in it)."),
     summary_path: Path = typer.Option(None, "--summary", help="Also write the corpus summary (JSON) here."),

@@ -7,12 +7,19 @@ from pathlib import Path
 import typer
 
 from ..engine.sources import AUDIO_EXTENSIONS
+from ..registry import DEFAULT_CODEC
 from . import base as cli
 from .base import app
 
 train_app = typer.Typer(help="Train models audiotok scores with (no public Whisper-GPT weights exist).",
                         no_args_is_help=True)
 app.add_typer(train_app, name="train")
+
+
+def _codec_help() -> str:
+    from ..registry import codec_names
+
+    return f"Codec that tokenises ({', '.join(codec_names())}; its codebook size is the vocabulary)."
 
 
 @train_app.command("lm")
@@ -31,8 +38,11 @@ def train_lm(
     patience: int = typer.Option(None, "--patience", min=1,
                                  help="Early stopping: stop after this many validations without a better NLL (keeps the best weights)."),
     eval_every: int = typer.Option(None, "--eval-every", min=1, help="Steps between validations (default: one epoch)."),
-    codec_checkpoint: Path = typer.Option(None, "--codec-checkpoint", help="EnCodec weights that tokenise (default: official)."),
-    bandwidth: float = typer.Option(6.0, "--bandwidth", "-b", help="Tokenizer kbps (the model uses codebook 0)."),
+    codec: str = typer.Option(DEFAULT_CODEC, "--codec", help=_codec_help()),
+    codec_checkpoint: Path = typer.Option(None, "--codec-checkpoint", help="Codec weights that tokenise (default: official)."),
+    bandwidth: float = typer.Option(None, "--bandwidth", "-b",
+                                    help="Tokenizer kbps (default: the codec's, 6 for EnCodec; the model uses codebook 0)."),
+    n_q: int = typer.Option(None, "--n-q", min=1, help="Tokenizer codebooks (instead of --bandwidth)."),
     cache: Path = typer.Option(None, "--cache", help="Feature cache folder (default: OUT.cache beside the checkpoint)."),
     ext: str = typer.Option(",".join((*AUDIO_EXTENSIONS, "npz")), "--ext",
                             help="Extensions taken from directories (npz: folders written by `audiotok encode`)."),
@@ -48,7 +58,8 @@ def train_lm(
 
     result = cli.run(run_training, inputs, out, arch=arch, size=size, steps=steps, batch_size=batch_size,
                      context=context, lr=lr, seed=seed, val_fraction=val_fraction, resume=resume, patience=patience,
-                     eval_every=eval_every, codec_checkpoint=codec_checkpoint, bandwidth=bandwidth, cache=cache,
+                     eval_every=eval_every, codec=codec, codec_checkpoint=codec_checkpoint, bandwidth=bandwidth,
+                     n_q=n_q, cache=cache,
                      ext=ext, exclude=exclude, device=device, threads=threads, batch_seconds=batch_seconds, workers=workers,
                      progress=not quiet, log=cli.eprint, interrupted=lambda: _stopped(out))
     raise typer.Exit(result.status)

@@ -21,11 +21,13 @@ from torch import nn
 
 from ..codecs.inference import for_inference
 from ..errors import UsageError, WeightsError
+from ..registry import ENCODEC_24KHZ
 from ..weights import check_finite
 from .fbank import FBANK_FRAME_MS, FBANK_NORM, FBANK_SHIFT_MS, fbank_geometry, kaldi_fbank
 
-SAMPLE_RATE = 24000
-EC_HOP = 320  # EnCodec 24 kHz: one latent frame per 320 samples
+EC_CODEC = ENCODEC_24KHZ  # the codec of the ec front end (its encoder's latents) and of the pretraining targets
+SAMPLE_RATE = EC_CODEC.sample_rate  # 24000
+EC_HOP = EC_CODEC.hop  # one latent frame per 320 samples
 DEFAULT_FF = 4096  # the reference's TransformerEncoder default when the config has no ff_dim binding
 DEFAULT_HEADS = 12  # every released model (small, base, large) uses 12 heads
 MASK_BIAS = -1e9  # added to the scores of padded keys, as the reference does

@@ -229,7 +229,8 @@ def _check_metadata(z, model: str, n_q: int) -> float | None:
                     shown = f"{value:g}" if isinstance(value, (int, float)) else repr(value)
                     mine = f"{have:g}" if isinstance(have, float) else repr(have)
                     raise InputError(f"records {key} {shown} in its settings but declares {mine}{edited}")
-    return bandwidth
+    # the model's own value (the array holds it as float32: 0.1375 kbps reads back as 0.13749999)
+    return next(b for b in spec.bandwidths if abs(bandwidth - b) < 1e-6)
 
 
 def _check_npy_header(f: IO[bytes], available: int, what: str) -> None:

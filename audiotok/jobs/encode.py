@@ -22,29 +22,14 @@ from ..registry import DEFAULT_CODEC, get_codec
 SETTINGS_KEYS = ("model", "bandwidth", "weights_sha256")
 
 
-def codec_weights(model: str, checkpoint=None):
-    """The weights file of ``model`` (EnCodec: torch hub cache or ``checkpoint``; other codecs:
-    ``checkpoint`` as given) and the first 16 hex digits of its sha256; no torch."""
-    from ..weights import file_sha256, resolve_encodec
+def codec_weights(model: str, checkpoint=None, option: str = "--checkpoint"):
+    """The weights file of ``model`` (``checkpoint``, else what its spec names: see
+    ``weights.resolve_codec_weights``; None for a codec without a weights file) and the first 16 hex
+    digits of its sha256; no torch. ``option``: the command's option for that file (in messages)."""
+    from ..weights import file_sha256, resolve_codec_weights
 
-    spec = get_codec(model)
-    if spec.checkpoint is None:
-        if checkpoint is None:
-            if spec.default_weights is None:
-                return None, None
-            import importlib
-
-            module, _, attr = spec.default_weights.partition(":")
-            path = getattr(importlib.import_module(module), attr)()
-            return path, file_sha256(path, 16)
-        path = Path(checkpoint)
-        if not path.is_file():
-            from ..errors import WeightsError
-
-            raise WeightsError(f"checkpoint file {path} does not exist; check the --checkpoint path")
-    else:
-        path = resolve_encodec(spec.name, checkpoint)
-    return path, file_sha256(path, 16)
+    path = resolve_codec_weights(get_codec(model), checkpoint, option)
+    return (None, None) if path is None else (path, file_sha256(path, 16))
 
 
 class EncodeJob:
@@ -107,20 +92,21 @@ class EncodeJob:
 
 
 def encode_files(inputs, out: str | Path, *, model: str = DEFAULT_CODEC, bandwidth: float | None = None,
-                 checkpoint: str | Path | None = None, fmt: str = "npz", manifest: str | Path | None = None,
+                 n_q: int | None = None, checkpoint: str | Path | None = None, fmt: str = "npz", manifest: str | Path | None = None,
                  exclude=None, dry_run: bool = False, keep_ext: bool = False, shard_mb: float = 64.0,
                  ext=None, device: str = "auto", threads: int | None = None, batch_seconds: float = 60.0,
                  workers: int = 1, overwrite: bool = False, jsonl=False, progress: bool = False,
                  shard: str | None = None, log_every: float = 10.0):
     """Encode every input (files, directories, globs, ``-`` for paths on stdin, and/or the entries
     of ``manifest``) into codes under ``out`` (mirroring the input tree, or Parquet shards with
-    ``fmt="parquet"``; ``OUT/manifest.jsonl``); returns the ``pipeline.Summary``.
+    ``fmt="parquet"``; ``OUT/manifest.jsonl``); returns the ``pipeline.Summary``. ``bandwidth``
+    (kbps) or ``n_q`` (a codebook count) chooses the codebooks; neither: the codec's default.
 
     Options are checked and the weights resolved before torch is imported; the model loads while
     the first inputs decode, and not at all when every output exists."""
     out = Path(out)
     spec = get_codec(model)
-    bandwidth = spec.check_bandwidth(bandwidth)
+    bandwidth = spec.choose_bandwidth(bandwidth, n_q)
     parquet = fmt == "parquet"
     if not parquet:
         check_format(fmt, spec.name)
@@ -158,14 +144,15 @@ def encode_files(inputs, out: str | Path, *, model: str = DEFAULT_CODEC, bandwid
 
 class Encoder:
     """Codes for arrays in memory, through the same adapter ``encode_files`` uses (identical
-    codes for identical audio): ``encode(audio, sample_rate) -> EncodedItem``."""
+    codes for identical audio): ``encode(audio, sample_rate) -> EncodedItem``. ``bandwidth`` or
+    ``n_q`` (codebooks) as in ``encode_files``."""
 
     def __init__(self, model: str = DEFAULT_CODEC, bandwidth: float | None = None, checkpoint=None,
-                 device: str = "auto", threads: int | None = None):
+                 device: str = "auto", threads: int | None = None, n_q: int | None = None):
         from ..engine.provenance import numeric_context
 
         self.spec = get_codec(model)
-        self.bandwidth = self.spec.check_bandwidth(bandwidth)
+        self.bandwidth = self.spec.choose_bandwidth(bandwidth, n_q)
         runtime = Runtime.check(device, threads)
         weights, self.weights_sha256 = codec_weights(self.spec.name, checkpoint)
         self.device, _ = runtime.start()

@@ -365,28 +365,43 @@ def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, ban
         def adapter():
             raise AssertionError("score: the model was asked for although every input is done")
     else:
-        from ..codecs.encodec import CodecEncoder, load_codec
         from ..lm.adapter import CodesOnly, LMFeatures, ScoreAdapter
         from ..lm.checkpoints import load_scorer, read_tokenizer
         from ..lm.inputs import is_codes_file
-        from ..registry import DEFAULT_CODEC
+        from ..lm.tokenizer import mel_hop, tokenizer_spec
+        from ..registry import DEFAULT_CODEC, get_codec
+        from .encode import codec_weights
 
         dev, _ = runtime.start()
         gpt_tok = [read_tokenizer(c) for m, c in pairs if m != "encodec-lm"]
+        # the codec the (first) trained LM was trained on, from the registry (AUDIOTOK_PLUGINS for
+        # one of your own); encodec-lm alone: the default codec
         codec_name = gpt_tok[0]["codec"] if gpt_tok else DEFAULT_CODEC
-        bw = bandwidth if bandwidth is not None else (gpt_tok[0]["bandwidth"] if gpt_tok else 6.0)
+        try:
+            codec_name = tokenizer_spec(codec_name).codec
+        except UsageError:
+            lm = next(c for m, c in pairs if m != "encodec-lm")
+            raise UsageError(f"{lm} was trained on tokens of the codec {codec_name!r}, which is not registered here; "
+                             "name the module that registers it in AUDIOTOK_PLUGINS") from None
+        spec = get_codec(codec_name)
+        bw = bandwidth if bandwidth is not None else (gpt_tok[0]["bandwidth"] if gpt_tok else spec.bandwidth_default)
         # the codec tokenises audio inputs; codes files scored by trained LMs need none (their codes
         # are checked against the codec weights' sha256 the LM recorded)
         need_codec = any(m == "encodec-lm" for m, _ in pairs) or \
             any(not s.error and not is_codes_file(s.path) for s in sources)
         codec = None
         if need_codec:
-            weights = codec_checkpoint if codec_checkpoint is not None else _lm_codec_file(pairs, gpt_tok)
-            codec = load_codec(codec_name, weights, dev, option="--codec-checkpoint")
+            given = codec_checkpoint if codec_checkpoint is not None else _lm_codec_file(pairs, gpt_tok)
+            weights, _ = codec_weights(spec.name, given, option="--codec-checkpoint")  # missing weights: exit 3
+            codec = spec.load(weights, dev)
         scorers = [load_scorer(m, c, codec, bw, dev) for m, c in pairs]
         need_mel = any(s.uses_mel for s in scorers)
         with_mel = need_mel or plot is not None
-        features = LMFeatures(CodecEncoder(codec, bw, dev), with_mel) if codec is not None else CodesOnly(with_mel)
+        mel = mel_hop((gpt_tok or [scorers[0].tokenizer])[0]) if with_mel else None
+        if codec is not None:
+            features = LMFeatures(codec.encoder(bw, dev), with_mel, mel=mel)
+        else:
+            features = CodesOnly(with_mel, mel) if mel else CodesOnly(with_mel)
         adapter = ScoreAdapter(features, scorers, rows=rows)
         job = ScoreJob(scorers, frames, plot, done, need_mel)
 

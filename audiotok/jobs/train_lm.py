@@ -59,7 +59,8 @@ def check_train_options(out: Path, arch: str, size: str, resume: bool, patience:
 def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = "micro", steps: int = 1000,
              batch_size: int = 16, context: int = 256, lr: float = 3e-4, seed: int = 0, val_fraction: float = 0.1,
              resume: bool = False, patience: int | None = None, eval_every: int | None = None,
-             codec_checkpoint: str | Path | None = None, bandwidth: float = 6.0, cache: str | Path | None = None,
+             codec: str | None = None, codec_checkpoint: str | Path | None = None, bandwidth: float | None = None,
+             n_q: int | None = None, cache: str | Path | None = None,
              ext=None, exclude=None, device: str = "auto", threads: int | None = None, batch_seconds: float = 60.0,
              workers: int = 1, progress: bool = False, log: Callable[[str], None] = eprint) -> TrainResult:
     """Train (or ``resume``) an LM on ``inputs`` (audio files, directories, globs, ``-``; ``.npz``
@@ -67,18 +68,25 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
     (atomically, at every validation). Audio is tokenised and featurised once into ``cache``
     (default: ``OUT.cache`` beside the checkpoint). Options are checked before torch is imported;
     messages go to ``log``. Inputs that fail are left out and listed in ``result.failed``; a
-    ``UsageError`` when none is usable. Under torchrun each process trains on its share (DDP)."""
+    ``UsageError`` when none is usable. Under torchrun each process trains on its share (DDP).
+    ``codec``: the registered codec that tokenises (default ``encodec_24khz``; the vocabulary is its
+    codebook size, the mel follows its sample rate and hop); ``bandwidth`` or ``n_q`` its codebooks
+    (default: the codec's default bandwidth)."""
     out = Path(out)
     check_train_options(out, arch, size, resume, patience, steps, batch_size, context, lr, val_fraction)
     runtime = Runtime.check(device, threads)
     if batch_seconds <= 0:
         raise UsageError(f"batch_seconds must be positive, not {batch_seconds}")
     from ..engine.sources import AUDIO_EXTENSIONS, check_inputs_exist, normalise_extensions
-    from ..lm.tokenizer import tokenizer_spec
+    from ..lm.tokenizer import mel_hop, tokenizer_spec
     from ..registry import get_codec
 
-    spec = tokenizer_spec()
-    bandwidth = get_codec(spec.codec).check_bandwidth(bandwidth)
+    spec = tokenizer_spec(codec, "--codec")
+    if spec.channels != 1:
+        raise UsageError(f"--codec {spec.codec} codes {spec.channels} channels, but the LMs read one stream of mono "
+                         "tokens; choose a mono codec (audiotok models lists them)")
+    bandwidth = get_codec(spec.codec).choose_bandwidth(bandwidth, n_q)
+    mel = mel_hop({"codec": spec.codec, "sample_rate": spec.sample_rate, "frame_rate": spec.frame_rate})
     if ext is None:
         ext = (*AUDIO_EXTENSIONS, "npz")
     exts = normalise_extensions([ext] if isinstance(ext, str) else [",".join(ext)])
@@ -87,9 +95,11 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
     from ..files import prepare_checkpoint_paths
 
     cache_root = prepare_checkpoint_paths(out, cache)
+    from .encode import codec_weights
+
+    weights, _ = codec_weights(spec.codec, codec_checkpoint, option="--codec-checkpoint")  # missing: exit 3 now
 
 
-    from ..codecs.encodec import CodecEncoder, load_codec
     from ..engine.distributed import current_share
     from ..lm.adapter import LMFeatures
     from ..lm.checkpoints import tokenizer_info
@@ -101,9 +111,9 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
     share = current_share()
     dev, _ = runtime.start(world=share.world)
     distributed(dev)  # joins torchrun's process group, if any
-    codec = load_codec(spec.codec, codec_checkpoint, dev, option="--codec-checkpoint")
+    loaded = get_codec(spec.codec).load(weights, dev)
     n_in = get_codec(spec.codec).n_codebooks(bandwidth) if arch == "info-control" else 1
-    tokenizer = tokenizer_info(codec, bandwidth, list(range(n_in)))
+    tokenizer = tokenizer_info(loaded, bandwidth, list(range(n_in)))
 
     def read_code_file(path: str, ident: str):
         example = read_encoded(path, arch == "whisper-gpt", tokenizer)
@@ -112,7 +122,7 @@ def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = 
 
     examples, failed = collect_examples(
         paths, exts, lm_cache(cache_dir(cache_root, tokenizer), tokenizer["codec"]),
-        lambda: LMFeatures(CodecEncoder(codec, tokenizer["bandwidth"], dev), with_mel=True),
+        lambda: LMFeatures(loaded.encoder(tokenizer["bandwidth"], dev), with_mel=True, mel=mel),
         lambda path, ident: read_cached(path, ident, tokenizer), read_code_file,
         batch_seconds=batch_seconds, workers=workers, quiet=not progress, share=share, log=log, label="tokenise",
         exclude=list(exclude or []))

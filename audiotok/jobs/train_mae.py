@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from ..registry import ENCODEC_24KHZ
 
 
 @dataclass
@@ -78,7 +79,7 @@ def check(o: TrainMaeOptions) -> None:
         raise UsageError(f"--resume: there is no checkpoint at {o.out} yet; run without --resume first")
     if not o.resume and o.out.exists():
         raise UsageError(f"{o.out} exists; pass --resume to continue it or choose another -o")
-    if o.crop_seconds * 24000 < 2 * 637:
+    if o.crop_seconds * ENCODEC_24KHZ.sample_rate < 2 * 637:
         raise UsageError(f"--crop-seconds {o.crop_seconds:g} is too short; give at least 0.06 s (4 s as in the paper)")
     if o.clusters < 2:
         raise UsageError(f"--clusters {o.clusters} must be at least 2")
@@ -114,7 +115,6 @@ def run(o: TrainMaeOptions, log, progress: bool | None = None) -> tuple[list[tup
     unless ``o.quiet``)."""
     check(o)
 
-    from ..codecs.encodec import load_codec
     from ..engine.devices import Runtime
     from ..engine.distributed import current_share
     from ..engine.sources import normalise_extensions
@@ -129,14 +129,17 @@ def run(o: TrainMaeOptions, log, progress: bool | None = None) -> tuple[list[tup
         train,
     )
     from ..train.mae_data import BANDWIDTH, codec_encoder_state, collect
-    from ..train.mae_net import MaeTrainSpec
+    from ..train.mae_net import EC_CODEC, N_CODEBOOKS, MaeTrainSpec
+    from .encode import codec_weights
 
     teacher, teacher_state = load_teacher(o.self_train) if o.self_train else (None, None)
     share = current_share()
     dev, _ = Runtime.check(o.device, o.threads).start(world=share.world)
     distributed(dev)  # joins torchrun's process group, if any
-    codec = load_codec("encodec_24khz", o.codec_checkpoint, dev, option="--codec-checkpoint")
-    codec_info = tokenizer_info(codec, BANDWIDTH, list(range(8)))
+    # the targets' codec, through the registry's interface (EnCodecMAE's is EnCodec 24 kHz)
+    weights, _ = codec_weights(EC_CODEC.name, o.codec_checkpoint, option="--codec-checkpoint")
+    codec = EC_CODEC.load(weights, dev)
+    codec_info = tokenizer_info(codec, BANDWIDTH, list(range(N_CODEBOOKS)))
     enc_state = codec_encoder_state(codec) if o.frontend == "ec" else None
     examples, failed = collect(o.inputs, normalise_extensions([o.ext]), codec, codec_info,
                                o.cache or o.out.with_name(o.out.name + ".cache"), dev, o.batch_seconds, o.workers,

@@ -1,8 +1,9 @@
 """Pipeline adapters for the LM commands (the engine's ``run`` / ``flush`` / ``reset`` shape).
 
-``LMFeatures`` tokenises audio with the same ``CodecEncoder`` ``encode`` uses and adds the causal
-log-mel of the same samples; ``ScoreAdapter`` scores those with one or more LMs. Scores use
-fixed-shape windows, so they do not depend on which files share a batch.
+``LMFeatures`` tokenises audio with the same codec adapter ``encode`` uses (any registered codec's
+``Codec.encoder``) and adds the causal log-mel of the same samples (at the codec's rate and hop);
+``ScoreAdapter`` scores those with one or more LMs. Scores use fixed-shape windows, so they do not
+depend on which files share a batch.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codecs.encodec import CodecEncoder, EncodedItem, WithAudio
-from .mel import causal_log_mel
+from ..codecs.encodec import EncodedItem, WithAudio
+from .mel import MEL_HOP, MEL_SAMPLE_RATE, causal_log_mel
 from .scoring import FrameScores, WindowScorer
 
 
@@ -25,29 +26,44 @@ class LMItem:
 
 
 class LMFeatures(WithAudio):
-    """Audio ``[1, N]`` at 24 kHz -> ``LMItem`` (codes through the codec adapter, mel alongside).
+    """Audio ``[1, N]`` at the codec's rate -> ``LMItem`` (codes through the codec adapter, mel alongside).
 
-    ``with_latent`` also keeps the codec's latent (the encoder output before quantisation, one
-    ``[D]`` vector per code frame: the planted signal of the positive control). It is the whole-file
-    encoder output of the same samples; the streamed codes are its quantisation (tested)."""
+    ``mel``: ``(sample_rate, hop)`` of the mel (``lm.tokenizer.mel_hop``; default: from the
+    adapter's ``spec``, which EnCodec's adapters carry). ``with_latent`` also keeps the codec's latent (EnCodec:
+    the encoder output before quantisation, one ``[D]`` vector per code frame: the planted signal of
+    the positive control). It is the whole-file encoder output of the same samples; the streamed
+    codes are its quantisation (tested)."""
 
-    def __init__(self, encoder: CodecEncoder, with_mel: bool, with_latent: bool = False):
+    def __init__(self, encoder, with_mel: bool, with_latent: bool = False, mel: tuple[int, int] | None = None):
         super().__init__(encoder)
         self.with_mel = with_mel
         self.with_latent = with_latent
+        self.mel = mel if mel is not None or not with_mel else adapter_mel(encoder)
+
+    def mel_of(self, audio: np.ndarray) -> np.ndarray:
+        """The raw log-mel ``[T, 80]`` of mono audio ``[1, N]``."""
+        return causal_log_mel(audio[0], *self.mel).numpy()
 
     def combine(self, audio, item: EncodedItem) -> LMItem:
-        mel = causal_log_mel(audio[0]).numpy() if self.with_mel else None
+        mel = self.mel_of(audio) if self.with_mel else None
         latent = codec_latent(self.encoder, audio) if self.with_latent else None
         return LMItem(item.codes, mel, item.n_samples, latent)
 
 
-def codec_latent(encoder: CodecEncoder, audio: np.ndarray) -> np.ndarray:
+def adapter_mel(encoder) -> tuple[int, int]:
+    """``(sample_rate, hop)`` of the mel for a codec adapter that carries its ``spec`` (EnCodec's do)."""
+    spec = getattr(encoder, "spec", None)
+    if spec is None or not getattr(spec, "hop", None):
+        raise ValueError("LMFeatures needs mel=(sample_rate, hop) for an adapter without a spec of whole-sample frames")
+    return int(spec.sample_rate), int(spec.hop)
+
+
+def codec_latent(encoder, audio: np.ndarray) -> np.ndarray:
     """The latent ``[T, D]`` of mono audio ``[1, N]`` at the codec's rate (streamed codecs only)."""
     import torch
 
-    if not encoder.streaming:
-        raise ValueError(f"the latent is kept for streamed codecs only, not {encoder.name}")
+    if not getattr(encoder, "streaming", False) or not hasattr(encoder, "model"):
+        raise ValueError(f"the latent is kept for streamed EnCodec models only, not {getattr(encoder, 'name', encoder)}")
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(encoder.device)
         z = encoder.model.encoder(x)[0].T  # [T, D]
@@ -59,8 +75,9 @@ class CodesOnly:
 
     on_progress = None
 
-    def __init__(self, with_mel: bool):
+    def __init__(self, with_mel: bool, mel: tuple[int, int] = (MEL_SAMPLE_RATE, MEL_HOP)):
         self.with_mel = with_mel
+        self.mel = mel  # (sample_rate, hop) of the mel of codes files' source audio
 
     def run(self, batch):
         from ..errors import InputError
@@ -107,7 +124,7 @@ class ScoreAdapter:
         return self._score(results + (self.features.run(audio) if audio else []))
 
     def _from_codes(self, p):
-        mel = causal_log_mel(p.audio[0]).numpy() if self.features.with_mel else None
+        mel = causal_log_mel(p.audio[0], *self.features.mel).numpy() if self.features.with_mel else None
         return LMItem(p.codes, mel, p.n_samples)
 
     def flush(self):

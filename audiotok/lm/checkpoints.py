@@ -17,9 +17,9 @@ import torch
 
 from ..errors import UsageError, WeightsError
 from ..files import atomic_write
-from ..registry import get_codec
+from ..registry import CodecSpec, get_codec
 from ..weights import check_finite, file_sha256, load_torch_file
-from .gpt import BOS, FEATURES, GPTConfig, aligned_mel, build_gpt, count_params
+from .gpt import FEATURES, GPTConfig, aligned_mel, build_gpt, count_params
 from .names import ARCHS, MODELS  # noqa: F401  (re-exported)
 from .tokenizer import tokenizer_spec
 
@@ -36,9 +36,17 @@ def file_digest(path: str | os.PathLike, n: int = 16) -> str:
     return file_sha256(path, n)
 
 
+def codec_name(codec) -> str:
+    """The registry name of a loaded codec: a ``protocols.Codec`` (``spec.name``) or an ``encodec``
+    model from ``codecs.encodec.load_codec`` (``name``)."""
+    spec = getattr(codec, "spec", None)
+    return spec.name if isinstance(spec, CodecSpec) else codec.name
+
+
 def tokenizer_info(codec, bandwidth: float, codebooks: list[int]) -> dict:
-    """The tokenizer settings of a loaded ``encodec`` codec (from ``models.codec.load_codec``)."""
-    spec = tokenizer_spec(codec.name)
+    """The tokenizer settings of a loaded codec (a ``protocols.Codec`` from ``CodecSpec.load``, or an
+    ``encodec`` model from ``codecs.encodec.load_codec``)."""
+    spec = tokenizer_spec(codec_name(codec))
     path = getattr(codec, "checkpoint_path", None)
     return {
         "codec": spec.codec,
@@ -201,6 +209,7 @@ class GPTScorer:
         self.codebooks = [0]
         self.uses_mel = self.model.uses_mel
         self.n_in = ckpt.config.n_codebooks
+        self.bos = ckpt.config.bos
         self.mel_lag = ckpt.config.mel_lag
         self.fill = ckpt.config.feature_fill
         self.tokenizer = ckpt.tokenizer
@@ -213,7 +222,7 @@ class GPTScorer:
         if codes.shape[0] < self.n_in:
             raise ValueError(f"{self.name} needs {self.n_in} codebooks, the tokens have {codes.shape[0]}")
         c = torch.as_tensor(codes[: self.n_in].astype(np.int64))
-        tokens = torch.cat([torch.full((self.n_in, 1), BOS), c[:, :-1]], dim=1)
+        tokens = torch.cat([torch.full((self.n_in, 1), self.bos), c[:, :-1]], dim=1)
         m = None
         if self.uses_mel:
             if mel is None:
@@ -223,7 +232,7 @@ class GPTScorer:
 
     @torch.inference_mode()
     def logits(self, tokens: torch.Tensor, mel: torch.Tensor | None, offsets: torch.Tensor) -> torch.Tensor:
-        """``tokens [R, K, L]``, ``mel [R, L, 80]`` -> logits ``[R, L, 1, 1024]``."""
+        """``tokens [R, K, L]``, ``mel [R, L, 80]`` -> logits ``[R, L, 1, vocab]``."""
         m = mel.to(self.device) if mel is not None else None
         return self.model(tokens.to(self.device), m)[:, :, None]
 
@@ -278,9 +287,10 @@ def load_scorer(model: str, checkpoint, codec, bandwidth: float | None, device: 
     if model == "encodec-lm":
         from .encodec_lm import load_encodec_lm
 
-        bw = get_codec(codec.name).check_bandwidth(6.0 if bandwidth is None else bandwidth)
-        tok = tokenizer_info(codec, bw, list(range(get_codec(codec.name).n_codebooks(bw))))
-        return EncodecLMScorer(load_encodec_lm(codec.name, checkpoint), tok, device)
+        spec = get_codec(codec_name(codec))
+        bw = spec.check_bandwidth(spec.bandwidth_default if bandwidth is None else bandwidth)
+        tok = tokenizer_info(codec, bw, list(range(spec.n_codebooks(bw))))
+        return EncodecLMScorer(load_encodec_lm(spec.name, checkpoint), tok, device)
     if checkpoint is None:
         raise UsageError(f"--model {model} needs --checkpoint (a file written by `audiotok train lm`)")
     stored = read_tokenizer(checkpoint)

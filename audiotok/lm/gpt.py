@@ -2,8 +2,9 @@
 the all-codebook information control.
 
 Every arch predicts the next coarse token (codebook 0). Position ``t`` of the input holds the
-token ``c_{t-1}`` (BOS 1024 at position 0) and, for Whisper-GPT, the mel slice aligned with it
-(``aligned_mel``: a silence slice at the BOS step); ``logits[:, t]`` scores ``c_t``. See
+token ``c_{t-1}`` (BOS at position 0: the id one past the codes, the tokenizer's codebook size,
+1024 for EnCodec) and, for Whisper-GPT, the mel slice aligned with it (``aligned_mel``: a silence
+slice at the BOS step); ``logits[:, t]`` scores ``c_t``. See
 docs/references.md (Whisper-GPT) and docs/score.md.
 
 - ``token-gpt``: token embedding (width d) -> backbone -> head.
@@ -34,12 +35,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..registry import DEFAULT_CODEC, get_codec
 from .blocks import CausalStack, init_weights
 from .mel import MEL_BINS, SILENCE_LOG_MEL
 from .names import ARCHS, SIZES  # noqa: F401  (re-exported)
 
-VOCAB = 1024
-BOS = 1024
+# The vocabulary is the tokenizer's codebook size (``GPTConfig.vocab``, from the codec's spec) and BOS
+# the id one past it (``bos``). These two names are the default tokenizer's (EnCodec 24 kHz: 1024).
+VOCAB = get_codec(DEFAULT_CODEC).codebook_size
+BOS = VOCAB
 FUSIONS = ("proj", "add", "legacy")
 # what the branch reads per frame -> the value of the slice at the BOS position (lag 1): a silent
 # log-mel slice for the mel, a zero vector for the codec latent
@@ -74,8 +78,9 @@ class GPTConfig:
     @classmethod
     def make(cls, arch: str, size: str, context: int = CONTEXT, dropout: float = 0.1, fusion: str = DEFAULT_FUSION,
              mel_lag: int = 1, n_codebooks: int = 1, features: str = "mel", feature_dim: int | None = None,
-             shape: dict | None = None) -> GPTConfig:
-        """A config of ``size``; ``features`` / ``feature_dim``: what the branch reads and its width
+             shape: dict | None = None, vocab: int = VOCAB) -> GPTConfig:
+        """A config of ``size``; ``vocab``: the tokenizer's codebook size (BOS is ``vocab``);
+        ``features`` / ``feature_dim``: what the branch reads and its width
         (the mel: 80 bins; the latent: the codec's latent width, required); ``shape``: widths or
         depths that replace the size's (the parameter-matched baseline, ``controls.matched_shape``)."""
         if arch not in ARCHS:
@@ -95,7 +100,7 @@ class GPTConfig:
         dims.update(shape or {})
         n = n_codebooks if arch == "info-control" else 1
         return cls(arch=arch, size=size, context=context, dropout=dropout, fusion=fusion, mel_lag=mel_lag,
-                   n_codebooks=n, features=features, n_mels=feature_dim or MEL_BINS, **dims)
+                   n_codebooks=n, features=features, n_mels=feature_dim or MEL_BINS, vocab=int(vocab), **dims)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,6 +109,11 @@ class GPTConfig:
     def uses_mel(self) -> bool:
         """The model reads aligned per-frame features (the mel, or the latent of the positive control)."""
         return self.arch == "whisper-gpt"
+
+    @property
+    def bos(self) -> int:
+        """The token id at position 0 (one past the codebook's ids)."""
+        return self.vocab
 
     @property
     def feature_fill(self) -> float:
@@ -187,7 +197,8 @@ class AudioGPT(nn.Module):
         return torch.cat([e, s], dim=-1)
 
     def forward(self, tokens: torch.Tensor, mel: torch.Tensor | None = None) -> torch.Tensor:
-        """``tokens [B, L]`` or ``[B, K, L]`` (0..1024), ``mel [B, L, 80]`` raw log-mel -> logits ``[B, L, 1024]``."""
+        """``tokens [B, L]`` or ``[B, K, L]`` (0..vocab, BOS = vocab), ``mel [B, L, 80]`` raw log-mel -> logits
+        ``[B, L, vocab]``."""
         return self.head(self.backbone(self.fused(tokens, mel)))
 
 

@@ -29,7 +29,8 @@ def _lm_arrays(it) -> dict:
 
 
 def cache_dir(root: Path, tokenizer: dict) -> Path:
-    return root / f"{tokenizer['codec']}-{tokenizer['bandwidth']:g}kbps-{tokenizer['codec_sha256'][:12]}"
+    weights = tokenizer.get("codec_sha256") or "noweights"  # a codec whose implementation holds its weights
+    return root / f"{tokenizer['codec']}-{tokenizer['bandwidth']:g}kbps-{weights[:12]}"
 
 
 def read_cached(path: Path, ident: str, tokenizer: dict) -> Example:
@@ -49,7 +50,8 @@ def read_encoded(path: str, need_mel: bool, tokenizer: dict) -> Example:
     those). The mel comes from the source audio recorded in the file (``lm_inputs.read_encoded``)."""
     from ..lm.inputs import read_encoded as read_lm_input
     from ..lm.mel import causal_log_mel
+    from ..lm.tokenizer import mel_hop
 
     e = read_lm_input(path, tokenizer, len(tokenizer["codebooks"]), need_mel)
-    mel = causal_log_mel(e.audio[0]).numpy() if e.audio is not None else None
+    mel = causal_log_mel(e.audio[0], *mel_hop(tokenizer)).numpy() if e.audio is not None else None
     return Example(path, e.codes[0], mel, e.n_samples / tokenizer["sample_rate"], e.codes)

@@ -1,8 +1,8 @@
 """Training Whisper-GPT and the token-only GPT on in-memory (tokens, mel) arrays (the step loop,
 schedule and torchrun setup are `loop.py`'s, shared with `train mae`).
 
-Random crops of ``context + 1`` positions of ``[BOS, c_0 .. c_T-1]`` (with the silence slice and
-the aligned mel slices), AdamW (betas 0.9/0.95, weight decay 0.1 on matrices), linear warmup then
+Random crops of ``context + 1`` positions of ``[BOS, c_0 .. c_T-1]`` (BOS: the tokenizer's codebook
+size; with the silence slice and the aligned mel slices), AdamW (betas 0.9/0.95, weight decay 0.1 on matrices), linear warmup then
 cosine decay, gradient clipping at 1.0, dropout from the config. Crops and dropout are drawn from
 generators seeded by (seed, rank, step), so a resumed run continues exactly where it stopped.
 Under torchrun the model is wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU); rank 0
@@ -26,6 +26,7 @@ from ..lm.checkpoints import GPTScorer, LMCheckpoint, load_checkpoint, save_chec
 from ..lm.gpt import BOS, GPTConfig, aligned_mel, build_gpt
 from ..lm.mel import MEL_BINS, SILENCE_LOG_MEL
 from ..lm.scoring import WindowScorer, corpus_summary, file_scores
+from ..lm.tokenizer import tokenizer_spec
 from .loop import ProgressBar, StepConfig, adamw, distributed, run_steps, split_by_file
 
 
@@ -91,13 +92,13 @@ class TokenCropSampler:
     ``features`` ``latent`` the codec latent takes the mel's place (same alignment; ``fill`` at BOS)."""
 
     def __init__(self, examples: list[Example], context: int, uses_mel: bool, mel_lag: int = 1, n_in: int = 1,
-                 features: str = "mel", fill: float = SILENCE_LOG_MEL):
-        self.context, self.uses_mel, self.n_in, self.fill = context, uses_mel, n_in, fill
+                 features: str = "mel", fill: float = SILENCE_LOG_MEL, bos: int = BOS):
+        self.context, self.uses_mel, self.n_in, self.fill, self.bos = context, uses_mel, n_in, fill, bos
         self.seqs = []
         self.width = MEL_BINS
         for e in examples:
             codes = e.input_codes(n_in).astype(np.int64)
-            tok = np.concatenate([np.full((n_in, 1), BOS), codes], axis=1)
+            tok = np.concatenate([np.full((n_in, 1), bos), codes], axis=1)
             mel = aligned_mel(e.features(features), mel_lag, fill).numpy() if uses_mel else None
             if mel is not None:
                 self.width = mel.shape[-1]
@@ -107,7 +108,7 @@ class TokenCropSampler:
 
     def sample(self, batch: int, gen: torch.Generator):
         L = self.context
-        tokens = torch.full((batch, self.n_in, L), BOS, dtype=torch.long)
+        tokens = torch.full((batch, self.n_in, L), self.bos, dtype=torch.long)
         targets = torch.full((batch, L), -100, dtype=torch.long)
         mel = torch.full((batch, L, self.width), self.fill) if self.uses_mel else None
         files = torch.multinomial(self.weights, batch, replacement=True, generator=gen).tolist()
@@ -169,7 +170,9 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
         train_set, val_set = list(examples), list(val_examples)
         train_ids, val_ids = [e.id for e in train_set], [e.id for e in val_set]
 
-    cfg = GPTConfig.make(arch, size, context=context, **(model_options or {}))
+    # the vocabulary is the tokenizer's codebook size (BOS one past it)
+    options = {"vocab": tokenizer_spec(tokenizer["codec"]).codebook_size, **(model_options or {})}
+    cfg = GPTConfig.make(arch, size, context=context, **options)
     torch.manual_seed(tcfg.seed)
     model = build_gpt(cfg)
     start_step, history = 0, []
@@ -203,7 +206,7 @@ def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: s
             raise UsageError(f"{exc}; give encode outputs or audio at that bandwidth (delete an older feature "
                              "cache so that it is rebuilt with every codebook)") from None
     sampler = TokenCropSampler(train_set, context, model.uses_mel, cfg.mel_lag, cfg.n_codebooks, cfg.features,
-                          cfg.feature_fill)
+                               cfg.feature_fill, cfg.bos)
     train_tokens = sum(len(e.tokens) for e in train_set)
     steps_per_epoch = max(1, math.ceil(train_tokens / (tcfg.batch_size * dist.world * context)))
     eval_every = tcfg.eval_every or steps_per_epoch

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..embedders.encodecmae import SAMPLE_RATE, EncodecMAE
+from ..embedders.encodecmae import EC_CODEC, SAMPLE_RATE, EncodecMAE
 from ..errors import UsageError, WeightsError
 from ..lm.names import MAE_INITS as INITS
 from ..lm.names import MAE_OPTIMIZERS as OPTIMIZERS
@@ -41,7 +41,7 @@ from .mae_net import (
     time_gap_mask,
 )
 
-HOP = 320  # samples per EnCodec frame (75 Hz)
+HOP = EC_CODEC.hop  # samples per frame of the target codec (EnCodec 24 kHz: 320, 75 Hz)
 FORMAT = "audiotok-encodecmae-train"
 LEARNED_CE_MARGIN = 0.3  # a run has learned when stream 0's masked CE is this far below the unigram's
 LEARNED_ACC_MARGIN = 0.05  # ... and its masked accuracy this far above the better baseline

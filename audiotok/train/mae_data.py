@@ -16,16 +16,19 @@ import numpy as np
 from ..codecs.encodec import WithAudio
 from .inputs import FeatureCache
 from .mae import MaeExample
+from .mae_net import EC_CODEC, N_CODEBOOKS
+from .mae_net import TARGET_BANDWIDTH as BANDWIDTH  # kbps: 8 codebooks, the targets of stage 1
 
-SAMPLE_RATE = 24000
-BANDWIDTH = 6.0  # kbps: 8 codebooks, the targets of stage 1
-N_CODEBOOKS = 8
+SAMPLE_RATE = EC_CODEC.sample_rate
 
 
 def codec_targets(codec, device):
     """The codec adapter that turns audio into the target codes: the one place the training data
     touches the codec interface (``run([(key, audio[1, N])])`` / ``flush()`` -> ``(key, item)``
-    with ``item.codes [8, frames]``)."""
+    with ``item.codes [8, frames]``). ``codec``: a ``protocols.Codec`` (``CodecSpec.load``), or an
+    ``encodec`` model from ``codecs.encodec.load_codec``."""
+    if hasattr(codec, "encoder") and callable(codec.encoder) and hasattr(codec, "spec"):
+        return codec.encoder(BANDWIDTH, device)
     from ..codecs.encodec import CodecEncoder
 
     return CodecEncoder(codec, BANDWIDTH, device)
@@ -64,7 +67,7 @@ def read_encoded(path: str, ident: str, codec_info: dict | None = None) -> MaeEx
     refused, as LM training refuses them)."""
     from ..lm.inputs import read_encoded as read_codes_input
 
-    facts = {"codec": "encodec_24khz", "bandwidth": BANDWIDTH, "sample_rate": SAMPLE_RATE, **(codec_info or {})}
+    facts = {"codec": EC_CODEC.name, "bandwidth": BANDWIDTH, "sample_rate": SAMPLE_RATE, **(codec_info or {})}
     e = read_codes_input(path, facts, N_CODEBOOKS, need_audio=True)
     return MaeExample(ident, to_int16(e.audio[0]), e.codes)
 

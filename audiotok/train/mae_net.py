@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..embedders.encodecmae import (
+    EC_CODEC,
     EC_HOP,
     MASK_BIAS,
     SAMPLE_RATE,
@@ -32,7 +33,8 @@ from ..registry import ENCODECMAE
 
 # per-codebook weights of the masked-prediction loss (codebook 0 first)
 CODEBOOK_WEIGHTS = (0.22407463, 0.1759858, 0.14499009, 0.12150037, 0.10315603, 0.08831368, 0.07608274, 0.06589669)
-N_CODEBOOKS, CODEBOOK_SIZE = 8, 1024
+TARGET_BANDWIDTH = 6.0  # kbps of the target codes: 8 codebooks of EnCodec 24 kHz (stage 1)
+N_CODEBOOKS, CODEBOOK_SIZE = EC_CODEC.n_codebooks(TARGET_BANDWIDTH), EC_CODEC.codebook_size  # 8, 1024
 MASKED_WEIGHT = 0.9  # loss = 0.9 x masked-frame loss + 0.1 x visible-frame loss
 DECODER_LAYERS = 2
 FRONTENDS = ENCODECMAE.frontends
