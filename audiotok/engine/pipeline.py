@@ -297,6 +297,8 @@ class Loader:
             pass
 
 
+# Long on purpose: the one place where reading, ordering, batching, the model and the sinks meet; its
+# closures share the run's queues and counters (docs/design.md, "Long signatures and long functions").
 def run(
     sources: list[Source],
     job: Job,

@@ -156,6 +156,7 @@ class CodecRouter:
         pass
 
 
+# One keyword per `decode` option, so the API and the CLI stay one-to-one (docs/design.md).
 def decode_files(inputs, out: str | Path, *, fmt: str = "wav", checkpoint=None, exclude=None, dry_run: bool = False,
                  keep_ext: bool = False, ext=None, device: str = "auto", threads: int | None = None,
                  batch_seconds: float = 60.0, workers: int = 0, overwrite: bool = False, jsonl=False,

@@ -105,6 +105,7 @@ def write_stack(stack: Path, sources, job: EmbedJob) -> int:
     return write(stack, [(s.path, job.target(s)) for s in sources if not s.error])
 
 
+# One keyword per `embed` option, so the API and the CLI stay one-to-one (docs/design.md).
 def embed_files(inputs, out: str | Path, *, model: str = "mel256-ec-base_st", layer: int | str = -1,
                 pool: str = "mean", chunk_seconds: float = 4.0, overlap: float = 0.0, dtype: str = "float32",
                 fmt: str = "npz", stack: str | Path | None = None, manifest: str | Path | None = None,

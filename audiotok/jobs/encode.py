@@ -91,6 +91,7 @@ class EncodeJob:
                 "numerics": self.numerics}
 
 
+# One keyword per `encode` option, so the API and the CLI stay one-to-one (docs/design.md).
 def encode_files(inputs, out: str | Path, *, model: str = DEFAULT_CODEC, bandwidth: float | None = None,
                  n_q: int | None = None, checkpoint: str | Path | None = None, fmt: str = "npz", manifest: str | Path | None = None,
                  exclude=None, dry_run: bool = False, keep_ext: bool = False, shard_mb: float = 64.0,

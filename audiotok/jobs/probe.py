@@ -142,6 +142,8 @@ def check(o: ProbeOptions) -> tuple[list[str], list[str]]:
     return probes, baselines
 
 
+# Long on purpose: labels, the embeddings through the pipeline and the baselines' features of one
+# probe run are read in one pass so a failed input is dropped from all of them at once.
 def collect(o: ProbeOptions, baselines: list[str], log) -> tuple[Labelled, list[tuple[str, str]]]:
     from ..engine.sources import check_inputs_exist, discover, exclude, normalise_extensions
 
@@ -310,6 +312,7 @@ class ProbeResult:
         return 1 if self.failed else 0
 
 
+# One keyword per `probe` option, so the API and the CLI stay one-to-one (docs/design.md).
 def probe(inputs, *, labels: str | Path | None = None, labels_from_parent: bool = False,
           out: str | Path | None = None, model: str | Path = "mel256-ec-base_st", layer: str | int = "all",
           pool: str = "mean", probe: str = "both", folds: int = 5, seed: int = 0, baseline: str = "",

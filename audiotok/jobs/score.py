@@ -308,6 +308,8 @@ class ScoreResult:
     corpus: list[dict]  # one token-weighted summary per model
 
 
+# One keyword per `score` option (API == CLI, tested), so 20 parameters; long because it checks every
+# option and the finished-rerun shortcut before any model loads (docs/design.md, "Long signatures").
 def score_files(inputs, *, models=(), checkpoints=(), codec_checkpoint=None, bandwidth: float | None = None,
                 output: str | Path | None = None, summary_path: str | Path | None = None, frames=None, plot=None,
                 rows: int = 8, ext=None, exclude=None, device: str = "auto", threads: int | None = None,

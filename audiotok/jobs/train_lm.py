@@ -56,6 +56,7 @@ def check_train_options(out: Path, arch: str, size: str, resume: bool, patience:
         raise UsageError("--patience keeps the best weights in memory and cannot --resume; run it in one go")
 
 
+# One keyword per `train lm` option, so the API and the CLI stay one-to-one (docs/design.md).
 def train_lm(inputs, out: str | Path, *, arch: str = "whisper-gpt", size: str = "micro", steps: int = 1000,
              batch_size: int = 16, context: int = 256, lr: float = 3e-4, seed: int = 0, val_fraction: float = 0.1,
              resume: bool = False, patience: int | None = None, eval_every: int | None = None,

@@ -175,6 +175,7 @@ def run(o: TrainMaeOptions, log, progress: bool | None = None) -> tuple[list[tup
     return failed, record
 
 
+# One keyword per `train mae` option, so the API and the CLI stay one-to-one (docs/design.md).
 def train_mae(inputs, out: str | Path, *, size: str = "tiny", frontend: str = "mel256", steps: int = 1000,
               batch_size: int = 16, lr: float | None = None, optimizer: str = "audiotok", init: str = "torch",
               seed: int = 0, val_fraction: float = 0.1, crop_seconds: float = 4.0, eval_every: int = 500,

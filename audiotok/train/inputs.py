@@ -41,6 +41,7 @@ class FeatureCache:
         return {"output": str(self.tree.write(source, write, item)), "frames": int(self.frames(item))}
 
 
+# 13 parameters: the two trainers' cache job, adapter and readers plus the pipeline's run options.
 def collect_examples(inputs: list[str], exts, job, adapter, read_cached: Callable[[Path, str], Any],
                      read_encoded: Callable[[str, str], Any], *, batch_seconds: float, workers: int, quiet: bool,
                      share, log: Callable[[str], None], label: str = "progress",

@@ -145,6 +145,8 @@ def score_examples(model: torch.nn.Module, cfg: GPTConfig, tokenizer: dict, exam
              **file_scores(fs, e.duration, tokenizer["frame_rate"])} for e, fs in zip(examples, scores)]
 
 
+# Long on purpose: builds the model, its resume state and the two callbacks run_steps calls; the
+# loop itself is train/loop.py's (docs/design.md, "Long signatures and long functions").
 def train(arch: str, size: str, examples: list[Example], tokenizer: dict, out: str | os.PathLike,
           tcfg: TrainConfig, context: int = 256, device: torch.device | None = None, resume: bool = False,
           log: Callable[[str], None] = print, progress: bool = True, stop_after: int | None = None,

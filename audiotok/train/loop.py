@@ -183,6 +183,8 @@ class ProgressBar:
 StepLoss = Callable[[int, torch.Generator], tuple[torch.Tensor, float, float]]
 
 
+# 13 parameters: what differs between the trainers (step, validation, checkpointing callbacks) and
+# the schedule; the loop itself is the same for both.
 def run_steps(*, start: int, steps: int, seed: int, rank: int, opt: torch.optim.Optimizer,
               lr_of: Callable[[int], float], step_loss: StepLoss, clip: float | None,
               clip_params: list[torch.nn.Parameter], bar: ProgressBar, eval_due: Callable[[int], bool],

@@ -388,6 +388,8 @@ def format_validation(entry: dict) -> str:
 
 
 # --- the loop ----------------------------------------------------------------------------------
+# Long on purpose: builds the model, its resume state and the two callbacks run_steps calls; the
+# loop itself is train/loop.py's (docs/design.md, "Long signatures and long functions").
 def train(examples: list[MaeExample], out: str | os.PathLike, spec: MaeTrainSpec, tcfg: MaeTrainConfig,
           codec_encoder_state: dict | None = None, codec_info: dict | None = None,
           self_training: SelfTraining | None = None, device: torch.device | None = None, resume: bool = False,

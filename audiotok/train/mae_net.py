@@ -323,6 +323,7 @@ IMPORTS = "\n".join(f"{m}: {a}" for m, a in (
 M = "encodecmae.models"
 
 
+# Long on purpose: the reference's gin file as a template, one line per setting.
 def gin_config(spec: MaeTrainSpec, lr: float = 1e-4, crop_seconds: float = 4.0) -> str:
     """The gin configuration of ``spec`` in the structure the official v2 checkpoints carry.
 
