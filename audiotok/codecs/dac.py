@@ -40,6 +40,7 @@ from ..errors import WeightsError
 from ..formats.codes import EncodedItem
 from ..registry import CodecSpec
 from ..weights import check_finite, load_torch_file, resolve_encodec
+from .adapters import ItemDecoder
 
 # Peak memory of one call of the 44.1 kHz model on the CPU: ~56 MB per second of audio to encode,
 # ~110 MB per second to decode (measured), so a call spans at most 10 s (~0.6 / 1.1 GB).
@@ -449,11 +450,9 @@ class DacEncoder:
         pass
 
 
-class DacDecoder:
+class DacDecoder(ItemDecoder):
     """Adapter: ``EncodedItem`` -> audio ``[1, n_samples]``: the official ``decode(from_codes(codes))``,
     cut to the file's length, chunked as the encoder chunks (bounded memory)."""
-
-    on_progress = None
 
     def __init__(self, model: DAC, spec: CodecSpec, device: torch.device, chunking: Chunking | None = None):
         self.model, self.spec, self.device = model, spec, device
@@ -484,19 +483,4 @@ class DacDecoder:
                 self.on_progress(key, stop, T)
         return out
 
-    def run(self, batch):
-        from ..errors import InputError
 
-        out = []
-        for key, item in batch:
-            try:
-                out.append((key, self.decode(item, key)))
-            except (ValueError, WeightsError) as exc:
-                out.append((key, InputError(str(exc))))
-        return out
-
-    def flush(self):
-        return []
-
-    def reset(self) -> None:
-        pass

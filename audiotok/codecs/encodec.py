@@ -21,6 +21,7 @@ from ..errors import WeightsError
 from ..formats.codes import EncodedItem
 from ..registry import CodecSpec, get_codec
 from ..weights import check_finite, load_torch_file, resolve_encodec
+from .adapters import ItemDecoder
 from .inference import for_inference
 from .rows import RowScheduler, StreamShape
 
@@ -250,7 +251,7 @@ class WithAudio:
         return out
 
 
-class CodecDecoder:
+class CodecDecoder(ItemDecoder):
     """Adapter: ``EncodedItem`` -> audio ``[channels, n_samples]`` at the model's rate.
 
     24 kHz: the causal decoder runs as a stream of ``window`` frames (``streaming.StreamingDecoder``;
@@ -258,7 +259,6 @@ class CodecDecoder:
     memory does not grow with the file's length. 48 kHz: the official per-segment decode."""
 
     SHORT = 8  # frames: shorter codes are decoded whole, as the official model does
-    on_progress = None  # set by the pipeline: on_progress(key, frames_done, frames_total) within an input
 
     def __init__(self, model, device: torch.device, window: int | None = None):
         self.model = model
@@ -317,19 +317,4 @@ class CodecDecoder:
                 self.on_progress(key, min(T, start + W), T)
         return out
 
-    def flush(self):
-        return []  # decodes each item at once: nothing is held back
 
-    def reset(self) -> None:
-        pass
-
-    def run(self, batch):
-        out = []
-        for key, item in batch:
-            try:
-                out.append((key, self.decode(item, key)))
-            except (ValueError, WeightsError) as exc:
-                from ..errors import InputError
-
-                out.append((key, InputError(str(exc))))
-        return out

@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.devices import resolve_device
-from ..errors import InputError, WeightsError
+from ..errors import WeightsError
 from ..formats.codes import EncodedItem
 from ..registry import CodecSpec
 from ..weights import check_finite
+from .adapters import ItemDecoder
 from .mimi_weights import (
     MimiConfig,
     config_for,
@@ -453,11 +454,9 @@ class MimiEncoder:
     def flush(self):
         return self.rows.flush()
 
-class MimiDecoder:
+class MimiDecoder(ItemDecoder):
     """Adapter: ``EncodedItem`` -> ``[1, n_samples]`` float32 audio at 24 kHz, decoded as a stream
     of ``window`` frames into one preallocated output (memory does not grow with the file)."""
-
-    on_progress = None  # set by the pipeline: on_progress(key, frames_done, frames_total)
 
     def __init__(self, codec: MimiCodec, device: torch.device, window: int | None = None):
         self.spec = codec.spec
@@ -497,17 +496,4 @@ class MimiDecoder:
                 self.on_progress(key, min(T, start + W), T)
         return out
 
-    def run(self, batch):
-        out = []
-        for key, item in batch:
-            try:
-                out.append((key, self.decode(item, key)))
-            except (ValueError, WeightsError) as exc:
-                out.append((key, InputError(str(exc))))
-        return out
 
-    def flush(self):
-        return []
-
-    def reset(self) -> None:
-        pass
