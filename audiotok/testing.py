@@ -7,6 +7,7 @@ each residual codebook by k-means: codes then vary, with margins, as they do wit
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -439,17 +440,21 @@ def fill_hf_cache(cache: str | os.PathLike, repo: str, files: dict[str, str | os
 
 
 # --- DAC ------------------------------------------------------------------------------------------
-DAC_RATES = {"dac_16khz": (16000, (2, 4, 5, 8), 12), "dac_24khz": (24000, (2, 4, 5, 8), 32),
-             "dac_44khz": (44100, (2, 4, 8, 8), 9)}
+# the encoder's strides of each released DAC (their product is the spec's hop); the rest of the
+# configuration (rate, codebooks, codebook size) is the codec's spec
+DAC_ENCODER_RATES = {"dac_16khz": (2, 4, 5, 8), "dac_24khz": (2, 4, 5, 8), "dac_44khz": (2, 4, 8, 8)}
 
 
 def dac_kwargs(model: str = "dac_44khz", encoder_dim: int = 4, decoder_dim: int = 32) -> dict:
     """The official ``DAC(...)`` keyword arguments of ``model`` with (by default small) channel counts;
     ``encoder_dim=64, decoder_dim=1536`` is the released configuration."""
-    sr, rates, n_q = DAC_RATES[model]
+    from .registry import get_codec
+
+    spec, rates = get_codec(model), DAC_ENCODER_RATES[model]
+    assert math.prod(rates) == spec.hop, (model, rates, spec.hop)
     return {"encoder_dim": encoder_dim, "encoder_rates": list(rates), "latent_dim": None, "decoder_dim": decoder_dim,
-            "decoder_rates": list(rates[::-1]), "n_codebooks": n_q, "codebook_size": 1024, "codebook_dim": 8,
-            "quantizer_dropout": False, "sample_rate": sr}
+            "decoder_rates": list(rates[::-1]), "n_codebooks": spec.n_q, "codebook_size": spec.codebook_size,
+            "codebook_dim": 8, "quantizer_dropout": False, "sample_rate": spec.sample_rate}
 
 
 def save_dac_checkpoint(path: str | os.PathLike, model: str = "dac_44khz", seed: int = 0, encoder_dim: int = 4,

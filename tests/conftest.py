@@ -101,3 +101,13 @@ def write_wav(path: Path, seconds: float, sr: int = 24000, seed: int = 0, channe
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), synthetic_audio(seconds, sr, seed=seed, channels=channels).T, sr, subtype=subtype)
     return path
+
+
+def run_in_batches(adapter, items: list, size: int) -> dict:
+    """An adapter's results for ``items`` (``(key, payload)`` pairs) handed over ``size`` at a time,
+    then flushed: ``{key: result}`` (batching-invariance tests compare these across sizes)."""
+    got = {}
+    for i in range(0, len(items), size):
+        got.update(dict(adapter.run(items[i:i + size])))
+    got.update(dict(adapter.flush()))
+    return got

@@ -19,7 +19,7 @@ from audiotok.formats.codes import EncodedItem
 from audiotok.registry import get_codec
 from audiotok.testing import save_dac_checkpoint, synthetic_audio
 
-from .conftest import shared_path, write_wav
+from .conftest import run_in_batches, shared_path, write_wav
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dac"
 
@@ -225,13 +225,7 @@ def test_adapter_codes_independent_of_batches_and_neighbours(ckpt):
     wavs = [synthetic_audio(s, 16000, seed=i) for i, s in enumerate([0.07, 0.4, 1.0, 1.7, 0.9, 2.3])]
     results = []
     for size in (1, 2, 6):
-        enc = codec.encoder(6.0)
-        got = {}
-        items = list(enumerate(wavs))
-        for i in range(0, len(items), size):
-            got.update(dict(enc.run(items[i:i + size])))
-        got.update(dict(enc.flush()))
-        results.append(got)
+        results.append(run_in_batches(codec.encoder(6.0), list(enumerate(wavs)), size))
     for i, w in enumerate(wavs):
         assert results[0][i].codes.shape == (12, -(-w.shape[-1] // 320))
         for other in results[1:]:

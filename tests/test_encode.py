@@ -22,7 +22,7 @@ from audiotok.engine.sinks import read_manifest
 from audiotok.formats import audio
 from audiotok.testing import random_encodec, synthetic_audio
 
-from .conftest import REPO, shared_path, write_wav
+from .conftest import REPO, run_in_batches, shared_path, write_wav
 
 
 def _tree(root: Path) -> dict[str, Path]:
@@ -217,12 +217,7 @@ def test_adapter_codes_independent_of_batch_size():
     results = []
     for batch_size in (1, 3, 32):
         enc = CodecEncoder(random_encodec("encodec_24khz"), 6.0, torch.device("cpu"))
-        got = {}
-        items = list(enumerate(wavs))
-        for i in range(0, len(items), batch_size):
-            got.update(dict(enc.run(items[i:i + batch_size])))
-        got.update(dict(enc.flush()))
-        results.append(got)
+        results.append(run_in_batches(enc, list(enumerate(wavs)), batch_size))
     for i in range(len(wavs)):
         assert results[0][i].codes.shape == (8, math.ceil(len(wavs[i][0]) / 320))
         for other in results[1:]:

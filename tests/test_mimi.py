@@ -39,21 +39,12 @@ def codec():
 
 
 @pytest.fixture
-def run_cli(capsys, monkeypatch):
-    """``audiotok ARGS`` in-process (no network): (exit code, stdout, stderr)."""
-    from audiotok.cli import main
-
-    monkeypatch.setenv("AUDIOTOK_OFFLINE", "1")
+def run_cli(cli):
+    """``audiotok ARGS`` in-process and offline (the shared ``cli`` fixture): (exit code, stdout, stderr)."""
 
     def run(*args):
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out = capsys.readouterr()
-        return code, out.out, out.err
+        r = cli(*args)
+        return r.code, r.out, r.err
 
     return run
 
