@@ -243,7 +243,7 @@ def _dac(name: str, sample_rate: int, hop: int, n_q: int, checkpoint: str, url: 
     return register_codec(DacSpec(
         name=name, sample_rate=sample_rate, channels=1, frame_rate=frame_rate, bandwidths=bandwidths,
         codebook_size=1024, n_q=n_q, implementation=_DAC, checkpoint=checkpoint, weights_url=_DAC_RELEASES + url,
-        description=about, default_bandwidth=bandwidths[-1],  # every codebook, as the official encode
+        description=about,  # default bandwidth: every codebook (the highest), as the official encode
     ))
 
 
