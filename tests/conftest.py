@@ -32,6 +32,21 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (the README's command runs one worker per core) each worker and every
+    process it starts get an equal share of the cores for torch's threads, set before torch is
+    imported: more threads than cores make torch's thread barriers wait on descheduled threads."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject's addopts): one worker per core, at most 4 (each holds its own random
+    models, ~1.5 GB)."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 def pytest_collection_modifyitems(session, config, items):
     """Tests that need no EnCodec model run first, so a run reports results within seconds; the
     session's random models (``hub_cache``) are built when the first test that needs them starts.
