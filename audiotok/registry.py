@@ -209,6 +209,9 @@ MIMI = register_codec(CodecSpec(
     # k codebooks of 11 bits at 12.5 Hz: 0.1375 kbps each (1.1 kbps at the default 8)
     bandwidths=tuple(round(k * 11 * 12.5 / 1000, 6) for k in range(1, 33)), codebook_size=2048, n_q=32,
     implementation="audiotok.codecs.mimi:load_mimi", default_weights="audiotok.codecs.mimi_weights:default_weights",
+    # the official file (``audiotok models`` looks for it in the Hugging Face cache; resolving goes
+    # through ``default_weights``, which also fetches the config.json beside it)
+    checkpoint="model.safetensors", hub_repo="kyutai/mimi",
     weights_source="Hugging Face kyutai/mimi: model.safetensors + config.json",
     description="Mimi (Kyutai) 24 kHz mono, 12.5 Hz, causal (streamable); 1.1 kbps = 8 codebooks",
     default_bandwidth=1.1,

@@ -66,7 +66,7 @@ def test_mimi_facts_come_from_the_registry():
     assert s.bandwidth_for(16) == 2.2
     # whole frames of 1920 samples, counted exactly (the float expression says 8 for 13440)
     assert s.segment_frames(13440) == [7] and s.segment_frames(1) == [1] and s.segment_frames(1921) == [2]
-    assert not s.ecdc and s.checkpoint is None and "kyutai/mimi" in s.weights_source
+    assert not s.ecdc and (s.checkpoint, s.hub_repo) == ("model.safetensors", "kyutai/mimi") and "kyutai/mimi" in s.weights_source
 
 
 # --- parity with moshi -------------------------------------------------------------------------------
@@ -272,6 +272,28 @@ def test_missing_default_weights_name_the_files(tmp_path, run_cli, ref, monkeypa
     code, _, err = run_cli("encode", tmp_path / "in", "-o", tmp_path / "o", "-m", "mimi", "--quiet")
     assert code == 3 and "model.safetensors and config.json of the Hugging Face repo kyutai/mimi" in err, err
     assert "--checkpoint" in err and not list(tmp_path.rglob("*.npz"))
+
+
+def test_default_weights_come_from_the_hub_cache_and_models_says_they_are_cached(tmp_path, run_cli, ref, monkeypatch):
+    import huggingface_hub.constants as hfc
+
+    from audiotok.jobs.models import codec_facts
+    from audiotok.registry import get_codec
+    from audiotok.testing import fill_hf_cache
+
+    monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert codec_facts(get_codec("mimi"))["weights_cached"] is False
+    fill_hf_cache(tmp_path / "hf", "kyutai/mimi", {"model.safetensors": FIXTURE / "model.safetensors",
+                                                   "config.json": FIXTURE / "config.json"})
+    facts = codec_facts(get_codec("mimi"))
+    assert facts["weights_cached"] is True and facts["weights_file"] == "model.safetensors"
+    assert Path(facts["weights_path"]).read_bytes() == (FIXTURE / "model.safetensors").read_bytes()
+    (tmp_path / "in").mkdir()
+    sf.write(str(tmp_path / "in" / "a.wav"), ref["audio_1"], 24000, subtype="PCM_16")
+    code, _, err = run_cli("encode", tmp_path / "in", "-o", tmp_path / "o", "-m", "mimi", "--quiet")
+    assert code == 0, err
+    with np.load(tmp_path / "o" / "a.npz") as z:
+        np.testing.assert_array_equal(z["codes"], ref["codes_1"])
 
 
 def test_config_json_is_read():
