@@ -254,7 +254,8 @@ DAC_16KHZ = _dac("dac_16khz", 16000, 320, 12, "weights_16khz.pth", "0.0.5/weight
                  "DAC 16 kHz mono, 50 Hz, 12 x 1024 codes (6 kbps), not causal")
 DAC_24KHZ = _dac("dac_24khz", 24000, 320, 32, "weights_24khz.pth", "0.0.4/weights_24khz.pth",
                  "DAC 24 kHz mono, 75 Hz, 32 x 1024 codes (24 kbps), not causal")
-DAC_44KHZ = _dac("dac_44khz", 44100, 512, 9, "weights.pth", "0.0.1/weights.pth",
+# the 44.1 kHz release asset is a bare ``weights.pth``: kept in the cache under a name that says which model it is
+DAC_44KHZ = _dac("dac_44khz", 44100, 512, 9, "weights_44khz.pth", "0.0.1/weights.pth",
                  "DAC 44.1 kHz mono, 86.13 Hz, 9 x 1024 codes (7.75 kbps), not causal")
 
 

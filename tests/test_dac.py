@@ -49,7 +49,7 @@ def test_dac_facts_in_the_registry():
     for s in (s16, s24, s44):
         assert s.channels == 1 and not s.ecdc and [s.n_codebooks(b) for b in s.bandwidths] == list(range(1, s.n_q + 1))
     assert (s16.bandwidths[-1], s24.bandwidths[-1], round(s44.bandwidths[-1], 2)) == (6.0, 24.0, 7.75)
-    assert (s16.checkpoint, s24.checkpoint, s44.checkpoint) == ("weights_16khz.pth", "weights_24khz.pth", "weights.pth")
+    assert (s16.checkpoint, s24.checkpoint, s44.checkpoint) == ("weights_16khz.pth", "weights_24khz.pth", "weights_44khz.pth")
     base = "https://github.com/descriptinc/descript-audio-codec/releases/download/"
     assert s44.weights_url == base + "0.0.1/weights.pth" and s24.weights_url == base + "0.0.4/weights_24khz.pth"
     assert s16.weights_url == base + "0.0.5/weights_16khz.pth"
@@ -134,7 +134,7 @@ def test_weights_are_loaded_strictly_and_refused_in_one_sentence(cli, tmp_path, 
     nan["state_dict"]["encoder.block.0.bias"] = torch.full_like(good["state_dict"]["encoder.block.0.bias"], float("nan"))
     assert "NaN" in refused("nan.pth", nan)
     err = refused("other.pth", raw=ckpt["dac_16khz"].read_bytes(), model="dac_44khz")  # 16 kHz weights for 44.1
-    assert "holds a DAC model of 16000 Hz" in err and "weights.pth" in err
+    assert "holds a DAC model of 16000 Hz" in err and "releases/download/0.0.1/weights.pth" in err
     # no file given and none cached, offline: names the file and where to put it
     r = cli("encode", tmp_path / "in", "-o", tmp_path / "o_none", "-m", "dac_16khz", "-b", "6", "-q")
     assert r.code == 3 and "weights_16khz.pth" in r.err and "--checkpoint" in r.err, r

@@ -310,7 +310,7 @@ def read_weights(path, spec: CodecSpec | None = None) -> tuple[DacConfig, dict]:
         raise WeightsError(f"checkpoint {path} has no metadata kwargs, so it is not a {layout}")
     config = DacConfig.from_kwargs(kwargs, path)
     if spec is not None:
-        official = f" ({spec.checkpoint})" if spec.checkpoint else ""
+        official = f" ({spec.weights_url or spec.checkpoint})" if spec.checkpoint else ""
         have = (config.sample_rate, config.hop, config.n_codebooks, config.codebook_size)
         want = (spec.sample_rate, spec.hop, spec.n_q, spec.codebook_size)
         if have != want:
