@@ -148,6 +148,36 @@ def test_ctrl_c_is_one_line_without_a_worker_traceback(tmp_path, hub_cache, comm
     assert message in err and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
 
 
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="signal masks")
+def test_ctrl_c_while_a_decode_worker_starts_is_not_lost(tmp_path, monkeypatch):
+    """A Ctrl-C that arrives while the main process is starting a decode worker stops the run (it
+    was once dropped: SIGINT was ignored for that moment, and the run went on); the worker started
+    then keeps it pending and never sees it."""
+    import multiprocessing.context as mpc
+
+    from audiotok.engine.pipeline import Loader
+
+    real = mpc.SpawnProcess._Popen
+
+    def popen_with_ctrl_c(process_obj):
+        os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C, in the middle of starting the worker
+        return real(process_obj)
+
+    monkeypatch.setattr(mpc.SpawnProcess, "_Popen", staticmethod(popen_with_ctrl_c))
+    (tmp_path / "a.bin").write_bytes(b"x" * 5)
+    loader = Loader(os.path.getsize, workers=1)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in range(200):  # the signal is raised as soon as the worker is started
+                list(loader.imap([(0, str(tmp_path / "a.bin"))]))
+                time.sleep(0.01)
+    finally:
+        monkeypatch.undo()
+        loader.terminate()
+        loader.close()
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
 def test_output_inside_the_input_tree_is_said_or_refused(cli, tmp_path):
     """`-o data/speech/..` (the issue's example): outputs that the next run would read are refused
     before any work; outputs it would not read are allowed with a note."""
@@ -164,22 +194,22 @@ def test_output_inside_the_input_tree_is_said_or_refused(cli, tmp_path):
 
 
 def _report_sigint(queue) -> None:
-    queue.put(repr(signal.getsignal(signal.SIGINT)))
+    queue.put(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="spawned workers, POSIX signals")
 def test_decode_workers_are_born_ignoring_ctrl_c():
     """A worker that is still importing when Ctrl-C comes must not print a KeyboardInterrupt
-    traceback: it starts with SIGINT ignored (before any of its code runs), and the main process
-    keeps its own handler."""
+    traceback: it starts with SIGINT blocked (before any of its code runs; ``_worker_init`` then
+    ignores it), and the main process keeps its own handler and its signal mask."""
     from audiotok.engine.pipeline import _QuietSpawnContext
 
     ctx = _QuietSpawnContext()
     queue = ctx.SimpleQueue()
-    before = signal.getsignal(signal.SIGINT)
+    before, mask = signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, [])
     proc = ctx.Process(target=_report_sigint, args=(queue,))
     proc.start()
-    assert signal.getsignal(signal.SIGINT) is before
-    assert queue.get() == repr(signal.SIG_IGN)
+    assert signal.getsignal(signal.SIGINT) is before and signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+    assert queue.get() is True
     proc.join(120)
     assert proc.exitcode == 0

@@ -123,7 +123,9 @@ def _worker_init(parent: int, codecs: tuple = ()) -> None:
         if spec.name not in CODECS:
             register_codec(spec)
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # drops a Ctrl-C that arrived while this worker started
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # born blocked (see _QuietStartProcess)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         try:
@@ -201,9 +203,14 @@ class _QuietStartProcess(mp.context.SpawnProcess):
     scripts, ``python -``, ``python -c`` and notebooks.
 
     Ctrl-C in a terminal signals the whole process group; a worker still starting (importing,
-    before ``_worker_init`` runs) would print its own KeyboardInterrupt traceback. An ignored
-    signal stays ignored across exec, and Python keeps it so; the main process handles Ctrl-C and
-    stops the workers. (Only the main thread may change a handler; elsewhere SIGINT is left as it is.)"""
+    before ``_worker_init`` runs) would print its own KeyboardInterrupt traceback. So the main
+    thread blocks SIGINT while it starts a worker: the worker inherits the blocked signal across
+    exec, keeps a Ctrl-C pending until ``_worker_init`` ignores it, and never prints; the main
+    process keeps a Ctrl-C of that moment pending too and raises it as soon as the worker is
+    started (ignoring SIGINT there instead, as this once did, lost a Ctrl-C that came at that
+    moment: the run went on). The main process handles Ctrl-C and stops the workers. Where
+    signal masks do not exist, SIGINT is ignored while the worker starts. (Only the main thread
+    may change a handler; elsewhere SIGINT is left as it is.)"""
 
     def start(self) -> None:
         import signal
@@ -215,6 +222,12 @@ class _QuietStartProcess(mp.context.SpawnProcess):
         try:
             if threading.current_thread() is not threading.main_thread():
                 return super().start()
+            if hasattr(signal, "pthread_sigmask"):
+                mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                try:
+                    return super().start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
                 return super().start()
