@@ -36,6 +36,12 @@ def pytest_configure(config):
     """Under pytest-xdist (the README's command runs one worker per core) each worker and every
     process it starts get an equal share of the cores for torch's threads, set before torch is
     imported: more threads than cores make torch's thread barriers wait on descheduled threads."""
+    import signal
+
+    # Ctrl-C as in a terminal: a run started in the background of a non-interactive shell (`cmd &`)
+    # inherits SIGINT ignored, and so would every command the Ctrl-C tests start and signal
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers and "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(workers)))
