@@ -745,25 +745,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args._method:
-        _emit(CHILDREN[args._method](json.loads(Path(args._spec).read_text())))
-        return 0
+def in_work_folder(args, prefix: str, measure) -> int:
+    """Run ``measure(work) -> result`` (which prints its table) in ``--keep`` (a new or empty
+    folder, kept) or a temporary folder (removed); write the result to ``--json`` when given."""
     if args.keep:
         if args.keep.exists() and any(args.keep.iterdir()):
             sys.exit(f"benchmark: --keep {args.keep} must be a new or empty folder")
         args.keep.mkdir(parents=True, exist_ok=True)
         work = args.keep.resolve()
     else:
-        work = Path(tempfile.mkdtemp(prefix="audiotok-bench-"))
+        work = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        if args.long:
-            res = long_run(args, work)
-            print_long(res)
-        else:
-            res = compare(args, work)
-            print_compare(res)
+        res = measure(work)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(res, indent=1, default=str))
@@ -772,6 +765,20 @@ def main(argv=None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args._method:
+        _emit(CHILDREN[args._method](json.loads(Path(args._spec).read_text())))
+        return 0
+
+    def measure(work: Path) -> dict:
+        res = long_run(args, work) if args.long else compare(args, work)
+        (print_long if args.long else print_compare)(res)
+        return res
+
+    return in_work_folder(args, "audiotok-bench-", measure)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,6 @@ import math
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -516,24 +515,13 @@ def main(argv=None) -> int:
     if args._method:
         bench._emit(CHILDREN[args._method](json.loads(Path(args._spec).read_text())))
         return 0
-    if args.keep:
-        if args.keep.exists() and any(args.keep.iterdir()):
-            sys.exit(f"benchmark: --keep {args.keep} must be a new or empty folder")
-        args.keep.mkdir(parents=True, exist_ok=True)
-        work = args.keep.resolve()
-    else:
-        work = Path(tempfile.mkdtemp(prefix="audiotok-bench-codec-"))
-    try:
+
+    def measure(work: Path) -> dict:
         res = compare(args, work)
         print_compare(res)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(res, indent=1, default=str))
-            print(f"wrote {args.json}")
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    return 0
+        return res
+
+    return bench.in_work_folder(args, "audiotok-bench-codec-", measure)
 
 
 if __name__ == "__main__":
