@@ -163,8 +163,8 @@ def test_score_refuses_another_tokenizer_and_bad_options(cli, trained, tmp_path)
     assert r.code == 2 and "no checkpoint" in r.err
 
 
-def test_encodec_lm_scores_every_codebook(cli, trained, offline_cache, tmp_path):
-    save_encodec_lm_checkpoint(random_encodec_lm(8, seed=4), offline_cache / "hub" / "checkpoints")
+def test_encodec_lm_scores_every_codebook(cli, trained, offline_cache, tmp_path, monkeypatch):
+    save_encodec_lm_checkpoint(random_encodec_lm(8, seed=4), _hub_copy(offline_cache, tmp_path, monkeypatch))
     r = cli("score", trained / "data" / SPEECH[2], "--model", "encodec-lm", "-b", "1.5", "--device", "cpu", "--workers", "0", "--quiet")
     assert r.code == 0, r
     rec = json.loads(r.out)
@@ -188,7 +188,7 @@ def _records(r) -> dict:
     return {(os.path.basename(x["input"]).rsplit(".", 1)[0], x["model"]): x for x in map(json.loads, r.out.splitlines())}
 
 
-def test_score_reads_encode_outputs_and_gives_the_audio_scores(cli, trained, offline_cache, tmp_path):
+def test_score_reads_encode_outputs_and_gives_the_audio_scores(cli, trained, offline_cache, tmp_path, monkeypatch):
     data = trained / "data"
     r = cli("encode", data / SPEECH[0], data / SPEECH[2], "-b", "24", "-o", tmp_path / "codes", "--workers", "0", "--quiet")
     assert r.code == 0, r
@@ -204,19 +204,19 @@ def test_score_reads_encode_outputs_and_gives_the_audio_scores(cli, trained, off
             assert a[k][field] == c[k][field], (k, field)
         assert c[k]["input"].endswith(".npz")
     # encodec-lm reads its own codebooks out of the 24 kbps codes (32 codebooks held, 2 read at 1.5 kbps)
-    save_encodec_lm_checkpoint(random_encodec_lm(8, seed=4), offline_cache / "hub" / "checkpoints")
+    save_encodec_lm_checkpoint(random_encodec_lm(8, seed=4), _hub_copy(offline_cache, tmp_path, monkeypatch))
     lm_audio = cli("score", data / SPEECH[2], "--model", "encodec-lm", "-b", "1.5", *common)
     lm_codes = cli("score", tmp_path / "codes" / SPEECH[2].replace(".oga", ".npz"), "--model", "encodec-lm", "-b", "1.5", *common)
     assert lm_audio.code == 0 and lm_codes.code == 0
     assert json.loads(lm_audio.out)["nll"] == json.loads(lm_codes.out)["nll"]
 
 
-def test_score_refuses_codes_that_do_not_fit_the_model(cli, trained, tmp_path, offline_cache):
+def test_score_refuses_codes_that_do_not_fit_the_model(cli, trained, tmp_path, offline_cache, monkeypatch):
     data = trained / "data"
     r = cli("encode", data / SPEECH[1], "-b", "1.5", "-o", tmp_path / "low", "--workers", "0", "--quiet")
     assert r.code == 0, r
     common = ("--device", "cpu", "--workers", "0", "--quiet")
-    save_encodec_lm_checkpoint(random_encodec_lm(8, seed=4), offline_cache / "hub" / "checkpoints")
+    save_encodec_lm_checkpoint(random_encodec_lm(8, seed=4), _hub_copy(offline_cache, tmp_path, monkeypatch))
     r = cli("score", tmp_path / "low", "--model", "encodec-lm", "-b", "6", *common)
     assert r.code == 1 and "holds 2 codebook(s) but the model reads 8" in r.err and "Traceback" not in r.err
     # codes of other codec weights
