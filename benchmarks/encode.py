@@ -706,9 +706,9 @@ def print_long(r: dict) -> None:
 
 # ============================================================================================
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """The options every encode benchmark has: inputs, repeats, statistic, environment of the
+    children, the matmul ceiling, outputs, and the hidden child-process options."""
     p.add_argument("--audio", action="append", type=Path,
                    help=f"audio folder to include (repeatable; default {DEFAULT_SHARED} when present)")
     p.add_argument("--no-shared", action="store_true", help="do not include the default shared audio folder")
@@ -719,29 +719,35 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=2, help="interleaved repeats of every method (default 2)")
     p.add_argument("--stat", choices=("median", "best"), default="best",
                    help="statistic for the ratios and ceiling (default best: on a shared machine noise only slows)")
+    p.add_argument("--no-startup", action="store_true", help="skip the one-tiny-file audiotok run")
+    p.add_argument("--threads", type=int, help="OMP_NUM_THREADS / MKL_NUM_THREADS for every child")
+    p.add_argument("--env", action="append", default=[], metavar="K=V",
+                   help="extra environment for every child, e.g. LD_PRELOAD=/usr/lib/.../libtcmalloc.so.4")
+    p.add_argument("--matmul-n", type=int, default=4096)
+    p.add_argument("--json", type=Path, help="write all results here")
+    p.add_argument("--keep", type=Path, help="work in this folder and keep it (inputs, outputs, logs)")
+    p.add_argument("--_method", help=argparse.SUPPRESS)
+    p.add_argument("--_spec", help=argparse.SUPPRESS)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
     p.add_argument("--methods", default="a,b,c", help="subset of a,b,c to run (default all)")
     p.add_argument("--workers", type=int, default=1, help="audiotok --workers for the headline (default 1)")
     p.add_argument("--workers-variants", type=lambda s: [int(v) for v in s.split(",") if v != ""], default=[],
                    help="extra audiotok rows with these --workers, e.g. 0,2")
     p.add_argument("--sweep", type=lambda s: [v for v in s.split(",") if v], default=[],
                    help="extra (c) rows with CodecEncoder slots x window, e.g. 4x24000,8x12000,2x48000")
-    p.add_argument("--no-startup", action="store_true", help="skip the one-tiny-file audiotok run")
     p.add_argument("--bandwidth", type=float, default=6.0)
     p.add_argument("--batch-seconds", type=float, default=60.0, help="audiotok --batch-seconds (b and c)")
     p.add_argument("--checkpoint", type=Path, help="real encodec_24khz weights (default: random weights)")
-    p.add_argument("--threads", type=int, help="OMP_NUM_THREADS / MKL_NUM_THREADS for every child")
-    p.add_argument("--env", action="append", default=[], metavar="K=V",
-                   help="extra environment for every child, e.g. LD_PRELOAD=/usr/lib/.../libtcmalloc.so.4")
-    p.add_argument("--matmul-n", type=int, default=4096)
     p.add_argument("--long", action="store_true",
                    help="instead of the comparison: encode one long generated file, report peak RSS and wall")
     p.add_argument("--long-minutes", type=float, default=30.0)
     p.add_argument("--long-rate", type=int, default=44100)
     p.add_argument("--long-channels", type=int, default=2)
-    p.add_argument("--json", type=Path, help="write all results here")
-    p.add_argument("--keep", type=Path, help="work in this folder and keep it (inputs, outputs, logs)")
-    p.add_argument("--_method", help=argparse.SUPPRESS)
-    p.add_argument("--_spec", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 

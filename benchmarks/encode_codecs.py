@@ -478,25 +478,8 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", type=Path,
                    help="weights both methods read: DAC weights.pth or moshi tokenizer-*.safetensors "
                         "(default: random weights of the released size)")
-    p.add_argument("--audio", action="append", type=Path,
-                   help=f"audio folder to include (repeatable; default {bench.DEFAULT_SHARED} when present)")
-    p.add_argument("--no-shared", action="store_true", help="do not include the default shared audio folder")
-    p.add_argument("--synthetic", type=int, default=8, help="generated clips to add (default 8)")
-    p.add_argument("--synthetic-seconds", type=float, nargs=2, default=(5.0, 15.0), metavar=("MIN", "MAX"),
-                   help="clip length range in seconds (default 5 15)")
-    p.add_argument("--synthetic-rate", type=int, default=44100, help="clip sample rate (default 44100)")
-    p.add_argument("--repeats", type=int, default=2, help="interleaved repeats of every method (default 2)")
-    p.add_argument("--stat", choices=("median", "best"), default="best",
-                   help="statistic for the ratio and ceiling (default best: on a shared machine noise only slows)")
-    p.add_argument("--no-startup", action="store_true", help="skip the one-tiny-file audiotok run")
+    bench.add_common_args(p)
     p.add_argument("--flop-seconds", type=float, default=5.0, help="audio seconds the FLOP count runs on (default 5)")
-    p.add_argument("--threads", type=int, help="OMP_NUM_THREADS / MKL_NUM_THREADS for every child")
-    p.add_argument("--env", action="append", default=[], metavar="K=V", help="extra environment for every child")
-    p.add_argument("--matmul-n", type=int, default=4096)
-    p.add_argument("--json", type=Path, help="write all results here")
-    p.add_argument("--keep", type=Path, help="work in this folder and keep it (weights, inputs, outputs, logs)")
-    p.add_argument("--_method", help=argparse.SUPPRESS)
-    p.add_argument("--_spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not args._method:
         if not args.codec:

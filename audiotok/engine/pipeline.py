@@ -193,7 +193,7 @@ def _quiet_resource_tracker() -> None:
 
 
 class _QuietStartProcess(mp.context.SpawnProcess):
-    """A decode worker that never runs the user's main module, born with SIGINT ignored.
+    """A decode worker that never runs the user's main module, born with SIGINT blocked.
 
     Spawned children normally import the parent's ``__main__`` again (its path, or its module
     name): a script calling ``audiotok.encode_files`` at top level, without an
