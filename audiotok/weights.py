@@ -364,6 +364,12 @@ def check_finite(state, path) -> None:
         if getattr(obj, "is_floating_point", None) and obj.is_floating_point() and obj.numel():
             import torch
 
+            # a sum is finite only when every term is (NaN and inf propagate); summed in float64 it
+            # cannot overflow for float32 or narrower weights. ~20x faster than isfinite(x).all(),
+            # which cost every command ~0.3 s per 23M weights at start-up
+            total = obj.sum(dtype=torch.float64)
+            if bool(torch.isfinite(total)):
+                continue
             if not bool(torch.isfinite(obj).all()):
                 name = prefix[:-1]
                 kind = "NaN" if bool(torch.isnan(obj).any()) else "infinite"

@@ -16,7 +16,9 @@ resumes from its checkpoint, so an interrupted run continues with the same comma
    latent centring and 8 codebooks are fitted by k-means to random segments of the pretraining
    audio itself (``audiotok.testing.fit_encodec``, >= 60 frames per codeword), so that its codes
    use the codebooks on such audio. ``train mae`` prints their usage (codes used, entropy).
-3. Stage 1: ``audiotok train mae --size tiny`` for ``--steps`` steps, checkpoints kept at
+3. Stage 1: a short learning-rate sweep first (``--lr-sweep``, ``--sweep-steps`` each from the same
+   seed; the lowest validation loss picks the rate), then ``audiotok train mae --size tiny`` for
+   ``--steps`` steps at that rate, checkpoints kept at
    ``--keep-steps`` (``WORK/stage1.stepN.pt``); every validation prints the pretext baselines.
 4. Stage 2: ``audiotok train mae --self-train WORK/stage1.pt`` (k-means on the teacher's last
    layer; the student starts from the teacher's weights).
@@ -407,7 +409,11 @@ def main() -> None:
     ap.add_argument("--stage2-steps", type=int, default=3000, help="Stage-2 (self-training) steps; 0: none.")
     ap.add_argument("--clusters", type=int, default=1024, help="k-means clusters of stage 2 (the reference's 1024).")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=None, help="Default: train mae's (1e-3 for tiny).")
+    ap.add_argument("--lr", type=float, default=None, help="A fixed rate instead of the --lr-sweep.")
+    ap.add_argument("--lr-sweep", default="3e-4,1e-3,3e-3", help="Learning rates tried for --sweep-steps each before "
+                    "stage 1 when --lr is not given; the lowest validation loss picks stage 1's and stage 2's rate.")
+    ap.add_argument("--sweep-steps", type=int, default=600, help="Steps of each sweep run (its own schedule).")
+    ap.add_argument("--sweep-processes", type=int, default=1, help="Sweep runs trained at once (one thread each).")
     ap.add_argument("--optimizer", default="audiotok")
     ap.add_argument("--init", default="torch")
     ap.add_argument("--seed", type=int, default=0)
@@ -442,9 +448,14 @@ def main() -> None:
     blas = {k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     env = {**os.environ, "AUDIOTOK_OFFLINE": "1", "PYTHONPATH": str(REPO), **blas}
     codes = tokenise(work, pre, codec, args.encode_processes, env, log)
-    common = ["--size", "tiny", "--batch-size", args.batch_size, "--seed", args.seed, "--eval-every", args.eval_every,
+    common = ["--size", "tiny", "--batch-size", args.batch_size, "--seed", args.seed,
               "--codec-checkpoint", codec, "--ext", "npz", "--device", "cpu", "--workers", "1", "--threads", args.threads,
               "--optimizer", args.optimizer, "--init", args.init, "--quiet"]
+    sweep = None
+    if args.lr is None and args.lr_sweep:
+        lrs = [float(x) for x in args.lr_sweep.split(",") if x.strip()]
+        args.lr, sweep = sweep_lr(work, codes, lrs, args.sweep_steps, common, env, args.sweep_processes)
+    common += ["--eval-every", args.eval_every]
     if args.lr is not None:
         common += ["--lr", args.lr]
     stage1 = work / "stage1.pt"
@@ -462,17 +473,61 @@ def main() -> None:
     t0 = time.perf_counter()
     tasks = build_tasks(work, args.seed, args.variants, args.clips_per_program)
     print(f"probe tasks: ready after {time.perf_counter() - t0:.0f} s", flush=True)
-    probe_all(work, tasks, stage1, stage2 if args.stage2_steps else None, args, env, train_s)
+    probe_all(work, tasks, stage1, stage2 if args.stage2_steps else None, args, env, train_s, sweep)
 
 
-def probe_all(work: Path, tasks: dict[str, Path], stage1: Path, stage2: Path | None, args, env, train_s: float) -> None:
+def sweep_lr(work: Path, codes: Path, lrs: list[float], steps: int, common: list, env, processes: int) -> tuple[float, list]:
+    """The short learning-rate sweep: stage 1 from the same seed (same init, same batches) for
+    ``steps`` steps at each rate (``WORK/sweep/lrX.pt``, ``processes`` at a time, each on its own
+    schedule of ``steps``), one validation at the end; the rate of the lowest validation loss wins.
+    Finished runs are reused, so a rerun of the script repeats nothing."""
+    folder = work / "sweep"
+    folder.mkdir(exist_ok=True)
+    outs = {lr: folder / f"lr{lr:g}.pt" for lr in lrs}
+    todo = [lr for lr, out in outs.items() if not (out.exists() and checkpoint_step(out) >= steps)]
+    t0 = time.perf_counter()
+    for i in range(0, len(todo), max(1, processes)):
+        procs = []
+        for lr in todo[i:i + max(1, processes)]:
+            out = outs[lr]
+            cmd = ["nice", "-n", "15", sys.executable, "-m", "audiotok", "train", "mae", str(codes), "-o", str(out),
+                   "--steps", str(steps), *map(str, common), "--lr", f"{lr:g}", "--eval-every", str(steps),
+                   *(["--resume"] if out.exists() else [])]
+            f = open(out.with_suffix(".log"), "a")
+            f.write(f"\n$ {' '.join(cmd)}\n")
+            f.flush()
+            procs.append((lr, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, text=True), f))
+        for lr, proc, f in procs:
+            code = proc.wait()
+            f.close()
+            if code not in (0, 1):
+                raise SystemExit(f"lr sweep: train mae at lr {lr:g} failed (exit {code}); see {outs[lr].with_suffix('.log')}")
+    import torch
+
+    rows = []
+    for lr, out in outs.items():
+        last = torch.load(out, weights_only=True)["audiotok"]["training"]["history"][-1]
+        rows.append({"lr": lr, "steps": steps, "val_loss": last["val_loss"], "masked_ce0": last["val_masked_ce"][0],
+                     "unigram_ce0": last["baseline_unigram_ce"][0], "masked_acc0": last["val_masked_accuracy"][0]})
+    best = min(rows, key=lambda r: r["val_loss"])["lr"]
+    print(f"\nlr sweep ({steps} steps each, seed as stage 1; {time.perf_counter() - t0:.0f} s):", flush=True)
+    print("| lr | val loss | codebook-0 masked CE (unigram) | codebook-0 masked acc |\n|---|---|---|---|")
+    for r in rows:
+        mark = " (chosen)" if r["lr"] == best else ""
+        print(f"| {r['lr']:g}{mark} | {r['val_loss']:.4f} | {r['masked_ce0']:.3f} ({r['unigram_ce0']:.3f}) | "
+              f"{r['masked_acc0']:.3f} |", flush=True)
+    return best, rows
+
+
+def probe_all(work: Path, tasks: dict[str, Path], stage1: Path, stage2: Path | None, args, env, train_s: float,
+              sweep: list | None = None) -> None:
     import torch
 
     from_steps = [int(s) for s in args.keep_steps.split(",") if s.strip()]
     models = [(f"step {s}", stage1.with_name(f"{stage1.stem}.step{s}{stage1.suffix}")) for s in from_steps]
     if stage2 is not None:
         models.append(("stage 2", stage2))
-    results = {"args": {k: str(v) for k, v in vars(args).items()}, "train_seconds": train_s,
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "train_seconds": train_s, "lr_sweep": sweep,
                "history": torch.load(stage1, weights_only=True)["audiotok"]["training"]["history"],
                "stage2_history": (torch.load(stage2, weights_only=True)["audiotok"]["training"]["history"]
                                   if stage2 is not None else None), "probes": {}}
