@@ -148,10 +148,11 @@ def _nearest(points, centres, chunk: int = 8192):
                       for p in points.split(chunk)])
 
 
-def _build_random_encodec(model: str, seed: int, audio: np.ndarray | None = None, iters: int = 6):
+def _build_random_encodec(model: str, seed: int, audio: np.ndarray | None = None, iters: int = 6,
+                          codebooks: int | None = None):
     """A random EnCodec whose latents are centred and scaled on ``audio`` (``[channels, N]`` at the
-    model's rate; default: synthetic calibration audio, 1.6 frames per codeword) and whose
-    residual codebooks are fitted to those latents by k-means."""
+    model's rate; default: synthetic calibration audio, 1.6 frames per codeword) and whose first
+    ``codebooks`` residual codebooks (default: all) are fitted to those latents by k-means."""
     import encodec
     import torch
 
@@ -188,7 +189,7 @@ def _build_random_encodec(model: str, seed: int, audio: np.ndarray | None = None
         last.bias.copy_(((last.bias.double() - mean) / std).float())
     residual = (latents - mean) / std
     gen = torch.Generator().manual_seed(seed + 1)
-    for layer in m.quantizer.vq.layers:
+    for layer in m.quantizer.vq.layers[:codebooks]:
         cb = layer._codebook
         centres = _kmeans(residual, cb.codebook_size, gen, iters)
         with torch.no_grad():
@@ -201,7 +202,7 @@ def _build_random_encodec(model: str, seed: int, audio: np.ndarray | None = None
 
 
 def fit_encodec(audio: list[np.ndarray], model: str = "encodec_24khz", seed: int = 0, frames_per_code: int = 50,
-                iters: int = 10):
+                iters: int = 10, bandwidth: float | None = None):
     """A random-weight EnCodec (as ``random_encodec``) whose latent centring and residual codebooks
     are fitted to ``audio`` instead of synthetic signals: the targets ``train mae`` makes with it
     then use the codebooks on audio like this, as a trained codec's do.
@@ -209,7 +210,9 @@ def fit_encodec(audio: list[np.ndarray], model: str = "encodec_24khz", seed: int
     ``audio``: arrays ``[channels, N]`` (or ``[N]``) at the model's rate, e.g. random segments of a
     pretraining corpus; they must give at least ``frames_per_code`` latent frames per codeword
     (1024 codewords: 50 x 1024 frames = 683 s at 24 kHz), else ``ValueError``. Deterministic for
-    the same audio and seed."""
+    the same audio and seed. ``bandwidth`` (kbps): fit only the codebooks that bandwidth uses
+    (e.g. 6: the first 8 of 32); the others keep their random initial values, so codes at a higher
+    bandwidth are meaningless past them."""
     import encodec
 
     build = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
@@ -233,7 +236,9 @@ def fit_encodec(audio: list[np.ndarray], model: str = "encodec_24khz", seed: int
     torch.set_num_threads(1)  # the same numbers whatever the machine's cores, and no thread barriers under load
     try:
         with torch.random.fork_rng(devices=[]):
-            return _build_random_encodec(model, seed, np.concatenate(pieces, axis=-1), iters)
+            codebooks = None if bandwidth is None else shape.quantizer.get_num_quantizers_for_bandwidth(
+                shape.frame_rate, bandwidth)
+            return _build_random_encodec(model, seed, np.concatenate(pieces, axis=-1), iters, codebooks)
     finally:
         torch.set_num_threads(threads)
 

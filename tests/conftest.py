@@ -56,8 +56,27 @@ def pytest_xdist_auto_num_workers(config):
 def pytest_collection_modifyitems(session, config, items):
     """Tests that need no EnCodec model run first, so a run reports results within seconds; the
     session's random models (``hub_cache``) are built when the first test that needs them starts.
+    Among those that need them the tests marked slow go first, so the end of the run holds short
+    tests that any idle worker can take (no worker left alone on a long test at the end).
     Otherwise the order is the files' order."""
-    items.sort(key=lambda item: "hub_cache" in getattr(item, "fixturenames", ()))
+    def key(item):
+        needs_models = "hub_cache" in getattr(item, "fixturenames", ())
+        return needs_models, needs_models and item.get_closest_marker("slow") is None
+
+    items.sort(key=key)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Every test leaves torch's thread count as it found it (an in-process ``--threads 2`` run
+    would otherwise oversubscribe the cores for every later test of this worker)."""
+    torch = sys.modules.get("torch")
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    before = torch.get_num_threads() if torch is not None else (int(omp) if omp.isdigit() else None)
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -220,6 +220,7 @@ def _docs_example() -> str:
     return text.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow
 def test_docs_example_runs_as_a_script_from_stdin_and_as_a_module(offline_cache, tmp_path):
     """The docs/api.md example with default options and no ``__main__`` guard: run as a script, fed to
     ``python -`` and run with ``python -m`` (a main module imported by name, as notebooks' kernels

@@ -70,6 +70,7 @@ def test_n_q_choices_are_checked_with_one_sentence():
     assert get_codec("encodec_24khz").choose_bandwidth(n_q=32) == 24.0
 
 
+@pytest.mark.slow
 def test_plugin_codec_through_every_command(tmp_path):
     """The Done-when of issue 19: encodes (CLI and API), decodes, trains a token-gpt, scores."""
     from audiotok import Encoder

@@ -131,8 +131,29 @@ def _official_codes(model, wav: np.ndarray) -> np.ndarray:
     return torch.cat([f[0][0] for f in frames], dim=-1).numpy()
 
 
-def test_codes_agree_with_official_per_file_encode_on_shared_audio(cli, tmp_path):
+def _shared_audio_capped(folder: Path, seconds: float) -> Path:
+    """The shared recordings as they are (links), except that files longer than ``seconds`` are cut
+    to their first ``seconds`` in their own format and rate."""
     root = shared_path("audio")
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower().lstrip(".") not in audio_exts():
+            continue
+        dst = folder / p.relative_to(root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        info = sf.info(str(p))
+        if info.duration <= seconds:
+            dst.symlink_to(p)
+            continue
+        data, sr = sf.read(str(p), frames=int(seconds * info.samplerate), always_2d=True, dtype="float32")
+        sf.write(str(dst), data, sr, format=info.format, subtype=info.subtype)
+    return folder
+
+
+@pytest.mark.slow
+def test_codes_agree_with_official_per_file_encode_on_shared_audio(cli, tmp_path):
+    # 129 s of the 199; files of 30 s or more take the lone-row stream, whose codes equal the
+    # shared rows' (test_lone_file_codes_equal_codes_among_neighbours)
+    root = _shared_audio_capped(tmp_path / "in", 20.0)
     out = tmp_path / "o"
     r = cli("encode", root, "-o", out, "--quiet")
     assert r.code == 0, r
@@ -148,7 +169,7 @@ def test_codes_agree_with_official_per_file_encode_on_shared_audio(cli, tmp_path
         assert ours.shape == ref.shape
         same += int((ours == ref).sum())
         total += ref.size
-    assert total > 100_000
+    assert total > 60_000
     assert same / total >= 0.99, same / total
 
 
@@ -158,7 +179,7 @@ def audio_exts():
     return AUDIO_EXTENSIONS
 
 
-@pytest.mark.parametrize("n", [24000, 14400 + 7, 24000 + 319, 45 * 24000 + 211])
+@pytest.mark.parametrize("n", [24000, 14400 + 7, 24000 + 319, 15 * 24000 + 211])
 def test_streaming_latents_equal_whole_file_encoder(n):
     """Window-by-window encoding equals the official whole-file model.encoder on every frame,
     the last frame of a file that ends mid-frame included (rel. max err <= 1e-4)."""
@@ -308,7 +329,7 @@ def test_torchrun_two_processes_equal_one(cli, tmp_path, hub_cache):
 def test_killed_run_leaves_only_complete_outputs_and_rerun_completes(cli, tmp_path, hub_cache):
     src = tmp_path / "in"
     for i in range(12):
-        write_wav(src / f"f{i:02d}.wav", 3.0, sr=44100, seed=40 + i)
+        write_wav(src / f"f{i:02d}.wav", 1.5, sr=44100, seed=40 + i)
     clean_cmd = [sys.executable, "-m", "audiotok", "encode", str(src), "-o", str(tmp_path / "clean"), "--quiet"]
     done = subprocess.run(clean_cmd, env=_env(hub_cache), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]  # the clean run has a process of its own
@@ -428,9 +449,10 @@ def test_decode_bad_codes_file(cli, tmp_path):
 
 @pytest.mark.slow
 def test_long_file_encodes_in_bounded_memory(tmp_path, hub_cache):
-    """A 2-minute file: peak RSS grows by far less than whole-file encoding needs (the first conv
-    layer alone would hold 32 x 2.9M floats = 370 MB; several such activations live at once)."""
-    n = 2 * 60 * 24000
+    """A 40 s file: peak RSS grows by far less than whole-file encoding needs (the first conv layer
+    alone would hold 32 x 0.96M floats = 123 MB; several such activations live at once: the official
+    whole-file encode of a minute grew it by 970 MB)."""
+    n = 40 * 24000
     path = tmp_path / "long.wav"
     sf.write(str(path), (0.3 * np.sin(np.arange(n) * 0.05)).astype(np.float32), 24000, subtype="PCM_16")
     code = (
@@ -448,7 +470,7 @@ def test_long_file_encodes_in_bounded_memory(tmp_path, hub_cache):
                            "--workers", "0"], env=_env(hub_cache), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     before, after = (int(v) / 1024 for v in proc.stdout.strip().splitlines()[-1].split())
-    assert after - before < 250, (before, after)
+    assert after - before < 100, (before, after)
     assert _codes(tmp_path / "o" / "long.npz").shape == (8, n // 320)
 
 
@@ -472,11 +494,12 @@ def test_official_ecdc_decodes_with_audiotok_and_ours_with_official(cli, tmp_pat
     official = random_encodec("encodec_24khz")
     official.set_target_bandwidth(6)
     x, _ = audio.read(str(wav_path), 24000, 1)
+    before = torch.get_num_threads()
     torch.set_num_threads(1)  # the official LM coder steps frame by frame
     try:
         blob = compress(official, torch.from_numpy(x), use_lm=use_lm)
     finally:
-        torch.set_num_threads(2)
+        torch.set_num_threads(before)
     (tmp_path / "codes").mkdir()
     (tmp_path / "codes" / "official.ecdc").write_bytes(blob)
     r = cli("decode", tmp_path / "codes", "-o", tmp_path / "dec", "--quiet")
@@ -614,9 +637,9 @@ def test_streaming_decoder_equals_official_whole_file_decode(n):
 
 @pytest.mark.slow
 def test_long_file_decodes_in_bounded_memory(tmp_path, hub_cache):
-    """Decoding 3 minutes of codes: the official decoder would hold 32 x 4.3M floats (550 MB) per
-    activation; the stream's peak grows by little more than the output (17 MB)."""
-    n = 3 * 60 * 24000
+    """Decoding a minute of codes: the official decoder would hold 32 x 1.44M floats (184 MB) per
+    activation; the stream's peak grows by little more than the output (6 MB)."""
+    n = 60 * 24000
     codes = np.random.default_rng(0).integers(0, 1024, size=(8, n // 320)).astype(np.int16)
     from audiotok.codecs.encodec import EncodedItem
     from audiotok.formats.codes import write_codes
@@ -638,7 +661,7 @@ def test_long_file_decodes_in_bounded_memory(tmp_path, hub_cache):
                            "--quiet"], env=_env(hub_cache), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     before, after = (int(v) / 1024 for v in proc.stdout.strip().splitlines()[-1].split())
-    assert after - before < 150, (before, after)
+    assert after - before < 80, (before, after)
     data, sr = sf.read(tmp_path / "o" / "long.wav")
     assert sr == 24000 and data.shape == (n,)
 

@@ -84,6 +84,7 @@ def test_option_errors_in_every_command_come_before_torch(tmp_path):
     assert not o.exists() and not ckpt.exists()
 
 
+@pytest.mark.slow
 def test_score_rerun_over_scored_inputs_skips_without_torch(tmp_path, hub_cache):
     """Every input already in -o (same LMs, tokenizer, frames): the rerun answers from the records
     (the same corpus summary) without importing torch; a new input, or a tokenizer that differs,

@@ -243,6 +243,7 @@ def test_score_refuses_codes_that_do_not_fit_the_model(cli, trained, tmp_path, o
     assert r.code == 2 and "--frames" in r.err and "read as inputs by the next run" in r.err
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_train_a_loadable_checkpoint(trained, hub_cache, tmp_path):
     env = {**os.environ, "TORCH_HOME": str(hub_cache), "AUDIOTOK_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
