@@ -480,3 +480,21 @@ def test_fit_encodec_fits_the_codebooks_to_the_given_audio():
     assert used[0] > 512 and used[0] > 1.5 * used[1], used
     again = fit_encodec(pieces, frames_per_code=1, iters=4, bandwidth=1.5)
     assert all(torch.equal(a, b) for a, b in zip(fitted.state_dict().values(), again.state_dict().values()))
+
+
+def test_validation_and_usage_crops_spread_over_the_files():
+    """With more files than crops, the fixed crops (validation, and stage 2's target usage) come from
+    files spread over the list, not from its first files (inputs sorted by folder put one kind of
+    audio first: 64 crops of 1152 files all came from the drums folder)."""
+    from audiotok.train.mae import validation_crops
+
+    class Ex:
+        def __init__(self, n):
+            self.audio = np.zeros(n, np.int16)
+
+    files = [Ex(10) for _ in range(100)]
+    crops = validation_crops(files, 4, 8)
+    assert [f for f, _ in crops] == [0, 14, 28, 42, 57, 71, 85, 99] and all(s == 0 for _, s in crops)
+    everything = validation_crops(files, 4, 1000)  # 2 crops per file, the first crop of every file first
+    assert len(everything) == 200 and everything[:100] == [(i, 0) for i in range(100)] and everything[100] == (0, 4)
+    assert validation_crops([Ex(20)], 4, 3) == [(0, 0), (0, 4), (0, 8)]

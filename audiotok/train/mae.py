@@ -226,14 +226,21 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict:
 
 # --- validation --------------------------------------------------------------------------------
 def validation_crops(examples: list[MaeExample], crop: int, limit: int) -> list[tuple[int, int]]:
-    """Fixed crops of the held-out files: consecutive crops of each file, round robin, up to ``limit``."""
+    """Fixed crops of ``examples``, up to ``limit``: consecutive crops of each file, round robin;
+    when a round has more files than crops left, the crops go to files spread evenly over the
+    list (before, the first files took them all: with inputs sorted by folder, 64 crops of 1152
+    files came from one folder, the drums, and measured nothing else)."""
     per_file = [[(i, s) for s in range(0, max(1, e.audio.shape[0] - crop + 1), crop)] for i, e in enumerate(examples)]
     out = []
     depth = 0
     while len(out) < limit and any(depth < len(p) for p in per_file):
-        out += [p[depth] for p in per_file if depth < len(p)]
+        round_ = [p[depth] for p in per_file if depth < len(p)]
+        need = limit - len(out)
+        if len(round_) > need:
+            round_ = [round_[int(i)] for i in np.linspace(0, len(round_) - 1, need).round()]
+        out += round_
         depth += 1
-    return out[:limit]
+    return out
 
 
 def target_counts(model: MaeTrainer, examples: list[MaeExample], tcfg: MaeTrainConfig, device: torch.device,
