@@ -361,35 +361,6 @@ def resolve_encodecmae(name_or_path: str | os.PathLike) -> Path:
     )
 
 
-class skip_weight_init:
-    """Inside this context ``torch.nn.init``'s fillers leave tensors as they are: for building a
-    module whose every parameter and buffer is then loaded from a file (``load_state_dict(...,
-    strict=True)``), the random initial values, ~0.1 s of every command's start-up for EnCodec,
-    are never drawn (nor is the random generator used)."""
-
-    NAMES = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "xavier_uniform_",
-             "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
-
-    def __enter__(self):
-        import torch.nn.init as init
-
-        self._saved = {name: getattr(init, name) for name in self.NAMES}
-        for name in self.NAMES:
-            setattr(init, name, _unchanged)
-        return self
-
-    def __exit__(self, *exc):
-        import torch.nn.init as init
-
-        for name, fn in self._saved.items():
-            setattr(init, name, fn)
-        return False
-
-
-def _unchanged(tensor, *args, **kwargs):
-    return tensor
-
-
 def check_finite(state, path) -> None:
     """Refuse a checkpoint with a NaN or infinite value in any floating-point tensor (a model built
     from it gives all-zero codes, constant audio or NaN scores while reporting success).

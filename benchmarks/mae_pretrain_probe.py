@@ -346,10 +346,15 @@ def fit_codec(work: Path, pre: Path, seed: int, frames_per_code: int) -> Path:
 
 
 # --- runs --------------------------------------------------------------------------------------
+def audiotok_cmd(*args) -> list[str]:
+    """The command line of ``python -m audiotok ARGS`` at nice 15."""
+    return ["nice", "-n", "15", sys.executable, "-m", "audiotok", *map(str, args)]
+
+
 def audiotok(*args, env=None, log: Path | None = None) -> float:
     """Run ``python -m audiotok ARGS`` (nice 15); its stderr goes to ``log`` (appended) or is echoed."""
     t0 = time.perf_counter()
-    cmd = ["nice", "-n", "15", sys.executable, "-m", "audiotok", *map(str, args)]
+    cmd = audiotok_cmd(*args)
     if log is not None:
         with open(log, "a") as f:
             f.write(f"\n$ {' '.join(cmd)}\n")
@@ -371,8 +376,8 @@ def tokenise(work: Path, pre: Path, codec: Path, processes: int, env, log: Path)
     Inputs already encoded are skipped, so a rerun only finishes what is missing."""
     out = work / "codes"
     t0 = time.perf_counter()
-    cmds = [["nice", "-n", "15", sys.executable, "-m", "audiotok", "encode", str(pre), "-o", str(out), "-b", "6",
-             "--checkpoint", str(codec), "--shard", f"{k}/{processes}", "--workers", "1", "--threads", "1", "--quiet"]
+    cmds = [audiotok_cmd("encode", pre, "-o", out, "-b", 6, "--checkpoint", codec, "--shard", f"{k}/{processes}",
+                         "--workers", 1, "--threads", 1, "--quiet")
             for k in range(processes)]
     with open(log, "a") as f:
         f.write(f"\n$ {' '.join(cmds[0])} (shards 0..{processes - 1} in parallel)\n")
@@ -391,13 +396,22 @@ def checkpoint_step(path: Path) -> int:
     return int(torch.load(path, weights_only=True, map_location="cpu")["audiotok"]["training"]["step"])
 
 
+def train_args(inputs: Path, out: Path, steps: int, common: list, extra: list) -> list | None:
+    """The arguments of ``train mae`` to ``steps`` into ``out`` (resuming it when it is there);
+    None when ``out`` has already reached ``steps``."""
+    if out.exists() and checkpoint_step(out) >= steps:
+        return None
+    resume = ["--resume"] if out.exists() else []
+    return ["train", "mae", inputs, "-o", out, "--steps", steps, *common, *extra, *resume]
+
+
 def train(inputs: Path, out: Path, steps: int, common: list, env, log: Path, extra: list) -> None:
     """``train mae`` to ``steps``, resuming ``out`` when it is there and not finished."""
-    if out.exists() and checkpoint_step(out) >= steps:
+    args = train_args(inputs, out, steps, common, extra)
+    if args is None:
         print(f"{out.name}: reused (step {checkpoint_step(out)})", flush=True)
         return
-    resume = ["--resume"] if out.exists() else []
-    audiotok("train", "mae", inputs, "-o", out, "--steps", steps, *common, *extra, *resume, env=env, log=log)
+    audiotok(*args, env=env, log=log)
 
 
 def main() -> None:
@@ -484,16 +498,15 @@ def sweep_lr(work: Path, codes: Path, lrs: list[float], steps: int, common: list
     folder = work / "sweep"
     folder.mkdir(exist_ok=True)
     outs = {lr: folder / f"lr{lr:g}.pt" for lr in lrs}
-    todo = [lr for lr, out in outs.items() if not (out.exists() and checkpoint_step(out) >= steps)]
+    todo = {lr: a for lr in lrs
+            if (a := train_args(codes, outs[lr], steps, common, ["--lr", f"{lr:g}", "--eval-every", steps])) is not None}
     t0 = time.perf_counter()
-    for i in range(0, len(todo), max(1, processes)):
+    batch = max(1, processes)
+    for i in range(0, len(todo), batch):
         procs = []
-        for lr in todo[i:i + max(1, processes)]:
-            out = outs[lr]
-            cmd = ["nice", "-n", "15", sys.executable, "-m", "audiotok", "train", "mae", str(codes), "-o", str(out),
-                   "--steps", str(steps), *map(str, common), "--lr", f"{lr:g}", "--eval-every", str(steps),
-                   *(["--resume"] if out.exists() else [])]
-            f = open(out.with_suffix(".log"), "a")
+        for lr in list(todo)[i:i + batch]:
+            cmd = audiotok_cmd(*todo[lr])
+            f = open(outs[lr].with_suffix(".log"), "a")
             f.write(f"\n$ {' '.join(cmd)}\n")
             f.flush()
             procs.append((lr, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, text=True), f))
