@@ -151,9 +151,9 @@ def _shared_audio_capped(folder: Path, seconds: float) -> Path:
 
 @pytest.mark.slow
 def test_codes_agree_with_official_per_file_encode_on_shared_audio(cli, tmp_path):
-    # 129 s of the 199; files of 30 s or more take the lone-row stream, whose codes equal the
-    # shared rows' (test_lone_file_codes_equal_codes_among_neighbours)
-    root = _shared_audio_capped(tmp_path / "in", 20.0)
+    # 97 s of the 199 (each file whole or its first 12 s); files of 30 s or more take the lone-row
+    # stream, whose codes equal the shared rows' (test_lone_file_codes_equal_codes_among_neighbours)
+    root = _shared_audio_capped(tmp_path / "in", 12.0)
     out = tmp_path / "o"
     r = cli("encode", root, "-o", out, "--quiet")
     assert r.code == 0, r
@@ -169,7 +169,7 @@ def test_codes_agree_with_official_per_file_encode_on_shared_audio(cli, tmp_path
         assert ours.shape == ref.shape
         same += int((ours == ref).sum())
         total += ref.size
-    assert total > 60_000
+    assert total > 50_000
     assert same / total >= 0.99, same / total
 
 
