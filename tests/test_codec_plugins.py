@@ -71,8 +71,11 @@ def test_n_q_choices_are_checked_with_one_sentence():
 
 
 @pytest.mark.slow
-def test_plugin_codec_through_every_command(tmp_path):
-    """The Done-when of issue 19: encodes (CLI and API), decodes, trains a token-gpt, scores."""
+def test_plugin_codec_through_every_command(tmp_path, cli):
+    """The Done-when of issue 19: encodes (CLI and API), decodes, trains a token-gpt, scores. Fresh
+    processes that know the codec only through ``AUDIOTOK_PLUGINS`` list it, encode with it and
+    refuse an LM of it when it is not registered; the other commands run in this process (where
+    this module's import registered it), as they would after the variable's import."""
     from audiotok import Encoder
 
     src = _audio_dir(tmp_path)
@@ -98,20 +101,20 @@ def test_plugin_codec_through_every_command(tmp_path):
     assert 1024 <= high < 2048  # ids above EnCodec's 1024 survive the files
 
     # .ecdc is EnCodec's format: one sentence, usage error
-    proc = _cli("encode", src, "-o", tmp_path / "bad", "-m", TOY, "-f", "ecdc", "--quiet", check=False)
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
-    assert "ecdc holds only EnCodec codes" in proc.stderr
+    res = cli("encode", src, "-o", tmp_path / "bad", "-m", TOY, "-f", "ecdc", "--quiet")
+    assert res.code == 2 and res.err.strip().count("\n") == 0
+    assert "ecdc holds only EnCodec codes" in res.err
 
     # decode: audio at the codec's rate, the original length
-    _cli("decode", tmp_path / "codes", "-o", tmp_path / "wav", "--quiet")
+    assert cli("decode", tmp_path / "codes", "-o", tmp_path / "wav", "--quiet").code == 0
     for i, seconds in enumerate(LENGTHS):
         info = sf.info(str(tmp_path / "wav" / f"f{i}.wav"))
         assert info.samplerate == 16000 and info.frames == round(seconds * 16000)
 
     # train lm --codec: a token-gpt whose vocabulary is the codec's 2048 codes
     ckpt = tmp_path / "lm.pt"
-    _cli("train", "lm", src, "-o", ckpt, "--codec", TOY, "--arch", "token-gpt", "--size", "micro", "--steps", 3,
-         "--batch-size", 2, "--context", 16, "--val-fraction", 0.25, "--quiet")
+    assert cli("train", "lm", src, "-o", ckpt, "--codec", TOY, "--arch", "token-gpt", "--size", "micro", "--steps", 3,
+               "--batch-size", 2, "--context", 16, "--val-fraction", 0.25, "--quiet").code == 0
     from audiotok.lm.checkpoints import load_checkpoint
 
     ck = load_checkpoint(ckpt)
@@ -120,8 +123,8 @@ def test_plugin_codec_through_every_command(tmp_path):
     assert ck.tokenizer["n_q"] == 2 and ck.tokenizer["codec_sha256"] is None
 
     # score the audio and the codes encode wrote: same numbers, the codec taken from the checkpoint
-    _cli("score", src, "--checkpoint", ckpt, "-o", tmp_path / "audio.jsonl", "--quiet")
-    _cli("score", tmp_path / "codes", "--checkpoint", ckpt, "-o", tmp_path / "codes.jsonl", "--quiet")
+    assert cli("score", src, "--checkpoint", ckpt, "-o", tmp_path / "audio.jsonl", "--quiet").code == 0
+    assert cli("score", tmp_path / "codes", "--checkpoint", ckpt, "-o", tmp_path / "codes.jsonl", "--quiet").code == 0
     # without the plugin, score says which codec the LM needs and how to register it
     proc = _cli("score", src, "--checkpoint", ckpt, "--quiet", check=False, env_extra={"AUDIOTOK_PLUGINS": ""})
     assert proc.returncode == 2 and f"was trained on tokens of the codec '{TOY}', which is not registered here" in proc.stderr
