@@ -151,9 +151,9 @@ def _shared_audio_capped(folder: Path, seconds: float) -> Path:
 
 @pytest.mark.slow
 def test_codes_agree_with_official_per_file_encode_on_shared_audio(cli, tmp_path):
-    # 97 s of the 199 (each file whole or its first 12 s); files of 30 s or more take the lone-row
+    # 78 s of the 197 (each file whole or its first 8 s); files of 30 s or more take the lone-row
     # stream, whose codes equal the shared rows' (test_lone_file_codes_equal_codes_among_neighbours)
-    root = _shared_audio_capped(tmp_path / "in", 12.0)
+    root = _shared_audio_capped(tmp_path / "in", 8.0)
     out = tmp_path / "o"
     r = cli("encode", root, "-o", out, "--quiet")
     assert r.code == 0, r
@@ -169,7 +169,7 @@ def test_codes_agree_with_official_per_file_encode_on_shared_audio(cli, tmp_path
         assert ours.shape == ref.shape
         same += int((ours == ref).sum())
         total += ref.size
-    assert total > 50_000
+    assert total > 40_000
     assert same / total >= 0.99, same / total
 
 
@@ -179,7 +179,7 @@ def audio_exts():
     return AUDIO_EXTENSIONS
 
 
-@pytest.mark.parametrize("n", [24000, 14400 + 7, 24000 + 319, 15 * 24000 + 211])
+@pytest.mark.parametrize("n", [24000, 14400 + 7, 24000 + 319, 8 * 24000 + 211])
 def test_streaming_latents_equal_whole_file_encoder(n):
     """Window-by-window encoding equals the official whole-file model.encoder on every frame,
     the last frame of a file that ends mid-frame included (rel. max err <= 1e-4)."""
@@ -233,7 +233,7 @@ def test_48k_codes_and_scales_equal_official(tmp_path, cli):
 # --- same codes whatever the batching -------------------------------------------------------
 
 def test_adapter_codes_independent_of_batch_size():
-    lens = [0.07, 0.4, 1.0, 1.7, 2.2, 3.1, 0.9, 5.3]
+    lens = [0.07, 0.4, 1.0, 1.7, 2.2, 3.1, 0.9, 2.6]
     wavs = [synthetic_audio(s, seed=i) for i, s in enumerate(lens)]
     results = []
     for batch_size in (1, 3, 32):
