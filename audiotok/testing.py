@@ -7,6 +7,7 @@ each residual codebook by k-means: codes then vary, with margins, as they do wit
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -60,18 +61,61 @@ def _builder_key(model: str, seed: int) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
-def _cached_random_state(model: str, seed: int) -> dict:
+def _load_state(path: Path) -> dict | None:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path, wait: bool):
+    """Holds ``PATH.lock`` (flock) while one process builds ``path``: yields False without waiting
+    when ``wait`` is false and another process holds it. Without flock (or a writable folder), True."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _cached_random_state(model: str, seed: int, wait: bool = True) -> dict | None:
     """The state dict of ``_build_random_encodec(model, seed)``, built once per machine: kept in
-    ``test_cache_dir()`` (written atomically; an unreadable file is rebuilt)."""
+    ``test_cache_dir()`` (written atomically; an unreadable file is rebuilt). Processes that need
+    it at the same time (test workers) build it once: the others wait for it, or, with ``wait``
+    false, get None at once to build something else meanwhile."""
+    path = test_cache_dir() / f"{model}-seed{seed}-{_builder_key(model, seed)}.pt"
+    state = _load_state(path)
+    if state is not None:
+        return state
+    with _build_lock(path, wait) as mine:
+        if not mine:
+            return None
+        state = _load_state(path)  # built by the process that held the lock
+        if state is not None:
+            return state
+        return _build_and_save(model, seed, path)
+
+
+def _build_and_save(model: str, seed: int, path: Path) -> dict:
     import torch
 
     from .files import atomic_write
 
-    path = test_cache_dir() / f"{model}-seed{seed}-{_builder_key(model, seed)}.pt"
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError):
-        pass
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same numbers whatever the machine's cores, and no thread barriers under load
     try:
@@ -101,7 +145,7 @@ def random_encodec(model: str = "encodec_24khz", seed: int = 0):
 
     key = (model, seed)
     if key not in _ENCODEC_CACHE:
-        _ENCODEC_CACHE[key] = _cached_random_state(model, seed)
+        prebuild_random_encodecs([model], seed)
     build = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
              "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[model]
     with warnings.catch_warnings(), torch.device("meta"):
@@ -110,6 +154,20 @@ def random_encodec(model: str = "encodec_24khz", seed: int = 0):
     m.load_state_dict({k: v.clone() for k, v in _ENCODEC_CACHE[key].items()}, strict=True, assign=True)
     m.name = model
     return m.eval()
+
+
+def prebuild_random_encodecs(models: list[str], seed: int = 0) -> None:
+    """Make ``random_encodec(m, seed)`` ready for every model: from the disk cache, else built here.
+    A model another process is building is skipped at first (this one builds the next) and waited
+    for at the end, so test workers that start together build different models at the same time
+    instead of each building all of them."""
+    todo = [m for m in models if (m, seed) not in _ENCODEC_CACHE]
+    for wait in (False, True):
+        for model in list(todo):
+            state = _cached_random_state(model, seed, wait=wait)
+            if state is not None:
+                _ENCODEC_CACHE[(model, seed)] = state
+                todo.remove(model)
 
 
 def _calibration_audio(sr: int, channels: int, seed: int, seconds: float) -> np.ndarray:

@@ -83,6 +83,7 @@ def _torch_threads_restored():
 def hub_cache(tmp_path_factory):
     """A torch hub cache holding random EnCodec 24/48 kHz and 24 kHz LM checkpoints under the official names."""
     from audiotok.testing import (
+        prebuild_random_encodecs,
         random_encodec,
         random_encodec_lm,
         save_encodec_checkpoint,
@@ -91,6 +92,7 @@ def hub_cache(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("torch_home")
     ckpt = home / "hub" / "checkpoints"
+    prebuild_random_encodecs(["encodec_24khz", "encodec_48khz"])  # workers starting together build one each
     for name in ("encodec_24khz", "encodec_48khz"):
         save_encodec_checkpoint(random_encodec(name), ckpt)
     save_encodec_lm_checkpoint(random_encodec_lm(), ckpt)
