@@ -56,7 +56,7 @@ from audiotok.engine import pipeline  # noqa: E402
 from audiotok.engine.sources import Source  # noqa: E402
 from audiotok.lm.adapter import LMFeatures  # noqa: E402
 from audiotok.lm.checkpoints import count_params, tokenizer_info  # noqa: E402
-from audiotok.lm.gpt import FUSIONS  # noqa: E402
+from audiotok.lm.gpt import DEFAULT_FUSION, FUSIONS  # noqa: E402
 from audiotok.lm.tokenizer import tokenizer_spec  # noqa: E402
 from audiotok.registry import get_codec  # noqa: E402
 from audiotok.train.data import cache_dir, lm_cache, read_cached  # noqa: E402
@@ -312,7 +312,7 @@ def main() -> None:
                     help="use only the first S seconds of every file (a smaller run with as many files)")
     ap.add_argument("--size", default="micro", choices=["micro", "tiny", "small", "large"])
     ap.add_argument("--arms", default=DEFAULT_ARMS, help=f"comma list of {', '.join(ARMS)}")
-    ap.add_argument("--fusions", default="proj",
+    ap.add_argument("--fusions", default=DEFAULT_FUSION,
                     help=f"whisper-gpt fusions compared on validation (seed 0), the best is used; e.g. {','.join(FUSIONS)}")
     ap.add_argument("--fusion-domains", default=None, help="domains the fusions are compared on (default: --domains)")
     ap.add_argument("--seeds", default="0,1,2")

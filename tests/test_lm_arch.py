@@ -40,7 +40,7 @@ def test_hybrid_is_the_token_model_plus_the_branch(size):
     assert all(k.startswith(BRANCH) for k in set(hshapes) - set(tshapes))
     extra = count_params(hyb) - count_params(tok)
     branch = sum(p.numel() for n, p in hyb.named_parameters() if n.startswith(BRANCH))
-    assert extra == branch and 0.01 < extra / count_params(tok) < 0.20
+    assert extra == branch and 0.002 < extra / count_params(tok) < 0.20  # large, add: 0.5 %
 
 
 def test_sizes_small_matches_the_paper_and_large_is_ten_times():

@@ -172,7 +172,9 @@ def test_the_matched_token_model_has_the_hybrids_parameter_count(size):
         dim = matched.cfg.dim + step
         other = count_params(build_gpt(GPTConfig.make("token-gpt", size, shape={"dim": dim, "ff": 4 * dim})))
         assert abs(n - hybrid) <= abs(other - hybrid)
-    assert matched_shape("micro") == {"dim": 72, "ff": 288}  # 293,416 parameters against the hybrid's 291,104
+    assert matched_shape("micro") == {"dim": 70, "ff": 280}  # 281,934 parameters against the (add) hybrid's 287,008
+    assert matched_shape("micro", "proj") == {"dim": 72, "ff": 288}  # 293,416 against the proj hybrid's 291,104
+    assert arm_options("token-gpt-matched", "micro", 8, fusion="proj")[2]["shape"] == {"dim": 72, "ff": 288}
     with pytest.raises(ValueError, match="shape sets"):
         GPTConfig.make("token-gpt", size, shape={"width": 3})
 

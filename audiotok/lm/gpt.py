@@ -10,10 +10,11 @@ docs/references.md (Whisper-GPT) and docs/score.md.
 - ``token-gpt``: token embedding (width d) -> backbone -> head.
 - ``whisper-gpt``: the token model **plus** a spectrogram branch, fused so that both streams enter
   the backbone at the same scale at initialisation (``fusion``):
-  ``proj`` (default): concat(E[c] (d), s (d_s)) -> Linear(d + d_s -> d), the branch's final
-  LayerNorm gain initialised to the token embedding's std; ``add``: E[c] + Linear(d_s -> d)(s);
-  ``legacy``: the version-1 layout (token width d - d_s concatenated with a unit-scale branch, no
-  projection), kept so that old checkpoints load.
+  ``add`` (default): E[c] + Linear(d_s -> d)(s); ``proj``: concat(E[c] (d), s (d_s)) ->
+  Linear(d + d_s -> d); for both the branch's final LayerNorm gain starts at the token embedding's
+  std; ``legacy``: the version-1 layout (token width d - d_s concatenated with a unit-scale branch,
+  no projection), kept so that old checkpoints load. ``add`` is the default because it trained
+  best (validation NLL, docs/score.md "Fusion: chosen by training"); a checkpoint records its fusion.
 - ``info-control``: token-only, input = sum of every codebook's embedding of the previous frame.
 
 ``mel_lag`` = 1 is the causal alignment; 0 and -1 are deliberately leaky controls: the input at
@@ -48,7 +49,7 @@ FUSIONS = ("proj", "add", "legacy")
 # what the branch reads per frame -> the value of the slice at the BOS position (lag 1): a silent
 # log-mel slice for the mel, a zero vector for the codec latent
 FEATURES = {"mel": SILENCE_LOG_MEL, "latent": 0.0}
-DEFAULT_FUSION = "proj"
+DEFAULT_FUSION = "add"  # chosen by training (docs/score.md)
 CONTEXT = 256
 EMB_STD = 0.02  # init std of embeddings and linear weights (blocks.init_weights)
 

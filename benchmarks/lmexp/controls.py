@@ -55,7 +55,7 @@ def arm_options(arm: str, size: str, n_codebooks: int, fusion: str | None = None
     if arch == "whisper-gpt" and fusion is not None:
         opts["fusion"] = fusion
     if opts.get("shape") == "matched":
-        opts["shape"] = matched_shape(big or size)
+        opts["shape"] = matched_shape(big or size, fusion)  # the hybrid of the fusion compared
     if opts.get("features") == "latent":
         if latent_dim is None:
             raise ValueError(f"arm {arm} reads the codec latent: give its width (latent_dim)")
