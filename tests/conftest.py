@@ -47,6 +47,31 @@ def pytest_configure(config):
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
+SESSION_MODELS = ["encodec_24khz", "encodec_48khz"]  # hub_cache's
+_prebuild = []  # the background process that builds them (see _prebuild_in_background)
+
+
+def _prebuild_in_background() -> None:
+    """Build the session's random EnCodec models in a background process while the tests that need
+    none run (they come first), so that every worker loads them from the disk cache instead of each
+    building both (22 s of CPU per worker on an empty cache). Started by one worker (gw0) of a run
+    that has model tests; the build lock in ``audiotok.testing`` makes whoever gets to a model first
+    build it, once."""
+    import subprocess
+
+    code = f"from audiotok.testing import prebuild_random_encodecs; prebuild_random_encodecs({SESSION_MODELS!r})"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    _prebuild.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(REPO), stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for proc in _prebuild:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
 def pytest_xdist_auto_num_workers(config):
     """``-n auto`` (pyproject's addopts): one worker per core, at most 4 (each holds its own random
     models, ~1.5 GB)."""
@@ -55,7 +80,8 @@ def pytest_xdist_auto_num_workers(config):
 
 def pytest_collection_modifyitems(session, config, items):
     """Tests that need no EnCodec model run first, so a run reports results within seconds; the
-    session's random models (``hub_cache``) are built when the first test that needs them starts.
+    session's random models (``hub_cache``) are built meanwhile in the background (or by the first
+    test that needs them, when they are not ready by then).
     Among those that need them the tests marked slow go first, so the end of the run holds short
     tests that any idle worker can take (no worker left alone on a long test at the end).
     Otherwise the order is the files' order."""
@@ -64,6 +90,8 @@ def pytest_collection_modifyitems(session, config, items):
         return needs_models, needs_models and item.get_closest_marker("slow") is None
 
     items.sort(key=key)
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0" and items and key(items[-1])[0]:
+        _prebuild_in_background()
 
 
 @pytest.fixture(autouse=True)
@@ -92,8 +120,8 @@ def hub_cache(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("torch_home")
     ckpt = home / "hub" / "checkpoints"
-    prebuild_random_encodecs(["encodec_24khz", "encodec_48khz"])  # workers starting together build one each
-    for name in ("encodec_24khz", "encodec_48khz"):
+    prebuild_random_encodecs(SESSION_MODELS)  # from the cache (see pytest_sessionstart) or built here
+    for name in SESSION_MODELS:
         save_encodec_checkpoint(random_encodec(name), ckpt)
     save_encodec_lm_checkpoint(random_encodec_lm(), ckpt)
     return home
