@@ -120,7 +120,7 @@ def hub_cache(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("torch_home")
     ckpt = home / "hub" / "checkpoints"
-    prebuild_random_encodecs(SESSION_MODELS)  # from the cache (see pytest_sessionstart) or built here
+    prebuild_random_encodecs(SESSION_MODELS)  # from the cache (see _prebuild_in_background) or built here
     for name in SESSION_MODELS:
         save_encodec_checkpoint(random_encodec(name), ckpt)
     save_encodec_lm_checkpoint(random_encodec_lm(), ckpt)
