@@ -183,7 +183,9 @@ def featurise(files: list[tuple[str, str, float]], codec, tokenizer, cache_root:
 def run_key(domain: str, arm: str, fusion: str, seed: int, args) -> dict:
     """What identifies a training: a rerun skips one whose key is in ``runs.jsonl``."""
     arch = ARMS[arm][0]
-    return {"domain": domain, "arm": arm, "fusion": fusion if arch == "whisper-gpt" else None, "seed": seed,
+    # the matched baseline's width follows the fusion it is matched to (controls.matched_shape)
+    shaped_by_fusion = arch == "whisper-gpt" or ARMS[arm][2].get("shape") == "matched"
+    return {"domain": domain, "arm": arm, "fusion": fusion if shaped_by_fusion else None, "seed": seed,
             "size": args.size, "max_steps": args.max_steps, "eval_every": args.eval_every, "patience": args.patience,
             "batch_size": args.batch_size, "context": args.context, "lr": args.lr,
             "kmeans_clusters": args.kmeans_clusters if ARMS[arm][3] == "kmeans-mel" else None}
