@@ -65,6 +65,10 @@ class RowStreams:
     def busy(self) -> bool:
         return bool(self.queue) or any(s is not None for s in self.active)
 
+    def keys(self) -> list:
+        """The files queued or in a row (not yet returned)."""
+        return [s.key for s in self.queue] + [s.key for s in self.active if s is not None]
+
     @torch.inference_mode()
     def step(self) -> list[tuple[Any, EncodedItem]]:
         """One call: fill idle rows from the queue, encode a window of every row; returns the files
@@ -136,6 +140,10 @@ class RowScheduler:
         while self.shared.busy():
             out.extend(self.shared.step())
         return out
+
+    def keys(self) -> list:
+        """The files added and not yet returned."""
+        return self.shared.keys() + (self.lone.keys() if self.lone is not None else [])
 
     def reset(self) -> None:
         self.shared.reset()

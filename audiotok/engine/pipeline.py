@@ -594,7 +594,7 @@ def _run_batch(adapter: Adapter, batch: list[tuple[int, Any]], handed: set[int])
     except AudiotokError as exc:
         return [(k, exc) for k, _ in batch]
     except Exception as exc:  # out of memory on the device, a library assertion on odd input...
-        error = _step_error(exc)
+        error = step_error(exc)
     adapter.reset()
     ours = {k for k, _ in batch}
     out: list = [(k, error) for k in sorted(handed - ours)]
@@ -613,12 +613,12 @@ def _guarded(call: Callable, handed: set[int]):
     except AudiotokError as exc:
         return [(k, exc) for k in sorted(handed)]
     except Exception as exc:
-        error = _step_error(exc)
+        error = step_error(exc)
         call.__self__.reset()
         return [(k, error) for k in sorted(handed)]
 
 
-def _step_error(exc: BaseException) -> InputError:
+def step_error(exc: BaseException) -> InputError:
     if isinstance(exc, MemoryError):
         return InputError("is too large to process in memory")
     msg = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
