@@ -292,6 +292,49 @@ def test_chunked_codes_and_audio_equal_whole_file_and_memory_is_bounded(ckpt, mo
     np.testing.assert_allclose(wb, wa, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("model", ["dac_16khz", "dac_44khz"])
+def test_encoder_head_in_tiles_equals_the_whole_computation(ckpt, model):
+    """The encoder's first layers computed in tiles with a halo (on the CPU, always) give the
+    whole computation's latent bit for bit with one torch thread per call (what lanes run), at the
+    released channel count (64: the kernels the released models run), with the default and a small
+    tile; with two threads per call up to float rounding; short inputs are not tiled."""
+    from audiotok.codecs.dac import TILE_HALO, TILE_SAMPLES, DacConfig, Encoder, WNConv
+    from audiotok.testing import dac_kwargs
+
+    config = DacConfig.from_kwargs(dac_kwargs(model, encoder_dim=64), "test")
+    torch.manual_seed(1)
+    enc = Encoder(config).eval()
+    for m in enc.modules():
+        if isinstance(m, WNConv):
+            torch.nn.init.normal_(m.weight_v, std=0.05)
+            m.fold()
+    n = (TILE_SAMPLES * 2 + 3 * TILE_HALO) // config.hop * config.hop  # three tiles, the last one short
+    x = torch.from_numpy(synthetic_audio(n / config.sample_rate, config.sample_rate, seed=5)[None, :, :n])
+    threads = torch.get_num_threads()
+    try:
+        with torch.inference_mode():
+            for per_call in (1, 2):
+                torch.set_num_threads(per_call)
+                enc.tiling = None
+                whole = enc(x)
+                for tile, halo in ((TILE_SAMPLES, TILE_HALO), (4096, 512)):
+                    enc.tile_for_inference(tile, halo)
+                    assert enc.tiling[0] + 2 * enc.tiling[1] < n
+                    got = enc(x)
+                    if per_call == 1:
+                        assert torch.equal(got, whole), (tile, halo)
+                    else:
+                        assert float((got - whole).abs().max() / whole.abs().max()) < 1e-4, (tile, halo)
+            enc.tile_for_inference()
+            short = x[..., :TILE_SAMPLES]
+            assert torch.equal(enc(short), enc.block(short))
+    finally:
+        torch.set_num_threads(threads)
+    codec = DacCodec(get_codec(model), ckpt[model])
+    assert codec.model.encoder.tiling is not None  # on for inference on the CPU, recorded in outputs
+    assert codec.encoder(get_codec(model).bandwidths[0]).numerics()["dac_encoder_tile"] == f"{TILE_SAMPLES}+{TILE_HALO}"
+
+
 def test_long_file_through_the_cli_is_chunked_and_decodes(cli, tmp_path, ckpt):
     """12.5 s at 16 kHz (past the 10 s whole-file limit): 2 chunks, every frame present, and the
     chunked codes agree with one whole-file call."""
