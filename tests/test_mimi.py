@@ -150,34 +150,6 @@ def test_streaming_equals_whole_file(codec, ref):
     assert a.shape == b.shape == (1, n) and np.abs(a - b).max() < 1e-4
 
 
-def test_seanet_in_pieces_equals_the_whole_window(codec, ref):
-    """The CPU adapter's SEANet takes a window 9600 samples at a time (context carried as between
-    windows): the latents equal those of the whole window bit for bit with one torch thread per
-    call (what lanes run), and to float rounding with two; over several windows of a stream too."""
-    from audiotok.codecs.mimi import CPU_PIECE
-
-    net = codec.net
-    x = _long_audio(ref, 6.5)[:, : 4 * 38400].reshape(2, 1, -1).copy()  # 2 rows x 3.2 s: two 1.6 s windows each
-    threads = torch.get_num_threads()
-    try:
-        for per_call in (1, 2):
-            torch.set_num_threads(per_call)
-            out = {}
-            for piece in (None, CPU_PIECE, 1920):
-                state, parts = net.init_encoder_state(2), []
-                for i, s in enumerate(range(0, x.shape[-1], 38400)):
-                    fresh = torch.tensor([i == 0, i == 0])
-                    parts.append(net.encode_window(torch.from_numpy(x[:, :, s:s + 38400]), state, fresh, piece))
-                out[piece] = torch.cat(parts, dim=-1)
-            for piece in (CPU_PIECE, 1920):
-                if per_call == 1:
-                    assert torch.equal(out[piece], out[None]), piece
-                else:
-                    assert float((out[piece] - out[None]).abs().max() / out[None].abs().max()) < 1e-4, piece
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _state_numel(state) -> int:
     return sum(t.numel() for t in state["ctx"]) + sum(t.numel() for kv in state["kv"] for t in kv.values())
 
@@ -213,7 +185,7 @@ def test_codes_do_not_depend_on_batching_or_neighbours(codec, ref):
     # one at a time through one adapter (rows reused, state reset per file)
     enc = MimiEncoder(codec, 1.1, torch.device("cpu"), **kw)
     shapes = {k: v for k, v in enc.numerics().items() if k not in ("threads", "lanes")}  # lanes: tests/test_lanes.py
-    assert shapes == {"stream_shared": "2x7680", "stream_lone": "1x11520", "lone_seconds": 4.0, "seanet_piece": 9600}
+    assert shapes == {"stream_shared": "2x7680", "stream_lone": "1x11520", "lone_seconds": 4.0}
     for i, f in enumerate(files):
         got = dict(enc.run([(i, f)]) + enc.flush())
         np.testing.assert_array_equal(alone[i], got[i].codes)

@@ -201,19 +201,12 @@ class MimiNet:
 
     # --- one window -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def encode_window(self, x: torch.Tensor, state: dict, fresh: torch.Tensor, piece: int | None = None) -> torch.Tensor:
+    def encode_window(self, x: torch.Tensor, state: dict, fresh: torch.Tensor) -> torch.Tensor:
         """Samples ``[rows, 1, W]`` (W a multiple of the hop) -> latents ``[rows, hidden, W / hop]``.
-        ``fresh[r]``: row ``r``'s window is the first of a file (its state starts anew). ``piece``
-        (a multiple of the SEANet's stride): its convolutions take the window that many samples at
-        a time, carrying their context as between windows (the same numbers; the activations stay
-        in the cache), then the transformer takes the whole window."""
+        ``fresh[r]``: row ``r``'s window is the first of a file (its state starts anew)."""
         fresh = fresh if bool(fresh.any()) else None
         ctx = state["ctx"]
-        if piece and x.shape[-1] > piece:
-            x = torch.cat([self._run(self.enc, x[..., s:s + piece], ctx, fresh if s == 0 else None)
-                           for s in range(0, x.shape[-1], piece)], dim=-1)
-        else:
-            x = self._run(self.enc, x, ctx, fresh)
+        x = self._run(self.enc, x, ctx, fresh)
         x = self._attend(self.enc_layers, x, state, fresh)
         return self._conv(self.down, x, ctx, len(ctx) - 1, fresh)
 
@@ -409,10 +402,6 @@ def _net_on(codec: MimiCodec, device: torch.device) -> MimiNet:
 # file shares calls of 32 rows x 4 s.
 CPU_SHARED = StreamShape(4, 38400)
 CPU_LONE = StreamShape(1, 153600)
-# On the CPU the SEANet encoder takes each window 0.4 s at a time (MimiNet.encode_window's piece):
-# one thread ran 4 x 1.6 s windows at 9.8 s of audio per second whole, 10.6-11.9 in pieces of
-# 9600 samples, with identical latents (tests/test_mimi.py).
-CPU_PIECE = 9600
 CUDA_SHARED = StreamShape(32, 96000)
 LONE_SECONDS = 30.0
 CPU_DECODE_FRAMES = 80  # 6.4 s per decoder call
@@ -458,7 +447,6 @@ class MimiEncoder:
         self.shared_shape = shared or (CUDA_SHARED if cuda else CPU_SHARED)
         self.lone_shape = None if cuda and lone is None else (lone or CPU_LONE)
         self.lone_samples = int((LONE_SECONDS if lone_seconds is None else lone_seconds) * self.sample_rate)
-        self.piece = None if cuda else CPU_PIECE
         self.lanes = lanes if lanes is not None else Lanes(*lane_plan(device))
         self._events: list = []
         owner = self if self.lanes.n == 1 else _LaneOwner(device, self._events)
@@ -469,7 +457,7 @@ class MimiEncoder:
 
     def _encode_window(self, x: torch.Tensor, state, fresh: torch.Tensor, ends: list) -> np.ndarray:
         """One fixed-shape call (``rows.RowStreams``): int16 codes ``[rows, n_q, window / hop]``."""
-        emb = self.net.encode_window(x, state, fresh, self.piece)
+        emb = self.net.encode_window(x, state, fresh)
         return self.net.quantize(emb, self.n_q).to(torch.int16).cpu().numpy()
 
     def numerics(self) -> dict:
@@ -478,8 +466,6 @@ class MimiEncoder:
         if self.lone_shape is not None:
             out["stream_lone"] = self.lone_shape.describe()
             out["lone_seconds"] = self.lone_samples / self.sample_rate
-        if self.piece:
-            out["seanet_piece"] = self.piece
         if self.lanes.n > 1:
             out.update(threads=self.lanes.threads_per_lane, lanes=self.lanes.n)
         return out
