@@ -181,3 +181,15 @@ def run_in_batches(adapter, items: list, size: int) -> dict:
         got.update(dict(adapter.run(items[i:i + size])))
     got.update(dict(adapter.flush()))
     return got
+
+
+@pytest.fixture
+def one_thread():
+    """The test computes with one torch thread (tiny trainings, where a second thread only waits on
+    the first; the one-thread reference that lanes must equal); the count is restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -30,15 +30,6 @@ def dac16(tmp_path_factory):
     return save_dac_checkpoint(tmp_path_factory.mktemp("lanes") / "dac16.pth", "dac_16khz", seed=3)
 
 
-@pytest.fixture
-def one_thread():
-    """The caller computes with one torch thread (the reference every lane must equal)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_lanes_pin_one_torch_thread_each_and_leave_the_caller_alone():
     before = torch.get_num_threads()
     lanes = Lanes(2)

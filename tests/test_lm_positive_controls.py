@@ -101,14 +101,6 @@ TOK3 = {"codec": "encodec_24khz", "sample_rate": 24000, "frame_rate": 75, "bandw
         "codebooks": [0], "codec_checkpoint": "x.th", "codec_sha256": "0" * 16}
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread (these trainings are tiny: a second thread only waits on the first)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.mark.slow
 def test_the_planted_latent_is_found_at_lag_0_and_not_at_lag_1(tmp_path, one_thread):
