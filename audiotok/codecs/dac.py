@@ -205,8 +205,9 @@ class DecoderBlock(nn.Module):
 # the joined output. Every kept output reads only samples inside its tile's halo (the head's
 # receptive field is ~140 samples each side), so the result is the whole computation's: bit for bit
 # with one torch thread per call, as lanes run (tests/test_dac.py, released channel counts), up to
-# float rounding (4e-6 relative) with more threads per call. Why: a whole 10 s call's activations (64 channels x 441,000 samples) leave the cache;
-# in 0.74 s tiles one thread runs the 44.1 kHz encoder at 83-85 GFLOP/s instead of 58-62.
+# float rounding (4e-6 relative) with more threads per call. Why: a whole 10 s call's activations
+# (64 channels x 441,000 samples) leave the cache; in 0.74 s tiles one thread runs the 44.1 kHz
+# encoder at 83-85 GFLOP/s instead of 58-62.
 TILE_SAMPLES = 32768
 TILE_HALO = 1024
 TILE_BLOCKS = 2  # encoder blocks in the tiled head (after the input convolution)
@@ -224,10 +225,19 @@ class Encoder(nn.Module):
         self.block = nn.Sequential(*layers)
         self.tiling: tuple[int, int, int] | None = None  # (tile, halo, head stride): tile_for_inference()
         self._head_stride = math.prod(c.encoder_rates[:TILE_BLOCKS])
+        # input samples the head reads on each side of an output: the input convolution (3), then per
+        # block its residual units (3 x (1 + 3 + 9) taps) and strided convolution, at the block's rate
+        reach, rate = 3, 1
+        for stride in c.encoder_rates[:TILE_BLOCKS]:
+            reach += rate * (39 + 2 * stride)
+            rate *= stride
+        self._head_reach = reach
 
     def tile_for_inference(self, tile: int = TILE_SAMPLES, halo: int = TILE_HALO) -> None:
-        """Compute the head in tiles from now on (sizes rounded to whole head frames)."""
+        """Compute the head in tiles from now on (sizes rounded to whole head frames; the halo at
+        least twice the head's reach, whatever was asked)."""
         hs = self._head_stride
+        halo = max(halo, 2 * self._head_reach)
         self.tiling = (max(hs, tile // hs * hs), -(-halo // hs) * hs, hs)
 
     def forward(self, x):
