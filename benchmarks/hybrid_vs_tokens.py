@@ -164,6 +164,20 @@ def load_tokenizer_codec(path: str | None, work: Path, fit_files: list[str], see
     return load_codec(spec.codec, ck, "cpu"), desc
 
 
+def corpus_tokenizer(corpus_dir: Path, work: Path, checkpoint: str | None, fit_seconds: float, bandwidth: float,
+                     minutes: float | None = None):
+    """``(codec, its description, tokenizer info)`` of a corpus. The codec is fitted on the training
+    files of every domain of the corpus, whichever domains a run takes: one tokenizer (and one
+    feature cache) for the corpus, so that a process per domain (same ``work``) and
+    ``latent_probe.py`` share them."""
+    fit_corpus = load_corpus(corpus_dir, corpus_domains(corpus_dir), minutes)
+    train_paths = [p for d in fit_corpus for _, p, _ in fit_corpus[d]["train"]]
+    fit = train_paths[:: max(1, len(train_paths) // 80)]
+    codec, desc = load_tokenizer_codec(checkpoint, work, fit, 0, fit_seconds)
+    n_q = get_codec(codec.name).n_codebooks(bandwidth)
+    return codec, desc, tokenizer_info(codec, bandwidth, list(range(n_q)))
+
+
 def featurise(files: list[tuple[str, str, float]], codec, tokenizer, cache_root: Path) -> dict:
     job = lm_cache(cache_dir(cache_root, tokenizer), tokenizer["codec"])
     adapter = LMFeatures(CodecEncoder(codec, tokenizer["bandwidth"], torch.device("cpu")), with_mel=True,
@@ -353,15 +367,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     domains = args.domains.split(",")
     corpus = load_corpus(Path(args.corpus), domains, args.minutes)
-    # The codec is fitted on the training files of every domain of the corpus, whichever --domains
-    # this run takes: one tokenizer (and one feature cache) for the corpus, so that a process per
-    # domain (--domains speech / --domains music, same --work) shares them.
-    fit_corpus = load_corpus(Path(args.corpus), corpus_domains(Path(args.corpus)), args.minutes)
-    train_paths = [p for d in fit_corpus for _, p, _ in fit_corpus[d]["train"]]
-    fit = train_paths[:: max(1, len(train_paths) // 80)]
-    codec, codec_desc = load_tokenizer_codec(args.codec_checkpoint, work, fit, 0, args.fit_seconds)
-    n_q = get_codec(codec.name).n_codebooks(args.bandwidth)
-    tokenizer = tokenizer_info(codec, args.bandwidth, list(range(n_q)))
+    codec, codec_desc, tokenizer = corpus_tokenizer(Path(args.corpus), work, args.codec_checkpoint,
+                                                    args.fit_seconds, args.bandwidth, args.minutes)
+    n_q = tokenizer["n_q"]
     t0 = time.perf_counter()
     cache = work / "cache"
     if args.clip_seconds:

@@ -87,11 +87,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     corpus_dir, work = Path(args.corpus), Path(args.work)
-    fit_corpus = H.load_corpus(corpus_dir, H.corpus_domains(corpus_dir), None)
-    train_paths = [p for d in fit_corpus for _, p, _ in fit_corpus[d]["train"]]
-    codec, desc = H.load_tokenizer_codec(None, work, train_paths[:: max(1, len(train_paths) // 80)], 0, 3.0)
-    n_q = H.get_codec(codec.name).n_codebooks(6.0)
-    tokenizer = H.tokenizer_info(codec, 6.0, list(range(n_q)))
+    codec, desc, tokenizer = H.corpus_tokenizer(corpus_dir, work, None, 3.0, 6.0)  # the benchmark's defaults
     corpus = H.load_corpus(corpus_dir, [args.domain], None)
     examples = H.featurise([f for s in H.SHARES for f in corpus[args.domain][s]], codec, tokenizer, work / "cache")
     split = {s: [examples[rel] for rel, _, _ in corpus[args.domain][s] if rel in examples] for s in H.SHARES}
