@@ -18,6 +18,7 @@ import soundfile as sf
 import torch
 
 from audiotok.codecs.encodec import CodecEncoder
+from audiotok.codecs.streaming import LAYOUTS
 from audiotok.engine.sinks import read_manifest
 from audiotok.formats import audio
 from audiotok.testing import random_encodec, synthetic_audio
@@ -60,6 +61,8 @@ def test_encode_mirrors_tree_and_writes_codes_with_metadata(cli, tmp_path):
     assert rec["frames"] == math.ceil(n / 320) and rec["n_q"] == 8 and rec["bandwidth"] == 6.0
     assert rec["model"] == "encodec_24khz" and abs(rec["duration"] - 2.05) < 1e-3
     assert rec["output"] == str(out / "a" / "b" / "two.npz")
+    # the compute path is recorded: on the CPU the stream runs channels last
+    assert rec["numerics"]["stream_layout"] == "nwc" and rec["numerics"]["stream_shared"] == "4x12160"
 
 
 @pytest.mark.parametrize("bandwidth,n_q", [(1.5, 2), (3, 4), (12, 16), (24, 32)])
@@ -179,10 +182,12 @@ def audio_exts():
     return AUDIO_EXTENSIONS
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("n", [24000, 14400 + 7, 24000 + 319, 8 * 24000 + 211])
-def test_streaming_latents_equal_whole_file_encoder(n):
+def test_streaming_latents_equal_whole_file_encoder(n, layout):
     """Window-by-window encoding equals the official whole-file model.encoder on every frame,
-    the last frame of a file that ends mid-frame included (rel. max err <= 1e-4)."""
+    the last frame of a file that ends mid-frame included (rel. max err <= 1e-4), in both
+    activation layouts (``ncw``: the official one, bit for bit; ``nwc``: channels last, the CPU's)."""
     from audiotok.codecs.inference import for_inference
     from audiotok.codecs.streaming import StreamingEncoder
 
@@ -193,7 +198,7 @@ def test_streaming_latents_equal_whole_file_encoder(n):
     assert x.shape[1] == n
     with torch.inference_mode():
         ref = official.encoder(torch.from_numpy(x)[None])[0]
-        enc = StreamingEncoder(ours.encoder)
+        enc = StreamingEncoder(ours.encoder, layout)
         W, S = 24000, 4
         state = enc.init_state(S)
         pieces = []
@@ -232,12 +237,14 @@ def test_48k_codes_and_scales_equal_official(tmp_path, cli):
 
 # --- same codes whatever the batching -------------------------------------------------------
 
-def test_adapter_codes_independent_of_batch_size():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_adapter_codes_independent_of_batch_size(layout):
     lens = [0.07, 0.4, 1.0, 1.7, 2.2, 3.1, 0.9, 2.6]
     wavs = [synthetic_audio(s, seed=i) for i, s in enumerate(lens)]
     results = []
     for batch_size in (1, 3, 32):
-        enc = CodecEncoder(random_encodec("encodec_24khz"), 6.0, torch.device("cpu"))
+        enc = CodecEncoder(random_encodec("encodec_24khz"), 6.0, torch.device("cpu"), layout=layout)
+        assert enc.numerics()["stream_layout"] == layout
         results.append(run_in_batches(enc, list(enumerate(wavs)), batch_size))
     for i in range(len(wavs)):
         assert results[0][i].codes.shape == (8, math.ceil(len(wavs[i][0]) / 320))
@@ -428,6 +435,9 @@ def test_decode_round_trip_equals_official_decode(cli, tmp_path, model, bw, fmt)
     assert r.code == 0, r
     data, out_sr = sf.read(tmp_path / "wav" / "x.flac", always_2d=True)
     assert out_sr == sr and data.shape == (int(1.7 * sr), ch)
+    (rec,) = read_manifest(tmp_path / "wav" / "manifest.jsonl").values()
+    if model == "encodec_24khz":  # the decoder's compute path is recorded
+        assert rec["numerics"]["stream_layout"] == "nwc" and rec["numerics"]["stream_window"] == 300
     official = random_encodec(model)
     official.set_target_bandwidth(bw)
     x, _ = audio.read(str(wav_path), sr, ch)
@@ -526,16 +536,17 @@ def test_official_ecdc_decodes_with_audiotok_and_ours_with_official(cli, tmp_pat
         assert (ours_codes.numpy() == frames[0][0][0].numpy()).mean() >= 0.99
 
 
-def test_streaming_rows_are_independent_of_neighbours_and_position():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_streaming_rows_are_independent_of_neighbours_and_position(layout):
     """Every call has a fixed shape (rows x window); a row's latents must not depend on what the
-    other rows hold or where it sits."""
+    other rows hold or where it sits (in both activation layouts)."""
     from audiotok.codecs.encodec import CPU_SHARED
     from audiotok.codecs.inference import for_inference
     from audiotok.codecs.streaming import StreamingEncoder
 
     m = random_encodec("encodec_24khz")
     for_inference(m)
-    enc = StreamingEncoder(m.encoder)
+    enc = StreamingEncoder(m.encoder, layout)
     rows, W = CPU_SHARED.rows, CPU_SHARED.window
     x = torch.from_numpy(synthetic_audio(2 * W / 24000, seed=3))[0]
     outs = []
@@ -554,15 +565,16 @@ def test_streaming_rows_are_independent_of_neighbours_and_position():
         assert torch.equal(o, outs[0])
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("seconds", [2.5, 4.2])
-def test_lone_file_codes_equal_codes_among_neighbours(seconds):
+def test_lone_file_codes_equal_codes_among_neighbours(seconds, layout):
     """A file alone gets the codes it gets beside others: short files (shared 4-row calls, here
     2.5 s) and long ones (lone 1-row calls; the threshold is lowered to 4 s to keep the test fast)."""
     from audiotok.codecs.encodec import CPU_LONE, CPU_SHARED
 
     wav = synthetic_audio(seconds, seed=11)
     others = [(k, synthetic_audio(3.0 + 0.7 * k, seed=20 + k)) for k in range(1, 6)]
-    enc = CodecEncoder(random_encodec("encodec_24khz"), 6.0, torch.device("cpu"), lone_seconds=4.0)
+    enc = CodecEncoder(random_encodec("encodec_24khz"), 6.0, torch.device("cpu"), lone_seconds=4.0, layout=layout)
     assert enc.shared_shape == CPU_SHARED and enc.lone_shape == CPU_LONE
     alone = dict(enc.run([(0, wav)]) + enc.flush())[0].codes
     crowd = dict(enc.run(others[:2] + [(0, wav)] + others[2:]) + enc.flush())[0].codes
@@ -617,10 +629,12 @@ def test_usage_errors_and_finished_reruns_do_not_load_torch(tmp_path, hub_cache)
     assert (rc, torch_loaded) == ("3", "False") and "encodec_24khz-d7cc33bc.th is not in the torch hub cache" in err
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("n", [1500, 300 * 320, 24000 * 5 + 17])
-def test_streaming_decoder_equals_official_whole_file_decode(n):
+def test_streaming_decoder_equals_official_whole_file_decode(n, layout):
     """24 kHz decode runs as a stream of 300-frame windows: the audio equals the official
-    whole-file ``model.decode`` up to float rounding, for short, window-exact and odd lengths."""
+    whole-file ``model.decode`` up to float rounding, for short, window-exact and odd lengths, in
+    both activation layouts."""
     from audiotok.codecs.encodec import CodecDecoder, EncodedItem
 
     official = random_encodec("encodec_24khz")
@@ -629,7 +643,8 @@ def test_streaming_decoder_equals_official_whole_file_decode(n):
     with torch.inference_mode():
         codes = official.encode(torch.from_numpy(x)[None])[0][0]
         ref = official.decode([(codes, None)])[0, :, :n].numpy()
-    dec = CodecDecoder(random_encodec("encodec_24khz"), torch.device("cpu"))
+    dec = CodecDecoder(random_encodec("encodec_24khz"), torch.device("cpu"), layout=layout)
+    assert dec.numerics() == {"stream_window": 300, "stream_layout": layout}
     got = dec.decode(EncodedItem(codes[0].numpy().astype(np.int16), None, n))
     assert got.shape == ref.shape == (1, n) and got.dtype == np.float32
     assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))

@@ -22,40 +22,75 @@ holds activations of 32 channels at 24 kHz for the whole file: 5.5 GB per activa
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+LAYOUTS = ("ncw", "nwc")
+
+
+def _chan_last_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A ``[a, b, k]`` convolution weight as the 2-D ``[a, b, 1, k]`` channels-last one."""
+    return weight.detach()[:, :, None, :].contiguous(memory_format=torch.channels_last)
 
 
 class _Conv(nn.Module):
-    def __init__(self, sconv):
+    """A causal convolution; ``nwc``: run as a channels-last 2-D convolution on ``[rows, time, C]``."""
+
+    def __init__(self, sconv, layout: str):
         super().__init__()
         conv = sconv.conv.conv
         self.conv = conv
         k = (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
         self.pad = k - conv.stride[0]
         self.stride = conv.stride[0]
+        self.nwc = layout == "nwc"
+        if self.nwc:
+            self.register_buffer("weight2d", _chan_last_weight(conv.weight), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.nwc:
+            return self.conv(x)
+        c = self.conv
+        y = F.conv2d(x.transpose(1, 2).unsqueeze(2), self.weight2d, c.bias, stride=(1, c.stride[0]),
+                     dilation=(1, c.dilation[0]), groups=c.groups)
+        return y.squeeze(2).transpose(1, 2)
 
 
 class _ConvTr(nn.Module):
     """A causal transposed convolution: window ``[ctx frames, x]`` in, the samples of ``x``'s frames out."""
 
-    def __init__(self, sconvtr):
+    def __init__(self, sconvtr, layout: str):
         super().__init__()
         conv = sconvtr.convtr.convtr
         self.conv = conv
         self.stride = conv.stride[0]
         self.pad = (conv.kernel_size[0] - 1) // self.stride  # earlier frames reaching this window
+        self.nwc = layout == "nwc"
+        if self.nwc:
+            self.register_buffer("weight2d", _chan_last_weight(conv.weight), persistent=False)
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        y = self.conv(torch.cat([ctx, x], dim=-1))
+        t = 1 if self.nwc else 2
+        x_all = torch.cat([ctx, x], dim=t)
+        if self.nwc:
+            y = F.conv_transpose2d(x_all.transpose(1, 2).unsqueeze(2), self.weight2d, self.conv.bias,
+                                   stride=(1, self.stride)).squeeze(2).transpose(1, 2)
+        else:
+            y = self.conv(x_all)
         start = self.pad * self.stride
-        return y[..., start:start + x.shape[-1] * self.stride]
+        return y.narrow(t, start, x.shape[t] * self.stride)
 
 
 class _StatefulStack(nn.Module):
     """The ops of a causal SEANet ``nn.Sequential`` with the state that carries them across windows."""
 
-    def __init__(self, layers):
+    def __init__(self, layers, layout: str = "ncw"):
         super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+        self.layout = layout
+        self.nwc = layout == "nwc"
+        self.t = 1 if self.nwc else 2  # the time dimension of activations
         from encodec.modules.conv import SConv1d, SConvTranspose1d
         from encodec.modules.lstm import SLSTM
         from encodec.modules.seanet import SEANetResnetBlock
@@ -68,27 +103,42 @@ class _StatefulStack(nn.Module):
                 if not layer.causal:
                     raise ValueError("streaming needs the causal (24 kHz) EnCodec")
                 if isinstance(layer, SConvTranspose1d):
-                    self.convs.append(_ConvTr(layer))
+                    self.convs.append(_ConvTr(layer, layout))
                     self.ops.append(("convtr", len(self.convs) - 1))
                 else:
-                    self.ops.append(("conv", self._add(layer)))
+                    self.ops.append(("conv", (self._add(layer), None)))
                 self.hop *= self.convs[-1].stride
             elif isinstance(layer, SEANetResnetBlock):
-                inner = [self._add(m) if isinstance(m, SConv1d) else m for m in layer.block]
-                self.ops.append(("res", (inner, self._add(layer.shortcut))))
+                inner = [("conv", (self._add(m), None)) if isinstance(m, SConv1d) else ("act", m) for m in layer.block]
+                self.ops.append(("res", (self._fuse(inner), self._add(layer.shortcut))))
             elif isinstance(layer, SLSTM):
                 self.lstm = layer.lstm
                 self.lstm_skip = layer.skip
                 self.ops.append(("lstm", None))
             else:  # activations
                 self.ops.append(("act", layer))
+        self.ops = self._fuse(self.ops)
+
+    def _fuse(self, ops: list) -> list:
+        """An activation followed by a padded convolution becomes one step that writes the
+        activation straight after the convolution's context (no copy to prepend the context)."""
+        out: list = []
+        for kind, op in ops:
+            if kind == "conv" and out and out[-1][0] == "act" and self.convs[op[0]].pad:
+                out[-1] = ("conv", (op[0], out[-1][1]))
+            else:
+                out.append((kind, op))
+        return out
 
     def _add(self, sconv) -> int:
-        self.convs.append(_Conv(sconv))
+        self.convs.append(_Conv(sconv, self.layout))
         return len(self.convs) - 1
 
     def init_state(self, rows: int, device=None, dtype=torch.float32) -> dict:
-        ctx = [torch.zeros(rows, c.conv.in_channels, c.pad, device=device, dtype=dtype) for c in self.convs]
+        def shape(c):
+            return (rows, c.pad, c.conv.in_channels) if self.nwc else (rows, c.conv.in_channels, c.pad)
+
+        ctx = [torch.zeros(shape(c), device=device, dtype=dtype) for c in self.convs]
         n, h = self.lstm.num_layers, self.lstm.hidden_size
         return {"ctx": ctx, "h": torch.zeros(n, rows, h, device=device, dtype=dtype),
                 "c": torch.zeros(n, rows, h, device=device, dtype=dtype)}
@@ -107,70 +157,107 @@ class _StatefulStack(nn.Module):
             fresh = None
         if ends is not None and all(n % self.hop == 0 for n in ends):
             ends = None  # whole frames everywhere: no layer reads past an end
-        for i in range(len(self.ops)):
-            x = self._op(i, x, state, fresh, ends)
-            if ends is not None and self.ops[i][0] == "conv":
-                stride = self.convs[self.ops[i][1]].stride
+        if self.nwc:
+            x = x.transpose(1, 2).contiguous()
+        for kind, op in self.ops:
+            x = self._op(kind, op, x, state, fresh, ends)
+            if ends is not None and kind == "conv":
+                stride = self.convs[op[0]].stride
                 ends = [-(-n // stride) for n in ends]
-        return x
+        return x.transpose(1, 2).contiguous() if self.nwc else x
 
-    def _op(self, i: int, x: torch.Tensor, state: dict, fresh, ends) -> torch.Tensor:
-        kind, op = self.ops[i]
+    def _op(self, kind: str, op, x: torch.Tensor, state: dict, fresh, ends) -> torch.Tensor:
+        t = self.t
         if kind == "conv":
-            return self._conv(op, x, state, fresh, ends)
+            return self._conv(op[0], x, state, fresh, ends, act=op[1])
         if kind == "convtr":
             c = self.convs[op]
             ctx = state["ctx"][op]
             if fresh is not None:  # no frames before a file's first: their contribution is zero
                 ctx = ctx * (~fresh).to(ctx.dtype)[:, None, None]
-            state["ctx"][op] = x[:, :, x.shape[-1] - c.pad:].clone()
+            state["ctx"][op] = x.narrow(t, x.shape[t] - c.pad, c.pad).clone()
             return c(x, ctx)
-        if kind == "act":
-            return op(x)
+        if kind == "act":  # x is this stack's own intermediate: overwritten in place
+            return _activate(op, x, inplace=True)
         if kind == "res":
             inner, short = op
             y = x
-            for m in inner:
-                y = self._conv(m, y, state, fresh) if isinstance(m, int) else m(y)
+            for j, (k, o) in enumerate(inner):  # x stays as it is: the shortcut reads it
+                y = self._op(k, o, y, state, fresh, None) if j or k != "act" else _activate(o, y, inplace=False)
             return self._conv(short, x, state, fresh) + y
         h, c = state["h"], state["c"]
         if fresh is not None:
             keep = (~fresh).to(h.dtype)[None, :, None]
             h, c = h * keep, c * keep
-        seq = x.permute(2, 0, 1)
+        seq = x.transpose(0, 1) if self.nwc else x.permute(2, 0, 1)  # [frames, rows, C]
         y, (state["h"], state["c"]) = self.lstm(seq, (h.contiguous(), c.contiguous()))
         if self.lstm_skip:
             y = y + seq
-        return y.permute(1, 2, 0)
+        return y.transpose(0, 1).contiguous() if self.nwc else y.permute(1, 2, 0)
 
     def _conv(self, idx: int, x: torch.Tensor, state: dict, fresh: torch.Tensor | None,
-              ends: list[int] | None = None) -> torch.Tensor:
+              ends: list[int] | None = None, act: nn.Module | None = None) -> torch.Tensor:
+        """Convolution ``idx`` of ``act(x)`` (``act``: an activation applied first, or None), its
+        context from ``state`` before it (or, for ``fresh`` rows, the reflection of its first samples)."""
         c = self.convs[idx]
-        if c.pad:
-            ctx = state["ctx"][idx]
-            if fresh is not None:
-                reflect = x[:, :, 1:c.pad + 1].flip(-1)
-                ctx = torch.where(fresh[:, None, None], reflect, ctx)
-            x = torch.cat([ctx, x], dim=-1)
-            state["ctx"][idx] = x[:, :, -c.pad:].clone()  # not a view: frees x, safe to edit x
-            if ends is not None and c.stride > 1:
-                for r, n in enumerate(ends):
-                    extra = -n % c.stride
-                    if extra:  # reflect the row's last samples into the end of its last frame
-                        at = c.pad + n
-                        x[r, :, at:at + extra] = x[r, :, at - 1 - extra:at - 1].flip(-1)
-        return c.conv(x)
+        t = self.t
+        if not c.pad:
+            return c(x if act is None else _activate(act, x, inplace=False))
+        n_in = x.shape[t]
+        if self.nwc:  # act(x) written after room for the context: no copy to prepend it
+            shape = list(x.shape)
+            shape[t] = c.pad + n_in
+            buf = x.new_empty(shape)
+            body = buf.narrow(t, c.pad, n_in)
+            if act is None:
+                body.copy_(x)
+            else:
+                _activate_into(act, x, body)
+        else:  # as the official model's layers do (its rounding, bit for bit)
+            body = x if act is None else _activate(act, x, inplace=False)
+        ctx = state["ctx"][idx]
+        if fresh is not None:
+            reflect = body.narrow(t, 1, c.pad).flip(t)
+            ctx = torch.where(fresh[:, None, None], reflect, ctx)
+        if self.nwc:
+            buf.narrow(t, 0, c.pad).copy_(ctx)
+        else:
+            buf = torch.cat([ctx, body], dim=t)
+        state["ctx"][idx] = buf.narrow(t, n_in, c.pad).clone()  # not a view: frees buf, safe to edit it
+        if ends is not None and c.stride > 1:
+            for r, n in enumerate(ends):
+                extra = -n % c.stride
+                if extra:  # reflect the row's last samples into the end of its last frame
+                    at = c.pad + n
+                    row = buf[r]  # [C, time] or [time, C]
+                    row.narrow(t - 1, at, extra).copy_(row.narrow(t - 1, at - 1 - extra, extra).flip(t - 1))
+        return c(buf)
+
+
+def _activate(m: nn.Module, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``m(x)``; an ELU may overwrite ``x`` (the same values, one allocation and pass less)."""
+    if inplace and type(m) is nn.ELU:
+        return F.elu_(x, m.alpha)
+    return m(x)
+
+
+def _activate_into(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[...] = m(x)``; an ELU writes there directly (the same values as ``m(x)``)."""
+    if type(m) is nn.ELU:
+        torch._C._nn.elu(x, m.alpha, 1, 1, out=out)
+    else:
+        out.copy_(m(x))
 
 
 class StreamingEncoder(_StatefulStack):
     """Wraps a causal ``encodec.modules.SEANetEncoder`` (weights shared, not copied)."""
 
-    def __init__(self, encoder):
-        super().__init__(encoder.model)
+    def __init__(self, encoder, layout: str = "ncw"):
+        super().__init__(encoder.model, layout)
 
 
 class StreamingDecoder(_StatefulStack):
     """Wraps a causal ``encodec.modules.SEANetDecoder`` (weights shared; one row of fixed length)."""
 
-    def __init__(self, decoder):
-        super().__init__(decoder.model)
+    def __init__(self, decoder, layout: str = "ncw"):
+        super().__init__(decoder.model, layout)

@@ -138,7 +138,8 @@ class CodecRouter:
                 weights = getattr(codec, "checkpoint_path", None)
                 self.hashes[model] = file_sha256(weights, 16) if weights and Path(weights).is_file() else None
                 if self.job is not None:
-                    self.job.numerics = numeric_context(self.device)
+                    self.job.numerics = {**numeric_context(self.device),
+                                         **getattr(self.decoders[model], "numerics", dict)()}
             self.decoders[model].on_progress = self.on_progress
             out.extend(self.decoders[model].run(items))
         return [(key, self._decoded(key, res)) for key, res in out]
