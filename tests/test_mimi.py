@@ -33,9 +33,18 @@ def clip(ref, i: int) -> np.ndarray:
     return (ref[f"audio_{i}"].astype(np.float32) / 32768)[None]
 
 
-@pytest.fixture(scope="module")
-def codec():
-    return get_codec("mimi").load(FIXTURE / "model.safetensors", "cpu")
+COMPUTE = ["ncw", "nwc"]  # how the network holds activations (the CPU's default: nwc)
+
+
+def with_layout(codec, layout: str):
+    codec.net = load_weights(Path(codec.checkpoint_path), torch.device("cpu"), layout)
+    return codec
+
+
+@pytest.fixture(scope="module", params=COMPUTE)
+def codec(request):
+    """The fixture codec, computed in each activation layout (every test that takes it runs twice)."""
+    return with_layout(get_codec("mimi").load(FIXTURE / "model.safetensors", "cpu"), request.param)
 
 
 @pytest.fixture
@@ -70,11 +79,14 @@ def test_mimi_facts_come_from_the_registry():
 
 
 # --- parity with moshi -------------------------------------------------------------------------------
+@pytest.mark.parametrize("compute", COMPUTE)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_codes_and_audio_equal_the_official_model(ref, layout):
+def test_codes_and_audio_equal_the_official_model(ref, layout, compute):
     """Codes of moshi 0.2.13's ``MimiModel.encode`` (whole file) on >= 99.9 % of frames, and its
-    ``decode`` within 1e-4, from the weights in either official layout."""
-    codec = get_codec("mimi").load(FIXTURE / layout, "cpu")
+    ``decode`` within 1e-4, from the weights in either official layout, computed in either
+    activation layout."""
+    codec = with_layout(get_codec("mimi").load(FIXTURE / layout, "cpu"), compute)
+    assert MimiDecoder(codec, torch.device("cpu")).numerics()["stream_layout"] == compute
     items = encode(codec, [clip(ref, 0), clip(ref, 1)])  # 73000 samples: two 38400-sample windows
     frames = same = 0
     for i, item in enumerate(items):
@@ -185,7 +197,8 @@ def test_codes_do_not_depend_on_batching_or_neighbours(codec, ref):
     # one at a time through one adapter (rows reused, state reset per file)
     enc = MimiEncoder(codec, 1.1, torch.device("cpu"), **kw)
     shapes = {k: v for k, v in enc.numerics().items() if k not in ("threads", "lanes")}  # lanes: tests/test_lanes.py
-    assert shapes == {"stream_shared": "2x7680", "stream_lone": "1x11520", "lone_seconds": 4.0}
+    assert shapes == {"stream_shared": "2x7680", "stream_lone": "1x11520", "lone_seconds": 4.0,
+                      "stream_layout": codec.net.layout}
     for i, f in enumerate(files):
         got = dict(enc.run([(i, f)]) + enc.flush())
         np.testing.assert_array_equal(alone[i], got[i].codes)
@@ -316,6 +329,7 @@ def test_encode_and_decode_through_the_cli(tmp_path, run_cli, ref):
     recs = {Path(r["input"]).name: r for r in map(json.loads, out.splitlines())}
     assert recs["a.wav"]["frames"] == 39 and recs["a.wav"]["n_q"] == 8 and recs["a.wav"]["bandwidth"] == 1.1
     assert recs["a.wav"]["weights_sha256"] and recs["a.wav"]["numerics"]["stream_shared"] == "4x38400"
+    assert recs["a.wav"]["numerics"]["stream_layout"] == "nwc"  # the CPU computes channels last
     for name, i in (("a.npz", 0), ("sub/b.npz", 1)):
         with np.load(tmp_path / "codes" / name) as z:
             np.testing.assert_array_equal(z["codes"], ref[f"codes_{i}"])

@@ -23,6 +23,7 @@ from ..registry import CodecSpec, get_codec
 from ..weights import check_finite, load_torch_file, resolve_encodec
 from .adapters import ItemDecoder
 from .inference import for_inference
+from .layout import default_layout
 from .rows import RowScheduler, StreamShape
 
 
@@ -90,14 +91,6 @@ CUDA_SHARED = StreamShape(32, 72000)
 LONE_SECONDS = 30.0
 
 
-def stream_layout(device: torch.device) -> str:
-    """How the 24 kHz streams hold activations: ``nwc`` (time-major, channels last: every convolution
-    runs as oneDNN's channels-last kernel, no reorder per layer; 1.1-1.2x the encoder, 1.4x the decoder on
-    the CPU, docs/benchmarks.md) on the CPU, ``ncw`` (the official layout) elsewhere (not measured
-    on a GPU). Fixed per device type, recorded in ``numerics``."""
-    return "nwc" if device.type == "cpu" else "ncw"
-
-
 class CodecEncoder:
     """Adapter: mono/stereo audio at the model rate -> ``EncodedItem``.
 
@@ -133,7 +126,7 @@ class CodecEncoder:
         if self.streaming:
             from .streaming import StreamingEncoder
 
-            self.stream = StreamingEncoder(model.encoder, layout or stream_layout(device))
+            self.stream = StreamingEncoder(model.encoder, layout or default_layout(device))
             self.rows = RowScheduler(self, self.shared_shape, self.lone_shape, self.lone_samples, 320,
                                      lambda rows: self.stream.init_state(rows, device=self.device),
                                      self._encode_window)
@@ -282,7 +275,7 @@ class CodecDecoder(ItemDecoder):
         if self.streaming:
             from .streaming import StreamingDecoder
 
-            self.stream = StreamingDecoder(model.decoder, layout or stream_layout(device))
+            self.stream = StreamingDecoder(model.decoder, layout or default_layout(device))
 
     def numerics(self) -> dict:
         """What the decoded samples depend on beyond the codes and the weights (for metadata)."""

@@ -51,6 +51,7 @@ from .mimi_weights import (
     read_safetensors,
     to_moshi_layout,
 )
+from .layout import activate, check_layout, conv1d_nwc, conv_transpose1d_nwc, default_layout, padded, time_dim, weight_2d
 from .rows import RowScheduler, StreamShape
 
 
@@ -66,6 +67,7 @@ class _Conv:
     dilation: int = 1
     groups: int = 1
     replicate: bool = False
+    weight2d: torch.Tensor | None = None  # the channels-last weight, for the ``nwc`` layout
 
     @property
     def pad(self) -> int:
@@ -85,6 +87,7 @@ class _ConvTr:
     bias: torch.Tensor | None
     stride: int
     groups: int = 1
+    weight2d: torch.Tensor | None = None
 
     @property
     def ctx(self) -> int:
@@ -115,10 +118,18 @@ class _Codebooks:
 
 
 class MimiNet:
-    """Mimi's encoder and decoder as streams over windows of rows (weights in the moshi layout)."""
+    """Mimi's encoder and decoder as streams over windows of rows (weights in the moshi layout).
 
-    def __init__(self, w: dict, config: MimiConfig, device: torch.device):
+    ``layout`` (default ``layout.default_layout(device)``): how the SEANet and the transformer hold
+    activations, ``ncw`` (the official ``[rows, channels, time]``) or ``nwc`` (time-major, channels
+    last: oneDNN's channels-last convolutions, no reorder per layer, no transposes around the
+    transformer)."""
+
+    def __init__(self, w: dict, config: MimiConfig, device: torch.device, layout: str | None = None):
         self.config = c = config
+        self.layout = check_layout(layout or default_layout(device))
+        self.nwc = self.layout == "nwc"
+        self.t = time_dim(self.layout)
         w = {k: v.to(device=device, dtype=torch.float32) for k, v in w.items()}
         self.device = device
         self.hop = c.hop
@@ -138,6 +149,9 @@ class MimiNet:
                 cb.embeds.append(w[p + "embedding_sum"] / w[p + "cluster_usage"].clamp(min=1e-5)[:, None])
             self.rvq.append(cb)
         self.n_q = c.num_quantizers
+        if self.nwc:
+            for op in self._convs(self.enc) + self._convs(self.dec) + [self.down, self.up]:
+                op.weight2d = weight_2d(op.weight)
 
     # --- building -----------------------------------------------------------------------------
     @staticmethod
@@ -187,7 +201,7 @@ class MimiNet:
         ctx = []
         for op in self._convs(ops) + extra:
             n = op.ctx if isinstance(op, _ConvTr) else op.pad
-            ctx.append(torch.zeros(rows, op.in_channels, n, device=dev))
+            ctx.append(torch.zeros((rows, n, op.in_channels) if self.nwc else (rows, op.in_channels, n), device=dev))
         H, hd, C = c.num_attention_heads, c.head_dim, c.sliding_window
         kv = [{"k": torch.zeros(rows, H, C, hd, device=dev), "v": torch.zeros(rows, H, C, hd, device=dev),
                "pos": torch.full((rows, C), -1, dtype=torch.long, device=dev)} for _ in layers]
@@ -206,68 +220,97 @@ class MimiNet:
         ``fresh[r]``: row ``r``'s window is the first of a file (its state starts anew)."""
         fresh = fresh if bool(fresh.any()) else None
         ctx = state["ctx"]
+        if self.nwc:
+            x = x.transpose(1, 2).contiguous()
         x = self._run(self.enc, x, ctx, fresh)
         x = self._attend(self.enc_layers, x, state, fresh)
-        return self._conv(self.down, x, ctx, len(ctx) - 1, fresh)
+        x = self._conv(self.down, x, ctx, len(ctx) - 1, fresh)
+        return x.transpose(1, 2) if self.nwc else x
 
     @torch.inference_mode()
     def decode_window(self, emb: torch.Tensor, state: dict, fresh: torch.Tensor) -> torch.Tensor:
         """Latents ``[rows, hidden, F]`` -> samples ``[rows, 1, F * hop]``."""
         fresh = fresh if bool(fresh.any()) else None
         ctx = state["ctx"]
+        if self.nwc:
+            emb = emb.transpose(1, 2).contiguous()
         x = self._convtr(self.up, emb, ctx, len(ctx) - 1, fresh)
         x = self._attend(self.dec_layers, x, state, fresh)
-        return self._run(self.dec, x, ctx, fresh)
+        x = self._run(self.dec, x, ctx, fresh)
+        return x.transpose(1, 2) if self.nwc else x
 
     def _run(self, ops: list, x: torch.Tensor, ctx: list, fresh) -> torch.Tensor:
-        """The SEANet ops; ``ctx[i]`` is the context of the i-th (transposed) convolution."""
+        """The SEANet ops; ``ctx[i]`` is the context of the i-th (transposed) convolution. An ELU
+        right before a convolution is applied by it (``_conv(elu=True)``)."""
         i = 0
+        elu = False
         for kind, op in ops:
+            if elu and kind != "conv":
+                x = activate(None, x, inplace=True)
             if kind == "elu":
-                x = F.elu(x)
-            elif kind == "conv":
-                x = self._conv(op, x, ctx, i, fresh)
+                elu = True
+                continue
+            if kind == "conv":
+                x = self._conv(op, x, ctx, i, fresh, elu)
                 i += 1
             elif kind == "convtr":
                 x = self._convtr(op, x, ctx, i, fresh)
                 i += 1
             else:
                 a, b = op
-                y = self._conv(a, F.elu(x), ctx, i, fresh)
-                y = self._conv(b, F.elu(y), ctx, i + 1, fresh)
+                y = self._conv(a, x, ctx, i, fresh, elu=True)  # x stays as it is: the sum reads it
+                y = self._conv(b, y, ctx, i + 1, fresh, elu=True, inplace=True)
                 i += 2
-                x = x + y
-        return x
+                x = y.add_(x)
+            elu = False
+        return activate(None, x, inplace=True) if elu else x
 
-    @staticmethod
-    def _conv(op: _Conv, x: torch.Tensor, ctx_list: list, idx: int, fresh) -> torch.Tensor:
-        pad = op.pad
+    def _conv(self, op: _Conv, x: torch.Tensor, ctx_list: list, idx: int, fresh, elu: bool = False,
+              inplace: bool = False) -> torch.Tensor:
+        """Convolution ``op`` of ``x`` (of ELU(``x``) when ``elu``; ``inplace``: ``x`` may be
+        overwritten) after its context (a file's start: zeros, or its first sample repeated)."""
+        pad, t = op.pad, self.t
         if pad:
+            if self.nwc:  # ELU(x) written after room for the context: no copy to prepend it
+                buf, body = padded(x, pad, t, elu=elu)
+            else:  # the official model's rounding, bit for bit
+                body = F.elu(x) if elu else x
             ctx = ctx_list[idx]
             if fresh is not None:
-                first = x[:, :, :1].expand(-1, -1, pad) if op.replicate else torch.zeros_like(ctx)
+                first = body.narrow(t, 0, 1).expand_as(ctx) if op.replicate else torch.zeros_like(ctx)
                 ctx = torch.where(fresh[:, None, None], first, ctx)
-            x = torch.cat([ctx, x], dim=-1)
-            ctx_list[idx] = x[:, :, -pad:].clone()
+            if self.nwc:
+                buf.narrow(t, 0, pad).copy_(ctx)
+            else:
+                buf = torch.cat([ctx, body], dim=t)
+            ctx_list[idx] = buf.narrow(t, buf.shape[t] - pad, pad).clone()
+            x = buf
+        elif elu:
+            x = activate(None, x, inplace=inplace)
+        if self.nwc:
+            return conv1d_nwc(x, op.weight2d, op.bias, op.stride, op.dilation, op.groups)
         return F.conv1d(x, op.weight, op.bias, op.stride, 0, op.dilation, op.groups)
 
-    @staticmethod
-    def _convtr(op: _ConvTr, x: torch.Tensor, ctx_list: list, idx: int, fresh) -> torch.Tensor:
-        T, n = x.shape[-1], op.ctx
+    def _convtr(self, op: _ConvTr, x: torch.Tensor, ctx_list: list, idx: int, fresh) -> torch.Tensor:
+        t = self.t
+        T, n = x.shape[t], op.ctx
         if n:
             ctx = ctx_list[idx]
             if fresh is not None:  # no frames before a file's first: they contribute nothing
                 ctx = torch.where(fresh[:, None, None], torch.zeros_like(ctx), ctx)
-            x = torch.cat([ctx, x], dim=-1)
-            ctx_list[idx] = x[:, :, -n:].clone()
-        y = F.conv_transpose1d(x, op.weight, op.bias, op.stride, 0, 0, op.groups)
-        start = n * op.stride
-        return y[:, :, start:start + T * op.stride]
+            x = torch.cat([ctx, x], dim=t)
+            ctx_list[idx] = x.narrow(t, x.shape[t] - n, n).clone()
+        if self.nwc:
+            y = conv_transpose1d_nwc(x, op.weight2d, op.bias, op.stride, op.groups)
+        else:
+            y = F.conv_transpose1d(x, op.weight, op.bias, op.stride, 0, 0, op.groups)
+        return y.narrow(t, n * op.stride, T * op.stride)
 
     def _attend(self, layers: list, x: torch.Tensor, state: dict, fresh) -> torch.Tensor:
-        """The transformer over a window ``[rows, hidden, T]`` (conv layout in and out)."""
+        """The transformer over a window ``[rows, hidden, T]`` (``nwc``: ``[rows, T, hidden]``), in
+        the layout it came in."""
         c = self.config
-        R, _, T = x.shape
+        R, T = (x.shape[0], x.shape[1]) if self.nwc else (x.shape[0], x.shape[2])
         H, hd, C = c.num_attention_heads, c.head_dim, c.sliding_window
         if fresh is not None:
             state["offset"] = torch.where(fresh, torch.zeros_like(state["offset"]), state["offset"])
@@ -276,7 +319,7 @@ class MimiNet:
         offset = state["offset"]
         qpos = offset[:, None] + torch.arange(T, device=x.device)  # [R, T]
         cos, sin = _rope(offset, T, hd, c.rope_theta, x.device)
-        h = x.transpose(1, 2)
+        h = x if self.nwc else x.transpose(1, 2)
         for layer, kv in zip(layers, state["kv"]):
             y = F.layer_norm(h, (h.shape[-1],), layer.norm1[0], layer.norm1[1], c.norm_eps)
             q, k, v = F.linear(y, layer.in_proj).view(R, T, 3, H, hd).permute(2, 0, 3, 1, 4)
@@ -293,7 +336,7 @@ class MimiNet:
             y = F.layer_norm(h, (h.shape[-1],), layer.norm2[0], layer.norm2[1], c.norm_eps)
             h = h + layer.scale2 * F.linear(F.gelu(F.linear(y, layer.linear1)), layer.linear2)
         state["offset"] = offset + T
-        return h.transpose(1, 2)
+        return h if self.nwc else h.transpose(1, 2)
 
     # --- quantizer ----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -344,13 +387,14 @@ def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
 
 
 # --- loading -----------------------------------------------------------------------------------------
-def load_weights(path: Path, device) -> MimiNet:
-    """A ``MimiNet`` from a ``.safetensors`` file in either official layout (strict)."""
+def load_weights(path: Path, device, layout: str | None = None) -> MimiNet:
+    """A ``MimiNet`` from a ``.safetensors`` file in either official layout (strict); ``layout``:
+    its activations' (``MimiNet``)."""
     config = config_for(path)
     tensors = read_safetensors(path)
     check_finite(tensors, path)  # names as the file has them
     state = to_moshi_layout(tensors, config, path)
-    return MimiNet(state, config, device)
+    return MimiNet(state, config, device, layout)
 
 
 class MimiCodec:
@@ -462,7 +506,7 @@ class MimiEncoder:
 
     def numerics(self) -> dict:
         """What the codes depend on beyond the audio and the weights (for metadata)."""
-        out = {"stream_shared": self.shared_shape.describe()}
+        out = {"stream_shared": self.shared_shape.describe(), "stream_layout": self.net.layout}
         if self.lone_shape is not None:
             out["stream_lone"] = self.lone_shape.describe()
             out["lone_seconds"] = self.lone_samples / self.sample_rate
@@ -546,6 +590,10 @@ class MimiDecoder(ItemDecoder):
         self.device = device
         self.window = window or (CUDA_DECODE_FRAMES if device.type == "cuda" else CPU_DECODE_FRAMES)
         self.sample_rate = self.spec.sample_rate
+
+    def numerics(self) -> dict:
+        """What the decoded samples depend on beyond the codes and the weights (for metadata)."""
+        return {"stream_window": self.window, "stream_layout": self.net.layout}
 
     def decode(self, item: EncodedItem, key=None) -> np.ndarray:
         codes = np.asarray(item.codes)

@@ -22,19 +22,15 @@ holds activations of 32 channels at 24 kHz for the whole file: 5.5 GB per activa
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-LAYOUTS = ("ncw", "nwc")
+from .layout import LAYOUTS, activate, check_layout, conv1d_nwc, conv_transpose1d_nwc, padded, time_dim, weight_2d
 
-
-def _chan_last_weight(weight: torch.Tensor) -> torch.Tensor:
-    """A ``[a, b, k]`` convolution weight as the 2-D ``[a, b, 1, k]`` channels-last one."""
-    return weight.detach()[:, :, None, :].contiguous(memory_format=torch.channels_last)
+__all__ = ["LAYOUTS", "StreamingDecoder", "StreamingEncoder"]
 
 
 class _Conv(nn.Module):
-    """A causal convolution; ``nwc``: run as a channels-last 2-D convolution on ``[rows, time, C]``."""
+    """A causal convolution; ``nwc``: on ``[rows, time, C]`` (``layout.conv1d_nwc``)."""
 
     def __init__(self, sconv, layout: str):
         super().__init__()
@@ -45,15 +41,13 @@ class _Conv(nn.Module):
         self.stride = conv.stride[0]
         self.nwc = layout == "nwc"
         if self.nwc:
-            self.register_buffer("weight2d", _chan_last_weight(conv.weight), persistent=False)
+            self.register_buffer("weight2d", weight_2d(conv.weight), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.nwc:
-            return self.conv(x)
         c = self.conv
-        y = F.conv2d(x.transpose(1, 2).unsqueeze(2), self.weight2d, c.bias, stride=(1, c.stride[0]),
-                     dilation=(1, c.dilation[0]), groups=c.groups)
-        return y.squeeze(2).transpose(1, 2)
+        if self.nwc:
+            return conv1d_nwc(x, self.weight2d, c.bias, c.stride[0], c.dilation[0], c.groups)
+        return c(x)
 
 
 class _ConvTr(nn.Module):
@@ -67,14 +61,13 @@ class _ConvTr(nn.Module):
         self.pad = (conv.kernel_size[0] - 1) // self.stride  # earlier frames reaching this window
         self.nwc = layout == "nwc"
         if self.nwc:
-            self.register_buffer("weight2d", _chan_last_weight(conv.weight), persistent=False)
+            self.register_buffer("weight2d", weight_2d(conv.weight), persistent=False)
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        t = 1 if self.nwc else 2
+        t = time_dim("nwc" if self.nwc else "ncw")
         x_all = torch.cat([ctx, x], dim=t)
         if self.nwc:
-            y = F.conv_transpose2d(x_all.transpose(1, 2).unsqueeze(2), self.weight2d, self.conv.bias,
-                                   stride=(1, self.stride)).squeeze(2).transpose(1, 2)
+            y = conv_transpose1d_nwc(x_all, self.weight2d, self.conv.bias, self.stride, self.conv.groups)
         else:
             y = self.conv(x_all)
         start = self.pad * self.stride
@@ -86,11 +79,9 @@ class _StatefulStack(nn.Module):
 
     def __init__(self, layers, layout: str = "ncw"):
         super().__init__()
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
-        self.layout = layout
+        self.layout = check_layout(layout)
         self.nwc = layout == "nwc"
-        self.t = 1 if self.nwc else 2  # the time dimension of activations
+        self.t = time_dim(layout)  # the time dimension of activations
         from encodec.modules.conv import SConv1d, SConvTranspose1d
         from encodec.modules.lstm import SLSTM
         from encodec.modules.seanet import SEANetResnetBlock
@@ -178,12 +169,12 @@ class _StatefulStack(nn.Module):
             state["ctx"][op] = x.narrow(t, x.shape[t] - c.pad, c.pad).clone()
             return c(x, ctx)
         if kind == "act":  # x is this stack's own intermediate: overwritten in place
-            return _activate(op, x, inplace=True)
+            return activate(op, x, inplace=True)
         if kind == "res":
             inner, short = op
             y = x
             for j, (k, o) in enumerate(inner):  # x stays as it is: the shortcut reads it
-                y = self._op(k, o, y, state, fresh, None) if j or k != "act" else _activate(o, y, inplace=False)
+                y = self._op(k, o, y, state, fresh, None) if j or k != "act" else activate(o, y, inplace=False)
             return self._conv(short, x, state, fresh) + y
         h, c = state["h"], state["c"]
         if fresh is not None:
@@ -202,19 +193,12 @@ class _StatefulStack(nn.Module):
         c = self.convs[idx]
         t = self.t
         if not c.pad:
-            return c(x if act is None else _activate(act, x, inplace=False))
+            return c(x if act is None else activate(act, x, inplace=False))
         n_in = x.shape[t]
         if self.nwc:  # act(x) written after room for the context: no copy to prepend it
-            shape = list(x.shape)
-            shape[t] = c.pad + n_in
-            buf = x.new_empty(shape)
-            body = buf.narrow(t, c.pad, n_in)
-            if act is None:
-                body.copy_(x)
-            else:
-                _activate_into(act, x, body)
+            buf, body = padded(x, c.pad, t, act)
         else:  # as the official model's layers do (its rounding, bit for bit)
-            body = x if act is None else _activate(act, x, inplace=False)
+            body = x if act is None else activate(act, x, inplace=False)
         ctx = state["ctx"][idx]
         if fresh is not None:
             reflect = body.narrow(t, 1, c.pad).flip(t)
@@ -232,21 +216,6 @@ class _StatefulStack(nn.Module):
                     row = buf[r]  # [C, time] or [time, C]
                     row.narrow(t - 1, at, extra).copy_(row.narrow(t - 1, at - 1 - extra, extra).flip(t - 1))
         return c(buf)
-
-
-def _activate(m: nn.Module, x: torch.Tensor, inplace: bool) -> torch.Tensor:
-    """``m(x)``; an ELU may overwrite ``x`` (the same values, one allocation and pass less)."""
-    if inplace and type(m) is nn.ELU:
-        return F.elu_(x, m.alpha)
-    return m(x)
-
-
-def _activate_into(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
-    """``out[...] = m(x)``; an ELU writes there directly (the same values as ``m(x)``)."""
-    if type(m) is nn.ELU:
-        torch._C._nn.elu(x, m.alpha, 1, 1, out=out)
-    else:
-        out.copy_(m(x))
 
 
 class StreamingEncoder(_StatefulStack):

@@ -1,0 +1,81 @@
+"""Channels-last ("nwc") activations for the causal convolution stacks (EnCodec 24 kHz, Mimi).
+
+A causal stack holds its activations as ``[rows, time, channels]`` (``nwc``) instead of the
+official ``[rows, channels, time]`` (``ncw``): every convolution then runs as oneDNN's
+channels-last kernel on the tensor as it is (a 2-D convolution of height 1), with no reorder to and
+from a blocked layout at each layer, and carried context is prepended by writing the layer's input
+after it (``padded``) instead of copying the whole activation. The numbers are those of other
+kernels (other summation orders): equal to the official layout's up to float rounding, never bit
+for bit, so the layout is a compute path, fixed per device type (``default_layout``) and recorded
+in every output's ``numerics``. Nothing here measures the machine.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LAYOUTS = ("ncw", "nwc")
+
+
+def default_layout(device: torch.device) -> str:
+    """``nwc`` on the CPU (measured faster there: docs/benchmarks.md), the official ``ncw`` elsewhere
+    (not measured on a GPU)."""
+    return "nwc" if device.type == "cpu" else "ncw"
+
+
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+    return layout
+
+
+def time_dim(layout: str) -> int:
+    """The time dimension of a ``[rows, ., .]`` activation in ``layout``."""
+    return 1 if layout == "nwc" else 2
+
+
+def weight_2d(weight: torch.Tensor) -> torch.Tensor:
+    """A ``[a, b, k]`` (transposed) convolution weight as the ``[a, b, 1, k]`` channels-last one."""
+    return weight.detach()[:, :, None, :].contiguous(memory_format=torch.channels_last)
+
+
+def conv1d_nwc(x: torch.Tensor, weight2d: torch.Tensor, bias, stride: int = 1, dilation: int = 1,
+               groups: int = 1) -> torch.Tensor:
+    """``F.conv1d`` (no padding) on ``x [rows, time, C]``, weight from ``weight_2d``: ``[rows, time', C']``."""
+    y = F.conv2d(x.transpose(1, 2).unsqueeze(2), weight2d, bias, stride=(1, stride), dilation=(1, dilation),
+                 groups=groups)
+    return y.squeeze(2).transpose(1, 2)
+
+
+def conv_transpose1d_nwc(x: torch.Tensor, weight2d: torch.Tensor, bias, stride: int, groups: int = 1) -> torch.Tensor:
+    """``F.conv_transpose1d`` (no padding) on ``x [rows, time, C]``: ``[rows, time', C']``."""
+    y = F.conv_transpose2d(x.transpose(1, 2).unsqueeze(2), weight2d, bias, stride=(1, stride), groups=groups)
+    return y.squeeze(2).transpose(1, 2)
+
+
+def activate(m: nn.Module | None, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``m(x)`` (``m`` an activation module; None: ELU with alpha 1); an ELU may overwrite ``x``
+    (the same values, one allocation and one pass less)."""
+    if m is None or type(m) is nn.ELU:
+        alpha = 1.0 if m is None else m.alpha
+        return F.elu_(x, alpha) if inplace else F.elu(x, alpha)
+    return m(x)
+
+
+def padded(x: torch.Tensor, pad: int, t: int, act: nn.Module | None = None, elu: bool = False) -> tuple:
+    """``(buf, body)``: ``buf`` holds ``pad`` uninitialised steps along dim ``t`` (for the caller's
+    context) then ``act(x)`` (ELU when ``elu``; ``x`` itself when neither), ``body`` is that part.
+    An ELU is written there directly, so neither the context nor the activation costs a copy."""
+    shape = list(x.shape)
+    shape[t] = pad + x.shape[t]
+    buf = x.new_empty(shape)
+    body = buf.narrow(t, pad, x.shape[t])
+    if act is None and not elu:
+        body.copy_(x)
+    elif elu or type(act) is nn.ELU:
+        torch._C._nn.elu(x, 1.0 if act is None else act.alpha, 1, 1, out=body)
+    else:
+        body.copy_(act(x))
+    return buf, body
