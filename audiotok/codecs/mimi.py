@@ -42,6 +42,16 @@ from ..formats.codes import EncodedItem
 from ..registry import CodecSpec
 from ..weights import check_finite
 from .adapters import ItemDecoder
+from .layout import (
+    activate,
+    check_layout,
+    conv1d_nwc,
+    conv_transpose1d_nwc,
+    default_layout,
+    padded,
+    time_dim,
+    weight_2d,
+)
 from .mimi_weights import (
     MimiConfig,
     config_for,
@@ -51,7 +61,6 @@ from .mimi_weights import (
     read_safetensors,
     to_moshi_layout,
 )
-from .layout import activate, check_layout, conv1d_nwc, conv_transpose1d_nwc, default_layout, padded, time_dim, weight_2d
 from .rows import RowScheduler, StreamShape
 
 

@@ -24,7 +24,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layout import LAYOUTS, activate, check_layout, conv1d_nwc, conv_transpose1d_nwc, padded, time_dim, weight_2d
+from .layout import (
+    LAYOUTS,
+    activate,
+    check_layout,
+    conv1d_nwc,
+    conv_transpose1d_nwc,
+    padded,
+    time_dim,
+    weight_2d,
+)
 
 __all__ = ["LAYOUTS", "StreamingDecoder", "StreamingEncoder"]
 
