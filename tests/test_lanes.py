@@ -1,5 +1,5 @@
-"""Lanes (``engine.lanes``): DAC's spans and Mimi's row streams run side by side on the CPU, one
-torch thread each. What a user relies on: the same codes for every ``--threads`` from 1 to 4 (each
+"""Lanes (``engine.lanes``): DAC's spans and the row streams of Mimi and EnCodec 24 kHz
+(``codecs.rows.LanedRows``) run side by side on the CPU, one torch thread each. What a user relies on: the same codes for every ``--threads`` from 1 to 4 (each
 call rounds as a one-thread call), the same codes however files spread over lanes, a failing call
 failing its own files only, and the outputs saying how the codes were computed."""
 
@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from audiotok.codecs.dac import Chunking, DacCodec, DacEncoder
+from audiotok.codecs.encodec import CodecEncoder
 from audiotok.codecs.mimi import MimiEncoder, StreamShape
 from audiotok.engine.lanes import MAX_LANES, Lanes, lane_plan
 from audiotok.errors import InputError
 from audiotok.registry import get_codec
-from audiotok.testing import save_dac_checkpoint, synthetic_audio
+from audiotok.testing import random_encodec, save_dac_checkpoint, synthetic_audio
 
 from .conftest import run_in_batches, write_wav
 
@@ -144,6 +145,28 @@ def test_mimi_codes_in_lanes_equal_one_thread_alone(mimi, one_thread):
             lanes.close()
 
 
+def test_encodec_codes_in_lanes_equal_one_thread_alone(one_thread):
+    """EnCodec 24 kHz's row streams in 1, 2 and 3 lanes, batches of 1, 2 and all: every file's codes
+    (a lone-shape file, shared-row files and one shorter than 8 frames, encoded whole) equal its
+    codes alone through one thread."""
+    model = random_encodec("encodec_24khz")
+    kw = {"lone_seconds": 4.0}
+    files = [synthetic_audio(s, 24000, seed=40 + i) for i, s in enumerate([0.4, 4.6, 1.1, 0.05, 2.5, 0.9])]
+    alone = CodecEncoder(model, 6.0, torch.device("cpu"), lanes=Lanes(1), **kw)
+    ref = [dict(alone.run([(i, f)]) + alone.flush())[i].codes for i, f in enumerate(files)]
+    for n in (2, 3):
+        lanes = Lanes(n)
+        try:
+            for size in (1, 2, len(files)):
+                enc = CodecEncoder(model, 6.0, torch.device("cpu"), lanes=lanes, **kw)
+                assert enc.numerics()["threads"] == 1 and enc.numerics()["lanes"] == n
+                got = run_in_batches(enc, list(enumerate(files)), size)
+                for i, r in enumerate(ref):
+                    np.testing.assert_array_equal(got[i].codes, r, err_msg=f"{n} lanes, batch {size}, file {i}")
+        finally:
+            lanes.close()
+
+
 def test_mimi_a_failing_lane_fails_the_files_it_held(mimi):
     kw = {"shared": StreamShape(2, 7680), "lone": StreamShape(1, 11520), "lone_seconds": 4.0}
     lanes = Lanes(2)
@@ -156,7 +179,7 @@ def test_mimi_a_failing_lane_fails_the_files_it_held(mimi):
                 raise RuntimeError("simulated failure")
             return real(x, state, fresh, ends)
 
-        for rows in enc.schedulers:
+        for rows in enc.rows.schedulers:
             rows.shared.encode_window = rows.lone.encode_window = flaky
         files = _mimi_files()[:4]
         got = run_in_batches(enc, list(enumerate(files)), 4)
@@ -171,18 +194,18 @@ def test_mimi_a_failing_lane_fails_the_files_it_held(mimi):
         lanes.close()
 
 
-@pytest.mark.parametrize("model", ["dac_16khz", "mimi"])
+@pytest.mark.parametrize("model", ["dac_16khz", "mimi", "encodec_24khz"])
 def test_codes_identical_for_every_thread_count_through_the_cli(cli, tmp_path, dac16, model):
     """``--threads`` 1, 2 and 3 write the same codes (1 lane of 1 thread; 2 and 3 lanes of one),
     and the outputs record the threads of a call and the lanes."""
     src = tmp_path / "in"
     for i, s in enumerate([0.4, 11.5, 1.3, 2.2] if model == "dac_16khz" else [0.4, 3.5, 1.3, 2.2]):
         write_wav(src / f"f{i}.wav", s, sr=16000, seed=60 + i)
-    ckpt = dac16 if model == "dac_16khz" else MIMI
+    weights = {"dac_16khz": ["--checkpoint", dac16], "mimi": ["--checkpoint", MIMI]}.get(model, [])  # EnCodec: the test cache
     codes = {}
     for threads in (1, 2, 3):
         out = tmp_path / f"t{threads}"
-        r = cli("encode", src, "-o", out, "-m", model, "--checkpoint", ckpt, "--threads", threads, "-q",
+        r = cli("encode", src, "-o", out, "-m", model, *weights, "--threads", threads, "-q",
                 "--batch-seconds", "2", "--jsonl")
         assert r.code == 0, r.err
         for rec in map(json.loads, r.out.splitlines()):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..engine.devices import resolve_device  # noqa: F401  (re-exported)
+from ..engine.lanes import Lanes, lane_plan
 from ..errors import WeightsError
 from ..formats.codes import EncodedItem
 from ..registry import CodecSpec, get_codec
@@ -24,7 +25,7 @@ from ..weights import check_finite, load_torch_file, resolve_encodec
 from .adapters import ItemDecoder
 from .inference import for_inference
 from .layout import default_layout
-from .rows import RowScheduler, StreamShape
+from .rows import LanedRows, StreamShape
 
 
 def load_codec(model: str, checkpoint=None, device: str | torch.device = "cpu", option: str = "--checkpoint"):
@@ -102,7 +103,8 @@ class CodecEncoder:
     on_progress = None  # set by the pipeline: on_progress(key, samples_done, samples_total) within an input
 
     def __init__(self, model, bandwidth: float, device: torch.device, shared: StreamShape | None = None,
-                 lone: StreamShape | None = None, lone_seconds: float | None = None, layout: str | None = None):
+                 lone: StreamShape | None = None, lone_seconds: float | None = None, layout: str | None = None,
+                 lanes: Lanes | None = None):
         self.model = model
         self.name = model.name
         self.spec = get_codec(self.name)
@@ -127,15 +129,18 @@ class CodecEncoder:
             from .streaming import StreamingEncoder
 
             self.stream = StreamingEncoder(model.encoder, layout or default_layout(device))
-            self.rows = RowScheduler(self, self.shared_shape, self.lone_shape, self.lone_samples, 320,
-                                     lambda rows: self.stream.init_state(rows, device=self.device),
-                                     self._encode_window)
+            self.lanes = lanes if lanes is not None else Lanes(*lane_plan(device))
+            self.rows = LanedRows(self, self.lanes, self.shared_shape, self.lone_shape, self.lone_samples, 320,
+                                  lambda rows: self.stream.init_state(rows, device=self.device),
+                                  self._encode_window)
 
     def numerics(self) -> dict:
         """What this adapter's codes depend on beyond the audio and the weights (for metadata)."""
         out = {"stream_shared": self.shared_shape.describe(), "group_48khz": self.group}
         if self.streaming:
             out["stream_layout"] = self.stream.layout
+            if self.lanes.n > 1:
+                out.update(threads=self.lanes.threads_per_lane, lanes=self.lanes.n)
         if self.lone_shape is not None:
             out["stream_lone"] = self.lone_shape.describe()
             out["lone_seconds"] = self.lone_samples / self.sample_rate
@@ -143,16 +148,16 @@ class CodecEncoder:
 
     # --- engine interface -------------------------------------------------------------
     def run(self, batch):
-        out = []
+        out, streamed = [], []
         for key, audio in batch:
             if not self.streaming:
                 out.append((key, self._encode_segments(audio, key)))
-            elif audio.shape[-1] < self.SHORT:
-                out.append((key, self._encode_whole(audio)))
+            elif audio.shape[-1] < self.SHORT:  # in a lane too: every 24 kHz call rounds as the lanes' do
+                out.append((key, self.lanes.submit(self._encode_whole, audio, cost=0.0).result()))
             else:
-                out.extend(self.rows.add(key, audio[0]))
+                streamed.append((key, audio[0]))
         if self.streaming:
-            out.extend(self.rows.drain())
+            out.extend(self.rows.run(streamed))
         return out
 
     def flush(self):

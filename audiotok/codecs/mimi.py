@@ -25,7 +25,6 @@ per second of one stream with two threads, measured on 2 cores).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +35,7 @@ import torch.nn.functional as F
 
 from ..engine.devices import resolve_device
 from ..engine.lanes import Lanes, lane_plan
-from ..engine.pipeline import step_error
-from ..errors import AudiotokError, WeightsError
+from ..errors import WeightsError
 from ..formats.codes import EncodedItem
 from ..registry import CodecSpec
 from ..weights import check_finite
@@ -61,7 +59,7 @@ from .mimi_weights import (
     read_safetensors,
     to_moshi_layout,
 )
-from .rows import RowScheduler, StreamShape
+from .rows import LanedRows, StreamShape
 
 
 # --- the network -------------------------------------------------------------------------------------
@@ -461,17 +459,6 @@ CPU_DECODE_FRAMES = 80  # 6.4 s per decoder call
 CUDA_DECODE_FRAMES = 150
 
 
-class _LaneOwner:
-    """What a lane's row streams see of the adapter: the device, and a progress call that queues
-    the report for the caller's thread (``MimiEncoder._finished`` passes it on)."""
-
-    def __init__(self, device: torch.device, events: list):
-        self.device, self.events = device, events
-
-    def on_progress(self, key, done: int, total: int) -> None:
-        self.events.append((key, done, total))
-
-
 class MimiEncoder:
     """Adapter: ``[1, N]`` float32 audio at 24 kHz -> ``EncodedItem`` (int16 codes ``[n_q, ceil(N / 1920)]``).
 
@@ -501,12 +488,8 @@ class MimiEncoder:
         self.lone_shape = None if cuda and lone is None else (lone or CPU_LONE)
         self.lone_samples = int((LONE_SECONDS if lone_seconds is None else lone_seconds) * self.sample_rate)
         self.lanes = lanes if lanes is not None else Lanes(*lane_plan(device))
-        self._events: list = []
-        owner = self if self.lanes.n == 1 else _LaneOwner(device, self._events)
-        self.schedulers = [RowScheduler(owner, self.shared_shape, self.lone_shape, self.lone_samples, self.hop,
-                                        self.net.init_encoder_state, self._encode_window) for _ in range(self.lanes.n)]
-        self.rows = self.schedulers[0]
-        self.tasks: list[cf.Future] = []
+        self.rows = LanedRows(self, self.lanes, self.shared_shape, self.lone_shape, self.lone_samples, self.hop,
+                              self.net.init_encoder_state, self._encode_window)
 
     def _encode_window(self, x: torch.Tensor, state, fresh: torch.Tensor, ends: list) -> np.ndarray:
         """One fixed-shape call (``rows.RowStreams``): int16 codes ``[rows, n_q, window / hop]``."""
@@ -524,69 +507,13 @@ class MimiEncoder:
         return out
 
     def reset(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        cf.wait(self.tasks)  # a running task still steps its lane's streams: let it end first
-        self.tasks = []
-        for rows in self.schedulers:
-            rows.reset()
-
-    def _lane_work(self, lane: int, files: list, flush: bool = False) -> list:
-        """In lane ``lane``: add ``files`` to its streams and step them (to the end with ``flush``).
-        A failing call fails the files its streams held, alone: the other lanes go on."""
-        rows, out = self.schedulers[lane], []
-        try:
-            for key, audio in files:
-                out.extend(rows.add(key, audio))
-            out.extend(rows.flush() if flush else rows.drain())
-            return out
-        except Exception as exc:
-            error = exc if isinstance(exc, AudiotokError) else step_error(exc)
-            done = {k for k, _ in out}
-            lost = [k for k in dict.fromkeys(rows.keys() + [k for k, _ in files]) if k not in done]
-            rows.reset()
-            return out + [(k, error) for k in lost]
-
-    def _finished(self, keep: int) -> list:
-        """Wait until at most ``keep`` lane tasks are unfinished; what the finished ones returned."""
-        while True:
-            while self._events:
-                key, done, total = self._events.pop(0)
-                if self.on_progress is not None:
-                    self.on_progress(key, done, total)
-            pending = [t for t in self.tasks if not t.done()]
-            if len(pending) <= keep:
-                break
-            cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)  # wakes to pass progress on
-        out = [r for t in self.tasks if t.done() for r in t.result()]
-        self.tasks = [t for t in self.tasks if not t.done()]
-        return out
+        self.rows.reset()
 
     def run(self, batch):
-        if self.lanes.n == 1:
-            out = []
-            for key, audio in batch:
-                out.extend(self.rows.add(key, audio[0]))
-            out.extend(self.rows.drain())
-            return out
-        loads = self.lanes.loads()
-        parts: list[list] = [[] for _ in range(self.lanes.n)]
-        for key, audio in batch:  # which lane a file takes changes when its codes come, not what they are
-            j = min(range(self.lanes.n), key=lambda i: (loads[i], i))
-            loads[j] += audio.shape[-1]
-            parts[j].append((key, audio[0]))
-        for j, files in enumerate(parts):
-            if files:
-                self.tasks.append(self.lanes.submit(self._lane_work, j, files, lane=j,
-                                                    cost=sum(a.shape[-1] for _, a in files)))
-        return self._finished(keep=self.lanes.n)
+        return self.rows.run([(key, audio[0]) for key, audio in batch])
 
     def flush(self):
-        if self.lanes.n == 1:
-            return self.rows.flush()
-        for j in range(self.lanes.n):
-            self.tasks.append(self.lanes.submit(self._lane_work, j, [], True, lane=j, cost=0.0))
-        return self._finished(keep=0)
+        return self.rows.flush()
 
 
 class MimiDecoder(ItemDecoder):

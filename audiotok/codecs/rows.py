@@ -7,10 +7,15 @@ the lone shape, one at a time, the others share rows), so its codes never depend
 encoded, how the engine batches, or the machine's load. Every causal codec (EnCodec 24 kHz, Mimi)
 streams through this module; a codec supplies ``init_state(rows)`` and ``encode_window(x, state,
 fresh, ends) -> int16 codes [rows, codebooks, window / hop]``.
+
+On the CPU the streams run in lanes (``LanedRows``, ``engine.lanes``): one ``RowScheduler`` per
+lane, side by side, one torch thread each; a file stays in the lane it was given from its first
+window to its last, so every call rounds as a one-thread call whichever lane takes it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..engine.lanes import Lanes
+from ..engine.pipeline import step_error
+from ..errors import AudiotokError
 from ..formats.codes import EncodedItem
 
 
@@ -149,3 +157,96 @@ class RowScheduler:
         self.shared.reset()
         if self.lone is not None:
             self.lone.reset()
+
+
+class _LaneOwner:
+    """What a lane's row streams see of the adapter: the device, and a progress call that queues
+    the report for the caller's thread (``LanedRows`` passes it on)."""
+
+    def __init__(self, device: torch.device, events: list):
+        self.device, self.events = device, events
+
+    def on_progress(self, key, done: int, total: int) -> None:
+        self.events.append((key, done, total))
+
+
+class LanedRows:
+    """One ``RowScheduler`` per lane of ``lanes``; ``owner`` is the adapter (``device``,
+    ``on_progress``). ``run(files)`` hands each ``(key, mono audio)`` to the least loaded lane and
+    returns what the lanes have finished (one task per lane left running, so they stay busy while
+    the engine reads the next batch); ``flush`` waits for the rest. With one lane everything runs
+    in the caller's thread (progress reaches the bar during a long file). A failing call fails the
+    files its lane held, alone: the other lanes go on."""
+
+    def __init__(self, owner, lanes: Lanes, shared: StreamShape, lone: StreamShape | None, lone_samples: int,
+                 hop: int, init_state: Callable[[int], Any], encode_window: EncodeWindow):
+        self.owner, self.lanes = owner, lanes
+        self._events: list = []
+        stream_owner = owner if lanes.n == 1 else _LaneOwner(owner.device, self._events)
+        self.schedulers = [RowScheduler(stream_owner, shared, lone, lone_samples, hop, init_state, encode_window)
+                           for _ in range(lanes.n)]
+        self.tasks: list[cf.Future] = []
+
+    def run(self, files: list) -> list:
+        if self.lanes.n == 1:
+            rows, out = self.schedulers[0], []
+            for key, audio in files:
+                out.extend(rows.add(key, audio))
+            out.extend(rows.drain())
+            return out
+        loads = self.lanes.loads()
+        parts: list[list] = [[] for _ in range(self.lanes.n)]
+        for key, audio in files:  # which lane a file takes changes when its codes come, not what they are
+            j = min(range(self.lanes.n), key=lambda i: (loads[i], i))
+            loads[j] += audio.shape[-1]
+            parts[j].append((key, audio))
+        for j, part in enumerate(parts):
+            if part:
+                self.tasks.append(self.lanes.submit(self._lane_work, j, part, lane=j,
+                                                    cost=sum(a.shape[-1] for _, a in part)))
+        return self._finished(keep=self.lanes.n)
+
+    def flush(self) -> list:
+        if self.lanes.n == 1:
+            return self.schedulers[0].flush()
+        for j in range(self.lanes.n):
+            self.tasks.append(self.lanes.submit(self._lane_work, j, [], True, lane=j, cost=0.0))
+        return self._finished(keep=0)
+
+    def reset(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        cf.wait(self.tasks)  # a running task still steps its lane's streams: let it end first
+        self.tasks = []
+        for rows in self.schedulers:
+            rows.reset()
+
+    def _lane_work(self, lane: int, files: list, flush: bool = False) -> list:
+        """In lane ``lane``: add ``files`` to its streams and step them (to the end with ``flush``)."""
+        rows, out = self.schedulers[lane], []
+        try:
+            for key, audio in files:
+                out.extend(rows.add(key, audio))
+            out.extend(rows.flush() if flush else rows.drain())
+            return out
+        except Exception as exc:
+            error = exc if isinstance(exc, AudiotokError) else step_error(exc)
+            done = {k for k, _ in out}
+            lost = [k for k in dict.fromkeys(rows.keys() + [k for k, _ in files]) if k not in done]
+            rows.reset()
+            return out + [(k, error) for k in lost]
+
+    def _finished(self, keep: int) -> list:
+        """Wait until at most ``keep`` lane tasks are unfinished; what the finished ones returned."""
+        while True:
+            while self._events:
+                key, done, total = self._events.pop(0)
+                if self.owner.on_progress is not None:
+                    self.owner.on_progress(key, done, total)
+            pending = [t for t in self.tasks if not t.done()]
+            if len(pending) <= keep:
+                break
+            cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)  # wakes to pass progress on
+        out = [r for t in self.tasks if t.done() for r in t.result()]
+        self.tasks = [t for t in self.tasks if not t.done()]
+        return out
