@@ -44,6 +44,10 @@ def weight_2d(weight: torch.Tensor) -> torch.Tensor:
 def conv1d_nwc(x: torch.Tensor, weight2d: torch.Tensor, bias, stride: int = 1, dilation: int = 1,
                groups: int = 1) -> torch.Tensor:
     """``F.conv1d`` (no padding) on ``x [rows, time, C]``, weight from ``weight_2d``: ``[rows, time', C']``."""
+    if weight2d.shape[-1] == 1 and stride == 1 and groups == 1:
+        # a pointwise convolution is a matrix product over [rows * time, C]: one GEMM, the output
+        # already time-major (torch would run it as its slow im2col path with one thread)
+        return F.linear(x, weight2d.view(weight2d.shape[0], weight2d.shape[1]), bias)
     y = F.conv2d(x.transpose(1, 2).unsqueeze(2), weight2d, bias, stride=(1, stride), dilation=(1, dilation),
                  groups=groups)
     return y.squeeze(2).transpose(1, 2)
