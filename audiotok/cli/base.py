@@ -69,8 +69,9 @@ LOG_EVERY = typer.Option(10.0, "--log-every", min=0.0, metavar="SECONDS",
 
 THREADS = typer.Option(None, "--threads", min=1,
                        help="Torch threads (default: torch's, which honours OMP_NUM_THREADS). Recorded in outputs: "
-                            "numbers can differ between 1 and 2+ threads. DAC and Mimi on the CPU run that many "
-                            "calls side by side, one thread each (up to 4), so their codes are the same for 1 to 4.")
+                            "numbers can differ between 1 and 2+ threads. EnCodec 24 kHz, Mimi and DAC on the CPU run "
+                            "that many calls side by side, one thread each (up to 4), so their codes are the same "
+                            "for 1 to 4.")
 
 
 def finish(summary, quiet: bool) -> None:
