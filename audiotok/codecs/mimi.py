@@ -41,14 +41,15 @@ from ..registry import CodecSpec
 from ..weights import check_finite
 from .adapters import ItemDecoder
 from .layout import (
+    NwcWeight,
     activate,
     check_layout,
     conv1d_nwc,
     conv_transpose1d_nwc,
     default_layout,
+    nwc_weight,
     padded,
     time_dim,
-    weight_2d,
 )
 from .mimi_weights import (
     MimiConfig,
@@ -74,7 +75,7 @@ class _Conv:
     dilation: int = 1
     groups: int = 1
     replicate: bool = False
-    weight2d: torch.Tensor | None = None  # the channels-last weight, for the ``nwc`` layout
+    nwc: NwcWeight | None = None  # the weight for the ``nwc`` layout
 
     @property
     def pad(self) -> int:
@@ -94,7 +95,7 @@ class _ConvTr:
     bias: torch.Tensor | None
     stride: int
     groups: int = 1
-    weight2d: torch.Tensor | None = None
+    nwc: NwcWeight | None = None
 
     @property
     def ctx(self) -> int:
@@ -158,7 +159,7 @@ class MimiNet:
         self.n_q = c.num_quantizers
         if self.nwc:
             for op in self._convs(self.enc) + self._convs(self.dec) + [self.down, self.up]:
-                op.weight2d = weight_2d(op.weight)
+                op.nwc = nwc_weight(op.weight, transposed=isinstance(op, _ConvTr))
 
     # --- building -----------------------------------------------------------------------------
     @staticmethod
@@ -295,7 +296,7 @@ class MimiNet:
         elif elu:
             x = activate(None, x, inplace=inplace)
         if self.nwc:
-            return conv1d_nwc(x, op.weight2d, op.bias, op.stride, op.dilation, op.groups)
+            return conv1d_nwc(x, op.nwc, op.bias, op.stride, op.dilation, op.groups)
         return F.conv1d(x, op.weight, op.bias, op.stride, 0, op.dilation, op.groups)
 
     def _convtr(self, op: _ConvTr, x: torch.Tensor, ctx_list: list, idx: int, fresh) -> torch.Tensor:
@@ -308,7 +309,7 @@ class MimiNet:
             x = torch.cat([ctx, x], dim=t)
             ctx_list[idx] = x.narrow(t, x.shape[t] - n, n).clone()
         if self.nwc:
-            y = conv_transpose1d_nwc(x, op.weight2d, op.bias, op.stride, op.groups)
+            y = conv_transpose1d_nwc(x, op.nwc, op.bias, op.stride, op.groups)
         else:
             y = F.conv_transpose1d(x, op.weight, op.bias, op.stride, 0, 0, op.groups)
         return y.narrow(t, n * op.stride, T * op.stride)

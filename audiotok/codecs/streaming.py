@@ -30,9 +30,9 @@ from .layout import (
     check_layout,
     conv1d_nwc,
     conv_transpose1d_nwc,
+    nwc_weight,
     padded,
     time_dim,
-    weight_2d,
 )
 
 __all__ = ["LAYOUTS", "StreamingDecoder", "StreamingEncoder"]
@@ -50,12 +50,12 @@ class _Conv(nn.Module):
         self.stride = conv.stride[0]
         self.nwc = layout == "nwc"
         if self.nwc:
-            self.register_buffer("weight2d", weight_2d(conv.weight), persistent=False)
+            self.weight_nwc = nwc_weight(conv.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
         if self.nwc:
-            return conv1d_nwc(x, self.weight2d, c.bias, c.stride[0], c.dilation[0], c.groups)
+            return conv1d_nwc(x, self.weight_nwc, c.bias, c.stride[0], c.dilation[0], c.groups)
         return c(x)
 
 
@@ -70,13 +70,13 @@ class _ConvTr(nn.Module):
         self.pad = (conv.kernel_size[0] - 1) // self.stride  # earlier frames reaching this window
         self.nwc = layout == "nwc"
         if self.nwc:
-            self.register_buffer("weight2d", weight_2d(conv.weight), persistent=False)
+            self.weight_nwc = nwc_weight(conv.weight, transposed=True)
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         t = time_dim("nwc" if self.nwc else "ncw")
         x_all = torch.cat([ctx, x], dim=t)
         if self.nwc:
-            y = conv_transpose1d_nwc(x_all, self.weight2d, self.conv.bias, self.stride, self.conv.groups)
+            y = conv_transpose1d_nwc(x_all, self.weight_nwc, self.conv.bias, self.stride, self.conv.groups)
         else:
             y = self.conv(x_all)
         start = self.pad * self.stride
