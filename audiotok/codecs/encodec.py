@@ -6,7 +6,9 @@ Knows nothing about files: it gets arrays, it returns arrays.
 Same codes whatever the batching: the 24 kHz model runs as a stream of fixed-shape calls
 (``streaming.StreamingEncoder``; rows x window fixed per device type and, on the CPU, by the file's
 own length: ``StreamShape``); the 48 kHz model encodes its 1 s segments in fixed-size groups (full
-segments) or alone (a file's shorter last segment).
+segments) or alone (a file's shorter last segment). On the CPU the 24 kHz streams compute channels
+last (``codecs.layout``) in lanes of one torch thread (``rows.LanedRows``), so their codes are the
+same for ``--threads`` 1 to 4.
 """
 
 from __future__ import annotations

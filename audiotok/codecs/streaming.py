@@ -8,7 +8,7 @@ its last samples in the few positions past the end that its last frame reads: ex
 the official model applies (``SConv1d`` pads the right with ``reflect`` to a whole frame), so every
 frame matches, the last one of a file whose length is not a multiple of 320 included.
 
-Windows have a fixed length and the caller fixes the number of rows (``models/codec.py``), so every
+Windows have a fixed length and the caller fixes the number of rows (``codecs/encodec.py``), so every
 kernel sees the same shapes whatever files share a call: a row's numbers depend on its own samples,
 the window shape and the thread count, never on its neighbours. Nothing here measures the machine.
 
@@ -17,6 +17,10 @@ convolutions carry context as the encoder's do, each transposed convolution carr
 input frame (the one whose output overlaps the next window's first samples), and the LSTM its
 state. So a long file decodes in memory that does not grow with its length (the official decoder
 holds activations of 32 channels at 24 kHz for the whole file: 5.5 GB per activation for 30 min).
+
+``layout``: ``ncw`` computes with the official model's kernels and layout (its numbers bit for bit
+on whole frames); ``nwc`` holds activations time-major, channels last (``codecs.layout``), faster on
+the CPU, its numbers within float rounding of the official ones.
 """
 
 from __future__ import annotations
@@ -69,11 +73,12 @@ class _ConvTr(nn.Module):
         self.stride = conv.stride[0]
         self.pad = (conv.kernel_size[0] - 1) // self.stride  # earlier frames reaching this window
         self.nwc = layout == "nwc"
+        self.t = time_dim(layout)
         if self.nwc:
             self.weight_nwc = nwc_weight(conv.weight, transposed=True)
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        t = time_dim("nwc" if self.nwc else "ncw")
+        t = self.t
         x_all = torch.cat([ctx, x], dim=t)
         if self.nwc:
             y = conv_transpose1d_nwc(x_all, self.weight_nwc, self.conv.bias, self.stride, self.conv.groups)
