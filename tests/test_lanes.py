@@ -121,19 +121,31 @@ def _mimi_files() -> list[np.ndarray]:
     return [synthetic_audio(s, 24000, seed=20 + i) for i, s in enumerate([0.4, 5.2, 1.1, 0.08, 2.5, 4.3])]
 
 
-def test_mimi_codes_in_lanes_equal_one_thread_alone(mimi, one_thread):
-    """Files (two long enough for the lone shape) through 1, 2 and 3 lanes and batches of 1, 2 and
-    all: each file's codes equal its codes alone through one thread, and the lanes' progress reaches
-    the pipeline's callback in the caller's thread."""
-    kw = {"shared": StreamShape(2, 7680), "lone": StreamShape(1, 11520), "lone_seconds": 4.0}
-    files = _mimi_files()
-    alone = [MimiEncoder(mimi, 1.1, torch.device("cpu"), lanes=Lanes(1), **kw) for _ in files]
+@pytest.mark.parametrize("codec", ["mimi", "encodec_24khz"])
+def test_row_streams_in_lanes_equal_one_thread_alone(codec, mimi, one_thread):
+    """Files (two long enough for the lone shape; for EnCodec one shorter than 8 frames, encoded whole)
+    through 1, 2 and 3 lanes and batches of 1, 2 and all: each file's codes equal its codes alone
+    through one thread, and the lanes' progress reaches the pipeline's callback in the caller's thread."""
+    cpu = torch.device("cpu")
+    if codec == "mimi":
+        files = _mimi_files()
+        kw = {"shared": StreamShape(2, 7680), "lone": StreamShape(1, 11520), "lone_seconds": 4.0}
+
+        def make(lanes):
+            return MimiEncoder(mimi, 1.1, cpu, lanes=lanes, **kw)
+    else:
+        files = [synthetic_audio(s, 24000, seed=40 + i) for i, s in enumerate([0.4, 4.6, 1.1, 0.05, 2.5, 0.9])]
+        model = random_encodec("encodec_24khz")
+
+        def make(lanes):
+            return CodecEncoder(model, 6.0, cpu, lanes=lanes, lone_seconds=4.0)
+    alone = [make(Lanes(1)) for _ in files]
     ref = [dict(e.run([(i, f)]) + e.flush())[i].codes for i, (e, f) in enumerate(zip(alone, files))]
     for n in (2, 3):
         lanes = Lanes(n)
         try:
             for size in (1, 2, len(files)):
-                enc = MimiEncoder(mimi, 1.1, torch.device("cpu"), lanes=lanes, **kw)
+                enc = make(lanes)
                 assert enc.numerics()["threads"] == 1 and enc.numerics()["lanes"] == n
                 calls = []
                 enc.on_progress = lambda key, done, total, calls=calls: calls.append((key, threading.get_ident()))
@@ -141,28 +153,6 @@ def test_mimi_codes_in_lanes_equal_one_thread_alone(mimi, one_thread):
                 for i, r in enumerate(ref):
                     np.testing.assert_array_equal(got[i].codes, r, err_msg=f"{n} lanes, batch {size}, file {i}")
                 assert calls and {t for _, t in calls} == {threading.get_ident()}
-        finally:
-            lanes.close()
-
-
-def test_encodec_codes_in_lanes_equal_one_thread_alone(one_thread):
-    """EnCodec 24 kHz's row streams in 1, 2 and 3 lanes, batches of 1, 2 and all: every file's codes
-    (a lone-shape file, shared-row files and one shorter than 8 frames, encoded whole) equal its
-    codes alone through one thread."""
-    model = random_encodec("encodec_24khz")
-    kw = {"lone_seconds": 4.0}
-    files = [synthetic_audio(s, 24000, seed=40 + i) for i, s in enumerate([0.4, 4.6, 1.1, 0.05, 2.5, 0.9])]
-    alone = CodecEncoder(model, 6.0, torch.device("cpu"), lanes=Lanes(1), **kw)
-    ref = [dict(alone.run([(i, f)]) + alone.flush())[i].codes for i, f in enumerate(files)]
-    for n in (2, 3):
-        lanes = Lanes(n)
-        try:
-            for size in (1, 2, len(files)):
-                enc = CodecEncoder(model, 6.0, torch.device("cpu"), lanes=lanes, **kw)
-                assert enc.numerics()["threads"] == 1 and enc.numerics()["lanes"] == n
-                got = run_in_batches(enc, list(enumerate(files)), size)
-                for i, r in enumerate(ref):
-                    np.testing.assert_array_equal(got[i].codes, r, err_msg=f"{n} lanes, batch {size}, file {i}")
         finally:
             lanes.close()
 
