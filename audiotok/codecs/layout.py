@@ -4,7 +4,7 @@ A causal stack holds its activations as ``[rows, time, channels]`` (``nwc``) ins
 official ``[rows, channels, time]`` (``ncw``): every convolution then runs as oneDNN's
 channels-last kernel on the tensor as it is (a 2-D convolution of height 1), with no reorder to and
 from a blocked layout at each layer, and carried context is prepended by writing the layer's input
-after it (``padded``) instead of copying the whole activation. The numbers are those of other
+after it (``with_context``) instead of copying the whole activation. The numbers are those of other
 kernels (other summation orders): equal to the official layout's up to float rounding, never bit
 for bit, so the layout is a compute path, fixed per device type (``default_layout``) and recorded
 in every output's ``numerics``. Nothing here measures the machine.
@@ -12,6 +12,7 @@ in every output's ``numerics``. Nothing here measures the machine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -93,27 +94,43 @@ def conv_transpose1d_nwc(x: torch.Tensor, weight: NwcWeight, bias, stride: int, 
     return y.squeeze(2).transpose(1, 2)
 
 
-def activate(m: nn.Module | None, x: torch.Tensor, inplace: bool) -> torch.Tensor:
-    """``m(x)`` (``m`` an activation module; None: ELU with alpha 1); an ELU may overwrite ``x``
-    (the same values, one allocation and one pass less)."""
-    if m is None or type(m) is nn.ELU:
-        alpha = 1.0 if m is None else m.alpha
-        return F.elu_(x, alpha) if inplace else F.elu(x, alpha)
+ELU = nn.ELU()  # alpha 1, as SEANet's
+
+
+def activate(m: nn.Module, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``m(x)`` (``m`` an activation module); an ELU may overwrite ``x`` (the same values, one
+    allocation and one pass less)."""
+    if type(m) is nn.ELU:
+        return F.elu_(x, m.alpha) if inplace else F.elu(x, m.alpha)
     return m(x)
 
 
-def padded(x: torch.Tensor, pad: int, t: int, act: nn.Module | None = None, elu: bool = False) -> tuple:
-    """``(buf, body)``: ``buf`` holds ``pad`` uninitialised steps along dim ``t`` (for the caller's
-    context) then ``act(x)`` (ELU when ``elu``; ``x`` itself when neither), ``body`` is that part.
-    An ELU is written there directly, so neither the context nor the activation costs a copy."""
-    shape = list(x.shape)
-    shape[t] = pad + x.shape[t]
-    buf = x.new_empty(shape)
-    body = buf.narrow(t, pad, x.shape[t])
-    if act is None and not elu:
-        body.copy_(x)
-    elif elu or type(act) is nn.ELU:
-        torch._C._nn.elu(x, 1.0 if act is None else act.alpha, 1, 1, out=body)
+def with_context(x: torch.Tensor, ctx: torch.Tensor, t: int, nwc: bool, act: nn.Module | None = None,
+                 fresh: torch.Tensor | None = None, start: Callable | None = None) -> tuple:
+    """A causal convolution's input: ``(buf, tail)``, ``buf`` = ``[context, act(x)]`` along dim ``t``
+    (``act`` None: ``x`` itself) and ``tail`` a copy of its last ``ctx.shape[t]`` steps (the next
+    window's context). The context is ``ctx``, or ``start(act(x))`` for the rows where ``fresh`` is
+    set. ``nwc``: ``act(x)`` is written after room for the context, so neither costs a copy of the
+    activation; otherwise it is computed and concatenated as the official layers do (their rounding,
+    bit for bit)."""
+    pad, n = ctx.shape[t], x.shape[t]
+    if nwc:
+        shape = list(x.shape)
+        shape[t] = pad + n
+        buf = x.new_empty(shape)
+        body = buf.narrow(t, pad, n)
+        if act is None:
+            body.copy_(x)
+        elif type(act) is nn.ELU:
+            torch._C._nn.elu(x, act.alpha, 1, 1, out=body)
+        else:
+            body.copy_(act(x))
     else:
-        body.copy_(act(x))
-    return buf, body
+        body = x if act is None else act(x)
+    if fresh is not None:
+        ctx = torch.where(fresh[:, None, None], start(body), ctx)
+    if nwc:
+        buf.narrow(t, 0, pad).copy_(ctx)
+    else:
+        buf = torch.cat([ctx, body], dim=t)
+    return buf, buf.narrow(t, n, pad).clone()

@@ -41,6 +41,7 @@ from ..registry import CodecSpec
 from ..weights import check_finite
 from .adapters import ItemDecoder
 from .layout import (
+    ELU,
     NwcWeight,
     activate,
     check_layout,
@@ -48,8 +49,8 @@ from .layout import (
     conv_transpose1d_nwc,
     default_layout,
     nwc_weight,
-    padded,
     time_dim,
+    with_context,
 )
 from .mimi_weights import (
     MimiConfig,
@@ -254,7 +255,7 @@ class MimiNet:
         elu = False
         for kind, op in ops:
             if elu and kind != "conv":
-                x = activate(None, x, inplace=True)
+                x = activate(ELU, x, inplace=True)
             if kind == "elu":
                 elu = True
                 continue
@@ -271,7 +272,7 @@ class MimiNet:
                 i += 2
                 x = y.add_(x)
             elu = False
-        return activate(None, x, inplace=True) if elu else x
+        return activate(ELU, x, inplace=True) if elu else x
 
     def _conv(self, op: _Conv, x: torch.Tensor, ctx_list: list, idx: int, fresh, elu: bool = False,
               inplace: bool = False) -> torch.Tensor:
@@ -279,22 +280,14 @@ class MimiNet:
         overwritten) after its context (a file's start: zeros, or its first sample repeated)."""
         pad, t = op.pad, self.t
         if pad:
-            if self.nwc:  # ELU(x) written after room for the context: no copy to prepend it
-                buf, body = padded(x, pad, t, elu=elu)
-            else:  # the official model's rounding, bit for bit
-                body = F.elu(x) if elu else x
             ctx = ctx_list[idx]
-            if fresh is not None:
-                first = body.narrow(t, 0, 1).expand_as(ctx) if op.replicate else torch.zeros_like(ctx)
-                ctx = torch.where(fresh[:, None, None], first, ctx)
-            if self.nwc:
-                buf.narrow(t, 0, pad).copy_(ctx)
-            else:
-                buf = torch.cat([ctx, body], dim=t)
-            ctx_list[idx] = buf.narrow(t, buf.shape[t] - pad, pad).clone()
-            x = buf
+
+            def start(body):  # a file's start: its first sample repeated, or zeros
+                return body.narrow(t, 0, 1).expand_as(ctx) if op.replicate else torch.zeros_like(ctx)
+
+            x, ctx_list[idx] = with_context(x, ctx, t, self.nwc, ELU if elu else None, fresh, start)
         elif elu:
-            x = activate(None, x, inplace=inplace)
+            x = activate(ELU, x, inplace=inplace)
         if self.nwc:
             return conv1d_nwc(x, op.nwc, op.bias, op.stride, op.dilation, op.groups)
         return F.conv1d(x, op.weight, op.bias, op.stride, 0, op.dilation, op.groups)

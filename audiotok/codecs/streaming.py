@@ -35,8 +35,8 @@ from .layout import (
     conv1d_nwc,
     conv_transpose1d_nwc,
     nwc_weight,
-    padded,
     time_dim,
+    with_context,
 )
 
 __all__ = ["LAYOUTS", "StreamingDecoder", "StreamingEncoder"]
@@ -208,20 +208,8 @@ class _StatefulStack(nn.Module):
         t = self.t
         if not c.pad:
             return c(x if act is None else activate(act, x, inplace=False))
-        n_in = x.shape[t]
-        if self.nwc:  # act(x) written after room for the context: no copy to prepend it
-            buf, body = padded(x, c.pad, t, act)
-        else:  # as the official model's layers do (its rounding, bit for bit)
-            body = x if act is None else activate(act, x, inplace=False)
-        ctx = state["ctx"][idx]
-        if fresh is not None:
-            reflect = body.narrow(t, 1, c.pad).flip(t)
-            ctx = torch.where(fresh[:, None, None], reflect, ctx)
-        if self.nwc:
-            buf.narrow(t, 0, c.pad).copy_(ctx)
-        else:
-            buf = torch.cat([ctx, body], dim=t)
-        state["ctx"][idx] = buf.narrow(t, n_in, c.pad).clone()  # not a view: frees buf, safe to edit it
+        buf, state["ctx"][idx] = with_context(x, state["ctx"][idx], t, self.nwc, act, fresh,
+                                              lambda body: body.narrow(t, 1, c.pad).flip(t))  # reflection
         if ends is not None and c.stride > 1:
             for r, n in enumerate(ends):
                 extra = -n % c.stride
