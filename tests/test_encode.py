@@ -187,7 +187,7 @@ def audio_exts():
 def test_streaming_latents_equal_whole_file_encoder(n, layout):
     """Window-by-window encoding equals the official whole-file model.encoder on every frame,
     the last frame of a file that ends mid-frame included (rel. max err <= 1e-4), in both
-    activation layouts (``ncw``: the official one, bit for bit; ``nwc``: channels last, the CPU's)."""
+    activation layouts (``ncw``: the official one; ``nwc``: channels last, the CPU's)."""
     from audiotok.codecs.inference import for_inference
     from audiotok.codecs.streaming import StreamingEncoder
 

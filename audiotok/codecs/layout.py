@@ -111,8 +111,8 @@ def with_context(x: torch.Tensor, ctx: torch.Tensor, t: int, nwc: bool, act: nn.
     (``act`` None: ``x`` itself) and ``tail`` a copy of its last ``ctx.shape[t]`` steps (the next
     window's context). The context is ``ctx``, or ``start(act(x))`` for the rows where ``fresh`` is
     set. ``nwc``: ``act(x)`` is written after room for the context, so neither costs a copy of the
-    activation; otherwise it is computed and concatenated as the official layers do (their rounding,
-    bit for bit)."""
+    activation; otherwise it is computed and concatenated as the official layers do (the same ops,
+    so ``ncw`` stays bit for bit what it was before ``nwc`` existed)."""
     pad, n = ctx.shape[t], x.shape[t]
     if nwc:
         shape = list(x.shape)

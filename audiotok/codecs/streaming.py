@@ -18,8 +18,8 @@ input frame (the one whose output overlaps the next window's first samples), and
 state. So a long file decodes in memory that does not grow with its length (the official decoder
 holds activations of 32 channels at 24 kHz for the whole file: 5.5 GB per activation for 30 min).
 
-``layout``: ``ncw`` computes with the official model's kernels and layout (its numbers bit for bit
-on whole frames); ``nwc`` holds activations time-major, channels last (``codecs.layout``), faster on
+``layout``: ``ncw`` computes with the official model's kernels and layout (its numbers up to the
+rounding that other call shapes give, often none); ``nwc`` holds activations time-major, channels last (``codecs.layout``), faster on
 the CPU, its numbers within float rounding of the official ones.
 """
 
