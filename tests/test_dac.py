@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 
 from audiotok.codecs.dac import Chunking, DacCodec, DacDecoder, DacEncoder
+from audiotok.codecs.layout import LAYOUTS
 from audiotok.errors import UsageError
 from audiotok.formats.codes import EncodedItem
 from audiotok.registry import get_codec
@@ -64,18 +65,26 @@ def test_dac_facts_in_the_registry():
 
 # --- parity with the official package ----------------------------------------------------------
 
+def _use_layout(codec, layout: str) -> None:
+    codec.model.encoder.use_layout(layout)
+    codec.model.decoder.use_layout(layout)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("clip", range(4))
-def test_codes_and_audio_equal_the_official_encode_and_decode(clip):
+def test_codes_and_audio_equal_the_official_encode_and_decode(clip, layout):
     """The fixture: official ``model.encode(model.preprocess(x, 44100))`` codes and
     ``model.decode(quantizer.from_codes(codes))`` audio of 1 s of three shared recordings and a
     synthetic signal, on a random-weight model saved by the official ``model.save``. Loaded
-    strictly through audiotok; the audio goes through the same adapter as ``encode``'s."""
+    strictly through audiotok; the audio goes through the same adapter as ``encode``'s. In the
+    official layout and channels last (the CPU's default)."""
     from audiotok import Encoder
 
     ref = np.load(FIXTURE / "parity.npz")
     x = _fixture_input(str(ref["names"][clip]), float(ref["offsets"][clip]))
     spec = get_codec("dac_44khz")
     enc = Encoder("dac_44khz", bandwidth=spec.bandwidths[-1], checkpoint=FIXTURE / "weights_small.pth", device="cpu")
+    _use_layout(enc.codec, layout)
     item = enc.encode(x, 44100)
     want = ref[f"codes{clip}"]
     assert item.codes.shape == want.shape == (9, -(-x.shape[0] // 512))
@@ -84,9 +93,67 @@ def test_codes_and_audio_equal_the_official_encode_and_decode(clip):
     assert wav.shape == (1, x.shape[0])
     np.testing.assert_allclose(wav[0], ref[f"decoded{clip}"], atol=1e-4, rtol=0)
     # fewer codebooks: the official encode's first n_q rows
-    few = Encoder("dac_44khz", bandwidth=spec.bandwidths[2], checkpoint=FIXTURE / "weights_small.pth",
-                  device="cpu").encode(x, 44100)
+    few = Encoder("dac_44khz", bandwidth=spec.bandwidths[2], checkpoint=FIXTURE / "weights_small.pth", device="cpu")
+    _use_layout(few.codec, layout)
+    few = few.encode(x, 44100)
     assert (few.codes == want[:3]).all(0).mean() >= 0.999
+
+
+def test_channels_last_is_as_accurate_as_the_official_layout():
+    """Against the same network computed in float64, the channels-last encoder's latent and
+    decoder's audio carry at most 1.4x the rounding error of the official float32 layout's (measured
+    1.09x and 1.17-1.19x; with oneDNN's channels-last kernel on the 7-tap layers of 64 and 128
+    channels the encoder's was 1.8x: ``codecs/layout.GEMM_REDUCTION``). At the released encoder
+    width and half the released decoder's, one torch thread."""
+    import copy
+
+    from audiotok.codecs.dac import DacConfig, Decoder, Encoder, WNConv
+    from audiotok.testing import dac_kwargs
+
+    config = DacConfig.from_kwargs(dac_kwargs("dac_44khz", encoder_dim=64, decoder_dim=768), "test")
+    torch.manual_seed(3)
+    x = torch.from_numpy(synthetic_audio(0.5, config.sample_rate, seed=8)[None, :, :22016])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for net, inp in ((Encoder(config), x), (Decoder(config), torch.randn(1, config.latent, 24))):
+            net.eval()
+            for m in net.modules():
+                if isinstance(m, WNConv):
+                    torch.nn.init.normal_(m.weight_v, std=0.05)
+                    m.fold()
+            with torch.inference_mode():
+                exact = copy.deepcopy(net).double()(inp.double())
+                official = net(inp)
+                net.use_layout("nwc")
+                ours = net(inp)
+            assert ours.shape == official.shape == exact.shape
+
+            def err(y):
+                return float((y.double() - exact).pow(2).mean().sqrt() / exact.pow(2).mean().sqrt())
+
+            assert err(ours) <= 1.4 * err(official), (type(net).__name__, err(ours), err(official))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_channels_last_on_the_cpu_recorded_and_one_weight_held(ckpt):
+    """On the CPU both networks compute channels last, say so in the encoder's and decoder's
+    numerics, and each convolution holds its folded weight once (for that layout only)."""
+    from audiotok.codecs.dac import WNConv
+
+    spec = get_codec("dac_44khz")
+    codec = DacCodec(spec, ckpt["dac_44khz"])
+    assert codec.encoder(spec.bandwidths[0]).numerics()["dac_encoder_layout"] == "nwc"
+    assert codec.decoder().numerics()["dac_decoder_layout"] == "nwc"
+    for net in (codec.model.encoder, codec.model.decoder):
+        for m in net.modules():
+            if isinstance(m, WNConv):
+                assert m.weight is None and (m.weight_nwc.conv is None) != (m.weight_nwc.gemm is None)
+    codec.model.encoder.use_layout("ncw")
+    assert codec.encoder(spec.bandwidths[0]).numerics()["dac_encoder_layout"] == "ncw"
+    conv = codec.model.encoder.block[0]
+    assert conv.weight is not None and conv.weight_nwc is None
 
 
 def _fixture_input(name: str, offset: float, sr: int = 44100) -> np.ndarray:
@@ -292,11 +359,13 @@ def test_chunked_codes_and_audio_equal_whole_file_and_memory_is_bounded(ckpt, mo
     np.testing.assert_allclose(wb, wa, atol=1e-4, rtol=0)
 
 
-def test_encoder_head_in_tiles_equals_the_whole_computation(ckpt, model="dac_44khz"):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_encoder_head_in_tiles_equals_the_whole_computation(ckpt, layout, model="dac_44khz"):
     """The encoder's first layers computed in tiles with a halo (on the CPU, always) give the
     whole computation's latent bit for bit with one torch thread per call (what lanes run), at the
     released channel count (64: the kernels the released models run), with the default and a small
-    tile; with two threads per call up to float rounding; short inputs are not tiled."""
+    tile; with two threads per call up to float rounding; short inputs are not tiled. In both
+    layouts."""
     from audiotok.codecs.dac import TILE_HALO, TILE_SAMPLES, DacConfig, Encoder, WNConv
     from audiotok.testing import dac_kwargs
 
@@ -307,6 +376,7 @@ def test_encoder_head_in_tiles_equals_the_whole_computation(ckpt, model="dac_44k
         if isinstance(m, WNConv):
             torch.nn.init.normal_(m.weight_v, std=0.05)
             m.fold()
+    enc.use_layout(layout)
     n = (TILE_SAMPLES * 2 + 3 * TILE_HALO) // config.hop * config.hop  # three tiles, the last one short
     x = torch.from_numpy(synthetic_audio(n / config.sample_rate, config.sample_rate, seed=5)[None, :, :n])
     threads = torch.get_num_threads()
@@ -324,9 +394,11 @@ def test_encoder_head_in_tiles_equals_the_whole_computation(ckpt, model="dac_44k
                         assert torch.equal(got, whole), (tile, halo)
                     else:
                         assert float((got - whole).abs().max() / whole.abs().max()) < 1e-4, (tile, halo)
-            enc.tile_for_inference()
             short = x[..., :TILE_SAMPLES]
-            assert torch.equal(enc(short), enc.block(short))
+            enc.tiling = None
+            whole = enc(short)
+            enc.tile_for_inference()
+            assert torch.equal(enc(short), whole)
     finally:
         torch.set_num_threads(threads)
     codec = DacCodec(get_codec(model), ckpt[model])

@@ -48,6 +48,7 @@ from ..formats.codes import EncodedItem
 from ..registry import CodecSpec
 from ..weights import check_finite, load_torch_file, resolve_encodec
 from .adapters import ItemDecoder
+from .layout import NwcWeight, check_layout, conv1d_nwc, conv_transpose1d_nwc, default_layout, nwc_weight
 
 # Peak memory of one call of the 44.1 kHz model on the CPU: ~56 MB per second of audio to encode,
 # ~110 MB per second to decode (measured), so a call spans at most 10 s (~0.6 / 1.1 GB).
@@ -122,7 +123,9 @@ class DacConfig:
 class WNConv(nn.Module):
     """A 1-D convolution (or transposed convolution) with weight norm: ``weight_g``, ``weight_v``,
     ``bias`` as the official ``weight_norm(nn.Conv1d(...))`` stores them. ``fold()`` computes the
-    weight once (``torch._weight_norm``, the function weight norm itself calls, so the same values)."""
+    weight once (``torch._weight_norm``, the function weight norm itself calls, so the same values),
+    held for the layout the convolution runs in (``layout``): ``weight`` for ``ncw`` (``forward``),
+    ``weight_nwc`` for ``nwc`` (``forward_nwc``), not both (the decoder's weights are 200 MB)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
                  transpose: bool = False):
@@ -132,15 +135,24 @@ class WNConv(nn.Module):
         self.weight_g = nn.Parameter(torch.ones(shape[0], 1, 1))
         self.weight_v = nn.Parameter(torch.empty(shape))  # from the weights file (build_model: random)
         self.stride, self.padding, self.dilation, self.transpose = stride, padding, dilation, transpose
+        self.layout = "ncw"
         self.weight: torch.Tensor | None = None
+        self.weight_nwc: NwcWeight | None = None
+        self._folded_as: tuple | None = None  # (device, dtype) of weight_v when folded
 
-    def fold(self) -> None:
+    def fold(self, layout: str | None = None) -> None:
+        """Compute the weight once, for ``layout`` (default: the one it runs in)."""
+        self.layout = check_layout(layout or self.layout)
         with torch.no_grad():
-            self.weight = torch._weight_norm(self.weight_v, self.weight_g, 0).detach()
+            w = torch._weight_norm(self.weight_v, self.weight_g, 0).detach()
+        nwc = self.layout == "nwc"
+        self.weight = None if nwc else w
+        self.weight_nwc = nwc_weight(w, self.transpose) if nwc else None
+        self._folded_as = (self.weight_v.device, self.weight_v.dtype)
 
-    def _apply(self, fn, recurse=True):  # .to(device) moves the folded weight too
+    def _apply(self, fn, recurse=True):  # .to(device / dtype) folds again
         super()._apply(fn, recurse)
-        if self.weight is not None and self.weight.device != self.weight_v.device:
+        if self._folded_as is not None and self._folded_as != (self.weight_v.device, self.weight_v.dtype):
             self.fold()
         return self
 
@@ -149,6 +161,17 @@ class WNConv(nn.Module):
         if self.transpose:
             return F.conv_transpose1d(x, w, self.bias, self.stride, self.padding)
         return F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation)
+
+    def forward_nwc(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of ``x [B, T, C]`` (already padded: see ``_padded``), ``[B, T', C']`` out;
+        a transposed one pads nothing: its ``padding`` outputs at each end are cut off here."""
+        if self.weight_nwc is None:
+            self.fold("nwc")
+        if self.transpose:
+            y = conv_transpose1d_nwc(x, self.weight_nwc, self.bias, self.stride)
+            p = self.padding
+            return y.narrow(1, p, y.shape[1] - 2 * p) if p else y
+        return conv1d_nwc(x, self.weight_nwc, self.bias, self.stride, self.dilation)
 
 
 class Snake(nn.Module):
@@ -163,6 +186,63 @@ class Snake(nn.Module):
         s.sin_().pow_(2)  # in place: one temporary instead of three
         s.mul_((self.alpha + 1e-9).reciprocal())
         return x + s
+
+    def forward_nwc(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The same ops on ``x [B, T, C]``, the sum written to ``out`` if given."""
+        a = self.alpha.view(1, 1, -1)
+        s = a * x
+        s.sin_().pow_(2)
+        s.mul_((a + 1e-9).reciprocal())
+        return torch.add(x, s, out=out)
+
+
+def _padded(x: torch.Tensor, pad: int, snake: Snake | None = None) -> torch.Tensor:
+    """``[zeros, snake(x), zeros]`` along the time of ``x [B, T, C]`` (``pad`` steps each side), the
+    activation written in place (no copy of its output to pad it)."""
+    B, T, C = x.shape
+    buf = x.new_empty(B, T + 2 * pad, C)
+    buf[:, :pad].zero_()
+    buf[:, pad + T:].zero_()
+    body = buf[:, pad:pad + T]
+    if snake is None:
+        body.copy_(x)
+    else:
+        snake.forward_nwc(x, out=body)
+    return buf
+
+
+def _snake_conv_nwc(snake: Snake | None, conv: WNConv, x: torch.Tensor) -> torch.Tensor:
+    """``conv(snake(x))`` on ``[B, T, C]`` activations (``snake`` None: ``conv(x)``)."""
+    if conv.padding and not conv.transpose:
+        return conv.forward_nwc(_padded(x, conv.padding, snake))
+    return conv.forward_nwc(x if snake is None else snake.forward_nwc(x))
+
+
+def _forward_nwc(layers, x: torch.Tensor) -> torch.Tensor:
+    """The encoder's ``layers`` (an ``nn.Sequential`` of its modules) on ``x [B, T, C]``: each Snake
+    is computed straight into the padded input of the convolution after it."""
+    mods = list(layers)
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        if isinstance(m, Snake) and i + 1 < len(mods) and isinstance(mods[i + 1], WNConv):
+            x = _snake_conv_nwc(m, mods[i + 1], x)
+            i += 2
+            continue
+        if isinstance(m, WNConv):
+            x = _snake_conv_nwc(None, m, x)
+        elif isinstance(m, Snake):
+            x = m.forward_nwc(x)
+        elif isinstance(m, ResidualUnit):
+            x = x + _forward_nwc(m.block, x)
+        elif isinstance(m, (EncoderBlock, DecoderBlock)):
+            x = _forward_nwc(m.block, x)
+        elif isinstance(m, nn.Tanh):
+            x = torch.tanh(x)
+        else:
+            raise TypeError(f"no channels-last path for {type(m).__name__}")
+        i += 1
+    return x
 
 
 class ResidualUnit(nn.Module):
@@ -224,6 +304,7 @@ class Encoder(nn.Module):
         layers += [Snake(dim), WNConv(dim, c.latent, 3, padding=1)]
         self.block = nn.Sequential(*layers)
         self.tiling: tuple[int, int, int] | None = None  # (tile, halo, head stride): tile_for_inference()
+        self.layout = "ncw"  # activations' layout (use_layout)
         self._head_stride = math.prod(c.encoder_rates[:TILE_BLOCKS])
         # input samples the head reads on each side of an output: the input convolution (3), then per
         # block its residual units (3 x (1 + 3 + 9) taps) and strided convolution, at the block's rate
@@ -240,17 +321,31 @@ class Encoder(nn.Module):
         halo = max(halo, 2 * self._head_reach)
         self.tiling = (max(hs, tile // hs * hs), -(-halo // hs) * hs, hs)
 
+    def use_layout(self, layout: str) -> None:
+        _use_layout(self, layout)
+
     def forward(self, x):
-        if self.tiling is None or x.shape[-1] <= self.tiling[0] + 2 * self.tiling[1]:
-            return self.block(x)
-        tile, halo, hs = self.tiling
-        head, tail = self.block[:1 + TILE_BLOCKS], self.block[1 + TILE_BLOCKS:]
-        n, parts = x.shape[-1], []
-        for start in range(0, n, tile):
-            lo, hi = max(0, start - halo), min(n, start + tile + halo)
-            y = head(x[..., lo:hi])
-            parts.append(y[..., (start - lo) // hs:(min(n, start + tile) - lo) // hs])
-        return tail(torch.cat(parts, dim=-1))
+        nwc = self.layout == "nwc"
+        if nwc:  # [B, 1, T] is [B, T, 1] as it is
+            x = x.reshape(x.shape[0], x.shape[-1], 1)
+
+        def run(layers, x):
+            return _forward_nwc(layers, x) if nwc else layers(x)
+
+        t = 1 if nwc else 2
+        if self.tiling is None or x.shape[t] <= self.tiling[0] + 2 * self.tiling[1]:
+            y = run(self.block, x)
+        else:
+            tile, halo, hs = self.tiling
+            head, tail = self.block[:1 + TILE_BLOCKS], self.block[1 + TILE_BLOCKS:]
+            n, parts = x.shape[t], []
+            for start in range(0, n, tile):
+                lo, hi = max(0, start - halo), min(n, start + tile + halo)
+                y = run(head, x.narrow(t, lo, hi - lo))
+                a, b = (start - lo) // hs, (min(n, start + tile) - lo) // hs
+                parts.append(y.narrow(t, a, b - a))
+            y = run(tail, torch.cat(parts, dim=t))
+        return y.transpose(1, 2).contiguous() if nwc else y
 
 
 class Decoder(nn.Module):
@@ -262,9 +357,27 @@ class Decoder(nn.Module):
         out_dim = c.decoder_dim // 2 ** len(c.decoder_rates)
         layers += [Snake(out_dim), WNConv(out_dim, 1, 7, padding=3), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        self.layout = "ncw"  # activations' layout (use_layout)
+
+    def use_layout(self, layout: str) -> None:
+        _use_layout(self, layout)
 
     def forward(self, z):
+        if self.layout == "nwc":
+            return _forward_nwc(self.model, z.transpose(1, 2).contiguous()).transpose(1, 2)
         return self.model(z)
+
+
+def _use_layout(net: Encoder | Decoder, layout: str) -> None:
+    """``net`` computes in ``layout`` from now on: ``ncw`` (the official one) or ``nwc`` (channels
+    last: ``codecs.layout``; each convolution's weight is also held in that layout); its input
+    and output stay ``[B, C, T]``."""
+    net.layout = check_layout(layout)
+    for m in net.modules():
+        if isinstance(m, WNConv):
+            m.layout = layout
+            if m._folded_as is not None:  # folded already: again, for this layout
+                m.fold()
 
 
 class VectorQuantize(nn.Module):
@@ -401,7 +514,11 @@ class DacCodec:
         self.device = resolve_device(device)
         path = resolve_encodec(spec.name, checkpoint)
         config, state = read_weights(path, spec)
-        self.model = build_model(config, state, path).to(self.device).fold()
+        self.model = build_model(config, state, path).to(self.device)
+        layout = default_layout(self.device)
+        self.model.encoder.use_layout(layout)
+        self.model.decoder.use_layout(layout)
+        self.model.fold()
         if self.device.type == "cpu":
             self.model.encoder.tile_for_inference()
         self.checkpoint_path = str(path)
@@ -501,6 +618,7 @@ class DacEncoder:
         out = self.chunking.describe(self.spec)
         if self.model.encoder.tiling is not None:
             out["dac_encoder_tile"] = f"{self.model.encoder.tiling[0]}+{self.model.encoder.tiling[1]}"
+        out["dac_encoder_layout"] = self.model.encoder.layout
         if self.lanes.n > 1:
             out.update(threads=self.lanes.threads_per_lane, lanes=self.lanes.n)
         return out
@@ -574,6 +692,10 @@ class DacDecoder(ItemDecoder):
         self.sample_rate = spec.sample_rate
         self.hop = model.config.hop
         self.chunking = chunking or Chunking.for_spec(spec)
+
+    def numerics(self) -> dict:
+        """The chunking and the decoder's layout (recorded with decoded audio)."""
+        return {**self.chunking.describe(self.spec), "dac_decoder_layout": self.model.decoder.layout}
 
     @torch.inference_mode()
     def decode(self, item: EncodedItem, key=None) -> np.ndarray:

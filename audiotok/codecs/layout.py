@@ -39,43 +39,47 @@ def time_dim(layout: str) -> int:
     return 1 if layout == "nwc" else 2
 
 
-# A convolution whose reduction (kernel x input channels) is this long or longer runs as im2col and
-# one GEMM instead of oneDNN's channels-last kernel: that kernel sums long reductions with 2-5x the
+# A convolution whose reduction (kernel x input channels) is this long or longer runs as GEMMs
+# instead of oneDNN's channels-last kernel: that kernel sums long reductions with 2-5x the
 # rounding error of the official layout's (0.2-1.1e-6 against 1.5-3e-7 relative, measured against
-# float64 on EnCodec's layers), enough to move 0.2 % of frames' codes; the GEMM's error is the
-# official layout's (3.5e-7) and on these layers it is as fast or faster. Fixed by the weight's
-# shape only.
-GEMM_REDUCTION = 1024
+# float64 on EnCodec's layers), enough to move 0.2 % of frames' codes, and gave DAC's encoder
+# (7-tap layers of 64 and 128 channels: reductions 448 and 896) 1.8x the official model's error
+# (1.1x with them as GEMMs, for ~2 % of its time). A strided convolution runs as im2col and one
+# GEMM; one of stride 1 as one GEMM per tap on shifted views of its input, summed in place: no
+# copy of kernel x the input (DAC's dilated 7-tap layers of 256 channels: 1.6x faster than im2col,
+# with 3.8e-7 relative error against its 4.7e-7). Fixed by the weight's shape and the stride only.
+GEMM_REDUCTION = 448
 
 
 @dataclass
 class NwcWeight:
-    """A (transposed) convolution's weight for ``nwc`` activations: the channels-last 2-D weight
-    (oneDNN) and, for a long reduction or a pointwise convolution, the ``[k * in, out]`` GEMM one."""
+    """A (transposed) convolution's weight for ``nwc`` activations: for a long reduction or a
+    pointwise convolution (of one group) the ``[k * in, out]`` GEMM weight, else the channels-last
+    2-D one (oneDNN). One of the two, never both."""
 
-    conv: torch.Tensor
+    conv: torch.Tensor | None
     gemm: torch.Tensor | None
     kernel: int
 
 
-def nwc_weight(weight: torch.Tensor, transposed: bool = False) -> NwcWeight:
+def nwc_weight(weight: torch.Tensor, transposed: bool = False, groups: int = 1) -> NwcWeight:
     """From a ``[out, in / groups, k]`` convolution weight (``[in, out / groups, k]`` if ``transposed``)."""
     w = weight.detach()
-    conv = w[:, :, None, :].contiguous(memory_format=torch.channels_last)
     k = w.shape[-1]
-    gemm = None
-    if not transposed and (k == 1 or k * w.shape[1] >= GEMM_REDUCTION):
-        gemm = w.permute(2, 1, 0).reshape(k * w.shape[1], w.shape[0]).contiguous()
-    return NwcWeight(conv, gemm, k)
+    if not transposed and groups == 1 and (k == 1 or k * w.shape[1] >= GEMM_REDUCTION):
+        return NwcWeight(None, w.permute(2, 1, 0).reshape(k * w.shape[1], w.shape[0]).contiguous(), k)
+    return NwcWeight(w[:, :, None, :].contiguous(memory_format=torch.channels_last), None, k)
 
 
 def conv1d_nwc(x: torch.Tensor, weight: NwcWeight, bias, stride: int = 1, dilation: int = 1,
                groups: int = 1) -> torch.Tensor:
     """``F.conv1d`` (no padding) on ``x [rows, time, C]``: ``[rows, time', C']``."""
-    if weight.gemm is not None and groups == 1:
+    if weight.gemm is not None:
         R, L, C = x.shape
         k = weight.kernel
         T = (L - (k - 1) * dilation - 1) // stride + 1
+        if stride == 1 and k > 1:
+            return _taps(x, weight, bias, dilation, T)
         if k == 1 and stride == 1:
             cols = x.reshape(R * L, C)  # a pointwise convolution: one GEMM, no im2col
         else:  # im2col: each output step's k input steps side by side, then one GEMM
@@ -86,6 +90,28 @@ def conv1d_nwc(x: torch.Tensor, weight: NwcWeight, bias, stride: int = 1, dilati
     y = F.conv2d(x.transpose(1, 2).unsqueeze(2), weight.conv, bias, stride=(1, stride), dilation=(1, dilation),
                  groups=groups)
     return y.squeeze(2).transpose(1, 2)
+
+
+def _taps(x: torch.Tensor, weight: NwcWeight, bias, dilation: int, T: int) -> torch.Tensor:
+    """A stride-1 convolution as one GEMM per tap: ``y[r, t] = bias + sum_j x[r, t + j * dilation] @ W_j``,
+    each term over the rows laid end to end (the outputs that would straddle two rows are computed
+    and dropped: ``(k - 1) * dilation`` per row)."""
+    R, L, C = x.shape
+    k = weight.kernel
+    x = x.contiguous()
+    flat = x.view(R * L, C)
+    n = R * L - (k - 1) * dilation  # outputs over the rows end to end
+    w = weight.gemm.view(k, C, -1)
+    cols = flat.narrow(0, 0, n)
+    y = torch.mm(cols, w[0]) if bias is None else torch.addmm(bias, cols, w[0])
+    for j in range(1, k):
+        y.addmm_(flat.narrow(0, j * dilation, n), w[j])
+    if R == 1:
+        return y.view(1, n, -1)
+    out = y.new_empty(R, T, y.shape[-1])
+    for r in range(R):
+        out[r].copy_(y.narrow(0, r * L, T))
+    return out
 
 
 def conv_transpose1d_nwc(x: torch.Tensor, weight: NwcWeight, bias, stride: int, groups: int = 1) -> torch.Tensor:

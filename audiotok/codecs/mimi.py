@@ -160,7 +160,7 @@ class MimiNet:
         self.n_q = c.num_quantizers
         if self.nwc:
             for op in self._convs(self.enc) + self._convs(self.dec) + [self.down, self.up]:
-                op.nwc = nwc_weight(op.weight, transposed=isinstance(op, _ConvTr))
+                op.nwc = nwc_weight(op.weight, isinstance(op, _ConvTr), op.groups)
 
     # --- building -----------------------------------------------------------------------------
     @staticmethod

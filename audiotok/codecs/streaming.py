@@ -54,7 +54,7 @@ class _Conv(nn.Module):
         self.stride = conv.stride[0]
         self.nwc = layout == "nwc"
         if self.nwc:
-            self.weight_nwc = nwc_weight(conv.weight)
+            self.weight_nwc = nwc_weight(conv.weight, groups=conv.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
@@ -75,7 +75,7 @@ class _ConvTr(nn.Module):
         self.nwc = layout == "nwc"
         self.t = time_dim(layout)
         if self.nwc:
-            self.weight_nwc = nwc_weight(conv.weight, transposed=True)
+            self.weight_nwc = nwc_weight(conv.weight, transposed=True, groups=conv.groups)
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         t = self.t
