@@ -129,10 +129,9 @@ def test_channels_last_is_as_accurate_as_the_official_layout():
                 ours = net(inp)
             assert ours.shape == official.shape == exact.shape
 
-            def err(y):
-                return float((y.double() - exact).pow(2).mean().sqrt() / exact.pow(2).mean().sqrt())
-
-            assert err(ours) <= 1.4 * err(official), (type(net).__name__, err(ours), err(official))
+            e_ours, e_official = (float((y.double() - exact).pow(2).mean().sqrt() / exact.pow(2).mean().sqrt())
+                                  for y in (ours, official))
+            assert e_ours <= 1.4 * e_official, (type(net).__name__, e_ours, e_official)
     finally:
         torch.set_num_threads(threads)
 
