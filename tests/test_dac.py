@@ -103,7 +103,7 @@ def test_channels_last_is_as_accurate_as_the_official_layout():
     """Against the same network computed in float64, the channels-last encoder's latent and
     decoder's audio carry at most 1.4x the rounding error of the official float32 layout's (measured
     1.09x and 1.17-1.19x; with oneDNN's channels-last kernel on the 7-tap layers of 64 and 128
-    channels the encoder's was 1.8x: ``codecs/layout.GEMM_REDUCTION``). At the released encoder
+    channels the encoder's was 1.8x: ``codecs/dac.ENCODER_GEMM_REDUCTION``). At the released encoder
     width and half the released decoder's, one torch thread."""
     import copy
 

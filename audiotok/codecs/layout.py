@@ -42,13 +42,15 @@ def time_dim(layout: str) -> int:
 # A convolution whose reduction (kernel x input channels) is this long or longer runs as GEMMs
 # instead of oneDNN's channels-last kernel: that kernel sums long reductions with 2-5x the
 # rounding error of the official layout's (0.2-1.1e-6 against 1.5-3e-7 relative, measured against
-# float64 on EnCodec's layers), enough to move 0.2 % of frames' codes, and gave DAC's encoder
-# (7-tap layers of 64 and 128 channels: reductions 448 and 896) 1.8x the official model's error
-# (1.1x with them as GEMMs, for ~2 % of its time). A strided convolution runs as im2col and one
-# GEMM; one of stride 1 as one GEMM per tap on shifted views of its input, summed in place: no
-# copy of kernel x the input (DAC's dilated 7-tap layers of 256 channels: 1.6x faster than im2col,
-# with 3.8e-7 relative error against its 4.7e-7). Fixed by the weight's shape and the stride only.
-GEMM_REDUCTION = 448
+# float64 on EnCodec's layers), enough to move 0.2 % of frames' codes; the GEMMs' error is the
+# official layout's or less (2-5e-7) and on these layers they are as fast or faster. A model may
+# start lower (``nwc_weight(gemm_from=)``: DAC's encoder, whose 7-tap layers of 64 and 128 channels
+# otherwise give it 1.8x the official error) at some speed (Mimi: 10 % slower end to end from 448).
+# A strided convolution runs as im2col and one GEMM; one of stride 1 as one GEMM per tap on
+# shifted views of its input, summed in place: no copy of kernel x the input (DAC's dilated 7-tap
+# layers of 256 channels: 1.6x faster than im2col, with 3.8e-7 relative error against its 4.7e-7).
+# Fixed by the weight's shape and the stride only.
+GEMM_REDUCTION = 1024
 
 
 @dataclass
@@ -62,11 +64,13 @@ class NwcWeight:
     kernel: int
 
 
-def nwc_weight(weight: torch.Tensor, transposed: bool = False, groups: int = 1) -> NwcWeight:
-    """From a ``[out, in / groups, k]`` convolution weight (``[in, out / groups, k]`` if ``transposed``)."""
+def nwc_weight(weight: torch.Tensor, transposed: bool = False, groups: int = 1,
+               gemm_from: int = GEMM_REDUCTION) -> NwcWeight:
+    """From a ``[out, in / groups, k]`` convolution weight (``[in, out / groups, k]`` if ``transposed``);
+    GEMMs for reductions of ``gemm_from`` or more (see ``GEMM_REDUCTION``)."""
     w = weight.detach()
     k = w.shape[-1]
-    if not transposed and groups == 1 and (k == 1 or k * w.shape[1] >= GEMM_REDUCTION):
+    if not transposed and groups == 1 and (k == 1 or k * w.shape[1] >= gemm_from):
         return NwcWeight(None, w.permute(2, 1, 0).reshape(k * w.shape[1], w.shape[0]).contiguous(), k)
     return NwcWeight(w[:, :, None, :].contiguous(memory_format=torch.channels_last), None, k)
 
