@@ -181,6 +181,44 @@ def test_ctrl_c_while_a_decode_worker_starts_is_not_lost(tmp_path, monkeypatch):
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
 
+def _send_half_a_result(path: str):
+    """A decode worker body that writes the start of a result message to the pool's result pipe
+    (a length header and 10 of its 1000 bytes, as a worker killed mid-send leaves it), says so
+    in ``path``, and waits."""
+    import gc
+    import struct
+
+    queue = next(o for o in gc.get_objects() if type(o).__name__ == "SimpleQueue")
+    os.write(queue._writer.fileno(), struct.pack("!i", 1000) + b"x" * 10)
+    with open(path, "w") as f:
+        f.write("sent")
+    time.sleep(600)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
+def test_interrupt_ends_even_when_a_worker_dies_mid_result(tmp_path):
+    """Ctrl-C kills the decode workers; one killed while sending its result left half a message
+    in the pool's pipe and the run then hung at exit forever, waiting for the rest (seen once in
+    CI: `encode` never returned after the Ctrl-C). Now ``terminate`` + ``close`` return at once."""
+    import threading
+
+    from audiotok.engine.pipeline import Loader
+
+    marker = tmp_path / "sent"
+    loader = Loader(_send_half_a_result, workers=1)
+    loader.imap([(0, str(marker))])
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the worker did not start"
+    time.sleep(0.5)  # the pool's manager thread is now waiting for the other 990 bytes
+    loader.terminate()
+    closing = threading.Thread(target=loader.close, daemon=True)
+    closing.start()
+    closing.join(30)
+    assert not closing.is_alive(), "close() still waits for a result no worker can send"
+
+
 def test_output_inside_the_input_tree_is_said_or_refused(cli, tmp_path):
     """`-o data/speech/..` (the issue's example): outputs that the next run would read are refused
     before any work; outputs it would not read are allowed with a note."""

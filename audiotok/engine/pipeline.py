@@ -296,12 +296,27 @@ class Loader:
         self.pool = self._new_pool()
 
     def terminate(self) -> None:
-        """Stop the workers now (interrupted run): a decode in progress is not waited for."""
-        for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+        """Stop the workers now (interrupted run): a decode in progress is not waited for.
+
+        A worker killed while it was sending a result leaves half a message in the result pipe,
+        and the pool's manager thread would wait for the rest forever (so would ``close`` and the
+        interpreter's exit, which join that thread): once the killed workers are gone, the
+        parent's own end for writing to that pipe is closed too, so the read ends (the pool counts
+        as broken) instead of waiting for bytes no process can send."""
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())
+        for proc in procs:
             try:
                 proc.kill()
             except (OSError, AttributeError):
                 pass
+        for proc in procs:
+            try:
+                proc.join(5)
+            except (OSError, AttributeError, AssertionError):
+                pass
+        writer = getattr(getattr(self.pool, "_result_queue", None), "_writer", None)
+        if writer is not None and not any(p.is_alive() for p in procs):
+            writer.close()
 
     def close(self) -> None:
         try:
