@@ -228,8 +228,8 @@ def _snake_conv_nwc(snake: Snake | None, conv: WNConv, x: torch.Tensor) -> torch
 
 
 def _forward_nwc(layers, x: torch.Tensor) -> torch.Tensor:
-    """The encoder's ``layers`` (an ``nn.Sequential`` of its modules) on ``x [B, T, C]``: each Snake
-    is computed straight into the padded input of the convolution after it."""
+    """``layers`` (an ``nn.Sequential`` of the encoder's or decoder's modules) on ``x [B, T, C]``:
+    each Snake is computed straight into the padded input of the convolution after it."""
     mods = list(layers)
     i = 0
     while i < len(mods):
