@@ -19,7 +19,6 @@ def test_folded_weight_norm_keeps_the_encoder_output():
     assert ((got - ref).abs().max() / ref.abs().max()).item() <= 1e-5
 
 
-
 def test_channels_last_convolution_equals_conv1d_on_every_path():
     """``layout.conv1d_nwc`` against ``F.conv1d`` on ``[rows, C, time]``: oneDNN's channels-last
     kernel (short reductions), im2col + GEMM (strided), one GEMM per tap (stride 1, dilated or

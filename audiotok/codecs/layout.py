@@ -112,10 +112,8 @@ def _taps(x: torch.Tensor, weight: NwcWeight, bias, dilation: int, T: int) -> to
         y.addmm_(flat.narrow(0, j * dilation, n), w[j])
     if R == 1:
         return y.view(1, n, -1)
-    out = y.new_empty(R, T, y.shape[-1])
-    for r in range(R):
-        out[r].copy_(y.narrow(0, r * L, T))
-    return out
+    N = y.shape[-1]
+    return y.as_strided((R, T, N), (L * N, N, 1)).contiguous()  # each row's T outputs, one copy
 
 
 def conv_transpose1d_nwc(x: torch.Tensor, weight: NwcWeight, bias, stride: int, groups: int = 1) -> torch.Tensor:
